@@ -1,0 +1,75 @@
+"""The exceptions sgdserve raises, one hierarchy for the whole package.
+
+    SGDServeError
+    ├── DataError (ValueError)          input data is malformed; names the column and line
+    ├── DivergenceError (ArithmeticError)  SGD produced a non-finite loss or weight
+    ├── StoreError                      the model store refused an operation
+    │   ├── VersionNotFoundError        no such version
+    │   ├── NoActiveModelError          nothing has been promoted yet
+    │   ├── IntegrityError              an artifact is missing, truncated or tampered with
+    │   └── LockHeldError               another process holds the store lock
+    └── JobError                        a retrain job cannot be started or found
+        └── JobConflictError            another retrain job is running
+
+    ConvergenceWarning (UserWarning)    the epoch limit was reached before converging
+
+The HTTP layer maps these onto status codes in one place (service/api_errors.py).
+"""
+
+from __future__ import annotations
+
+
+class SGDServeError(Exception):
+    """Base class of every error sgdserve raises on purpose."""
+
+
+class DataError(SGDServeError, ValueError):
+    """Input data is malformed; the message names the column and line (or row)."""
+
+    def __init__(self, message: str, *, column: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.column = column
+        self.line = line
+
+
+class DivergenceError(SGDServeError, ArithmeticError):
+    """SGD produced a non-finite loss or weight; a smaller learning rate usually helps."""
+
+
+class StoreError(SGDServeError):
+    """The model store refused an operation."""
+
+
+class VersionNotFoundError(StoreError, KeyError):
+    """No version with that id exists in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NoActiveModelError(StoreError):
+    """No version has been promoted yet."""
+
+
+class IntegrityError(StoreError):
+    """A stored artifact is missing, truncated, or does not match its recorded sha256."""
+
+
+class LockHeldError(StoreError):
+    """Another process holds the store lock."""
+
+
+class JobError(SGDServeError):
+    """A retrain job cannot be started or found."""
+
+
+class JobConflictError(JobError):
+    """Another retrain job is already running."""
+
+    def __init__(self, message: str, *, job_id: str | None = None):
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class ConvergenceWarning(UserWarning):
+    """The epoch limit was reached before the loss stopped improving."""
