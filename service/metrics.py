@@ -1,0 +1,243 @@
+"""Prometheus metrics that add up across gunicorn workers.
+
+Gunicorn workers share no memory, so a counter kept in one worker's memory would make
+``GET /metrics`` answer with whichever worker the scrape happened to reach. prometheus_client's
+multiprocess mode fixes that: every process writes its values into memory-mapped files in one
+directory, and :meth:`Metrics.render` merges all files. The rules of that mode, and where
+sgdserve follows them:
+
+- ``PROMETHEUS_MULTIPROC_DIR`` names the directory and must be set before prometheus_client
+  chooses its value class; :func:`prepare_multiprocess_dir` sets it in the gunicorn master
+  (``on_starting`` hook) before any worker is forked, and wipes old files (counters from a
+  previous run must not be added to this one).
+- When a worker exits, the gunicorn master calls :func:`mark_process_dead` (``child_exit`` hook)
+  so its per-worker gauges disappear; its counters stay and keep adding up.
+- Metrics are never registered in a registry that is also rendered; rendering uses a fresh
+  registry with a ``MultiProcessCollector`` so nothing is counted twice.
+
+Endpoint labels are URL rules (``"/models/<version_id>/activate"``), never raw paths: a path is
+client input, and a label per distinct path would grow without bound.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Seconds. A single-row prediction takes well under a millisecond in the worker, a 10,000-row
+# batch a few milliseconds; the upper buckets catch a slow disk or an overloaded host.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+RETRAIN_OUTCOMES = ("promoted", "rejected", "failed")
+
+
+def multiprocess_dir() -> Path | None:
+    """The directory prometheus_client's multiprocess mode uses in this process, if any."""
+    path = os.environ.get(MULTIPROC_ENV)
+    return Path(path) if path else None
+
+
+def prepare_multiprocess_dir(path: Path | None = None) -> tuple[Path, bool]:
+    """Create (or empty) the metrics directory and export it to processes forked from now on.
+
+    Returns the directory and whether it was created here (a temporary directory the caller
+    removes at exit). Only ``*.db`` files are removed from a given directory, never anything else.
+    """
+    created = path is None
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="sgdserve-metrics-"))
+    else:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path, created
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop the per-process gauges of an exited worker (gunicorn ``child_exit`` hook)."""
+    path = multiprocess_dir()
+    if path is not None:
+        multiprocess.mark_process_dead(pid, str(path))
+
+
+def _use_multiprocess_values(path: Path) -> None:
+    """Make prometheus_client write values into ``path``, whatever was imported first."""
+    current = os.environ.get(MULTIPROC_ENV)
+    if current is None:
+        os.environ[MULTIPROC_ENV] = str(path)
+    elif Path(current).resolve() != path.resolve():
+        raise ValueError(
+            f"metrics dir is {str(path)!r} but {MULTIPROC_ENV} is {current!r}; they must match"
+        )
+    # prometheus_client picks its value class when first imported; if that happened before the
+    # directory was known (the CLI imports everything up front), switch it now, before any of
+    # our metrics exist, or every worker would silently count only for itself.
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()
+
+
+class Metrics:
+    """The service's metrics: cheap to record on the hot path, rendered in Prometheus format."""
+
+    def __init__(self, registry_dir: Path | None) -> None:
+        # None means one process (Flask test client) unless this process already runs in
+        # multiprocess mode (a worker of a server that exported the directory): then use it,
+        # or each worker would report only itself.
+        if registry_dir is None:
+            registry_dir = multiprocess_dir()
+        self.registry_dir = Path(registry_dir) if registry_dir is not None else None
+        if self.registry_dir is not None:
+            _use_multiprocess_values(self.registry_dir)
+            self._render_registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._render_registry, path=str(self.registry_dir))
+            # Registered nowhere: the collector above reads every process's files, this
+            # process's included; registering them too would count this worker twice.
+            registry: CollectorRegistry | None = None
+        else:
+            self._render_registry = registry = CollectorRegistry()
+
+        self._requests = Counter(
+            "sgdserve_requests_total",
+            "HTTP requests handled, by endpoint (URL rule), method and status.",
+            ["endpoint", "method", "status"],
+            registry=registry,
+        )
+        self._errors = Counter(
+            "sgdserve_errors_total",
+            "HTTP responses with status >= 400, by endpoint (URL rule) and status.",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self._latency = Histogram(
+            "sgdserve_request_duration_seconds",
+            "Time spent handling a request inside the worker, by endpoint (URL rule).",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._rows = Counter(
+            "sgdserve_rows_predicted_total",
+            "Rows scored by /predict (a batch of n rows counts n).",
+            registry=registry,
+        )
+        self._model_info = Gauge(
+            "sgdserve_model_version_info",
+            "1 for the model version a worker serves now, 0 for versions it served before.",
+            ["version"],
+            registry=registry,
+            # One series per live worker (a pid label is added); gone when the worker exits.
+            multiprocess_mode="liveall",
+        )
+        self._load_failures = Counter(
+            "sgdserve_model_load_failures_total",
+            "Failed loads of a model version (integrity or read error); the old one kept serving.",
+            ["version"],
+            registry=registry,
+        )
+        self._retrain_jobs = Counter(
+            "sgdserve_retrain_jobs_total",
+            "Finished retrain jobs, by outcome (promoted, rejected, failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self._last_promotion = Gauge(
+            "sgdserve_last_promotion_timestamp_seconds",
+            "Unix time of the last promotion of a model version in the store.",
+            registry=registry,
+            # Promotion times only grow, so the newest value any process has seen is the truth.
+            multiprocess_mode="max",
+        )
+        # (endpoint, method, status) -> bound recorder; labels() costs a lock and a tuple of
+        # str() calls per metric, caching the children keeps observe_request to a few writes.
+        self._request_children: dict[tuple[str, str, int], Callable[[float], None]] = {}
+        self._active_version: str | None = None
+
+    def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """Count one request; ``endpoint`` is the URL rule (bounded), never the raw path."""
+        record = self._request_children.get((endpoint, method, status))
+        if record is None:
+            record = self._bind_request(endpoint, method, status)
+        record(seconds)
+
+    def _bind_request(self, endpoint: str, method: str, status: int) -> Callable[[float], None]:
+        requests_inc = self._requests.labels(endpoint, method, str(status)).inc
+        latency_observe = self._latency.labels(endpoint).observe
+        if status >= 400:
+            errors_inc = self._errors.labels(endpoint, str(status)).inc
+
+            def record(seconds: float) -> None:
+                requests_inc()
+                errors_inc()
+                latency_observe(seconds)
+        else:
+
+            def record(seconds: float) -> None:
+                requests_inc()
+                latency_observe(seconds)
+
+        self._request_children[(endpoint, method, status)] = record
+        return record
+
+    def rows_predicted(self, n: int) -> None:
+        """Count ``n`` scored rows."""
+        self._rows.inc(n)
+
+    def model_loaded(self, version: str) -> None:
+        """Mark ``version`` as the one this process serves (the previous one drops to 0)."""
+        if self._active_version == version:
+            return
+        if self._active_version is not None:
+            self._model_info.labels(self._active_version).set(0)
+        self._model_info.labels(version).set(1)
+        self._active_version = version
+
+    def model_load_failed(self, version: str) -> None:
+        """Count a failed load of ``version`` (a store id, never unchecked request input)."""
+        self._load_failures.labels(version).inc()
+
+    def retrain_job(self, outcome: str) -> None:
+        """Count one finished retrain job; call it once per job, in the process that ran it."""
+        if outcome not in RETRAIN_OUTCOMES:
+            raise ValueError(
+                f"retrain outcome must be one of {', '.join(RETRAIN_OUTCOMES)}, got {outcome!r}"
+            )
+        self._retrain_jobs.labels(outcome).inc()
+
+    def promotion(self, timestamp: float) -> None:
+        """Record the time of the last promotion (the newest any process has seen wins)."""
+        self._last_promotion.set(timestamp)
+
+    def render(self) -> tuple[bytes, str]:
+        """Prometheus text exposition of every process's metrics, and its content type."""
+        return generate_latest(self._render_registry), CONTENT_TYPE_LATEST
+
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "MULTIPROC_ENV",
+    "Metrics",
+    "RETRAIN_OUTCOMES",
+    "mark_process_dead",
+    "multiprocess_dir",
+    "prepare_multiprocess_dir",
+]
