@@ -33,6 +33,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
     values,
@@ -115,6 +116,9 @@ class Metrics:
             registry: CollectorRegistry | None = None
         else:
             self._render_registry = registry = CollectorRegistry()
+            # Multiprocess mode has no *_created series; leave them out here too so tests see
+            # the exposition production serves (the switch is process-wide and only drops those).
+            disable_created_metrics()
 
         self._requests = Counter(
             "sgdserve_requests_total",
