@@ -57,6 +57,7 @@ __all__ = ["FAULT_STEPS", "JobNotFoundError", "ModelStore"]
 # Version ids: UTC timestamp with microseconds, then a random suffix; they sort in creation order.
 _VERSION_RE = re.compile(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}")
 _JOB_RE = re.compile(r"job-\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _TS_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
@@ -290,15 +291,16 @@ class ModelStore:
             raise IntegrityError(
                 f"version {version_id!r}: {MANIFEST_FILE} names id {manifest.get('id')!r}"
             )
+        sha256 = manifest.get("sha256")
+        if not isinstance(sha256, str) or not _SHA256_RE.fullmatch(sha256):
+            raise IntegrityError(f"version {version_id!r}: manifest has no valid sha256")
         return manifest
 
     def load(self, version_id: str) -> tuple[LinearModel, dict[str, Any]]:
         """The model and manifest of a version, after checking model.joblib against its sha256."""
         directory = self.version_dir(version_id)
         manifest = self._read_manifest(version_id, directory)
-        expected = manifest.get("sha256")
-        if not isinstance(expected, str) or not re.fullmatch(r"[0-9a-f]{64}", expected):
-            raise IntegrityError(f"version {version_id!r}: manifest has no valid sha256")
+        expected = manifest["sha256"]
         try:
             data = (directory / MODEL_FILE).read_bytes()
         except FileNotFoundError:
@@ -462,9 +464,11 @@ class ModelStore:
                 (self.versions_dir / version_id).rename(grave)
             except FileNotFoundError:
                 continue  # another process pruned it
-            _fsync_dir(self.versions_dir)
-            self._step("prune:renamed")
-            _rmtree(grave)
+            try:
+                _fsync_dir(self.versions_dir)
+                self._step("prune:renamed")
+            finally:
+                _rmtree(grave)
             self._step("prune:removed")
             removed.append(version_id)
         now = time.time()
@@ -475,6 +479,9 @@ class ModelStore:
                 entry.startswith(TMP_PREFIX) and _age(self.versions_dir / entry, now) > TMP_MAX_AGE
             ):
                 _rmtree(self.versions_dir / entry)
+        for entry in _listdir(self.path):  # e.g. a CURRENT temp file of a killed activate()
+            if entry.startswith(TMP_PREFIX) and _age(self.path / entry, now) > TMP_MAX_AGE:
+                _rmtree(self.path / entry)
         self.prune_jobs()
         return removed
 

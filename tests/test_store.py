@@ -1,0 +1,730 @@
+"""Tests of service.store: round trip, crash safety at every step, integrity, lock, jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+from service import __version__
+from service import store as store_module
+from service.errors import (
+    IntegrityError,
+    JobError,
+    LockHeldError,
+    NoActiveModelError,
+    VersionNotFoundError,
+)
+from service.store import FAULT_STEPS, JobNotFoundError, ModelStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+# One source for the scenario, run in this process (injected exceptions) and in child processes
+# that SIGKILL themselves at a step; the child only needs numpy and the service package.
+SCENARIO = '''
+import numpy as np
+from service.model import LinearModel
+
+
+def make_model(shift=0.0, features=("sqft", "bedrooms", "age")):
+    d = len(features)
+    coef = np.arange(1.0, d + 1.0) + shift
+    return LinearModel(
+        feature_names=tuple(features),
+        target="price",
+        coef=coef,
+        intercept=10.0 + shift,
+        x_mean=np.linspace(1.0, 2.0, d),
+        x_scale=np.linspace(0.5, 1.5, d),
+        y_mean=100.0,
+        y_scale=20.0,
+        coef_std=coef / 20.0,
+        intercept_std=0.25,
+        extra={"params": {"learning_rate": 0.01, "epochs": 5}},
+    )
+
+
+def run_scenario(store, parent, job_id):
+    """Save a new version, promote it, prune (deletes one version), update a job."""
+    version = store.save(make_model(2.0), {"metrics": {"holdout": {"rmse": 1.5}}}, parent=parent)
+    store.activate(version)
+    store.prune()
+    store.write_job(job_id, {"status": "running"})
+    return version
+'''
+
+CHILD_MAIN = """
+import os, signal, sys
+from service.store import ModelStore
+
+root, step, parent, job_id = sys.argv[1:5]
+
+
+def fault(name):
+    if name == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+run_scenario(ModelStore(root, keep=1, _fault=fault), parent, job_id)
+"""
+
+_namespace: dict = {}
+exec(SCENARIO, _namespace)
+make_model = _namespace["make_model"]
+run_scenario = _namespace["run_scenario"]
+
+X = np.array([[1500.0, 3.0, 20.0], [800.0, 1.0, 55.0], [2500.0, 4.0, 2.0]])
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    return ModelStore(tmp_path / "models")
+
+
+def assert_same_model(a, b) -> None:
+    assert a.feature_names == b.feature_names
+    assert a.target == b.target
+    np.testing.assert_array_equal(a.coef, b.coef)
+    assert a.intercept == b.intercept
+    np.testing.assert_array_equal(a.x_mean, b.x_mean)
+    np.testing.assert_array_equal(a.x_scale, b.x_scale)
+    np.testing.assert_array_equal(a.coef_std, b.coef_std)
+    assert (a.y_mean, a.y_scale, a.intercept_std) == (b.y_mean, b.y_scale, b.intercept_std)
+    assert dict(a.extra) == dict(b.extra)
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
+
+
+# -- round trip and manifest ---------------------------------------------------------------
+
+
+def test_round_trip(store: ModelStore) -> None:
+    model = make_model(0.5)
+    version = store.save(model, {"metrics": {"holdout": {"rmse": 2.0}}}, parent=None)
+    assert store.activate(version) is None
+    assert store.active_version() == version
+
+    loaded, manifest = store.load(version)
+    assert_same_model(loaded, model)
+    assert manifest["id"] == version
+    active_id, active_model, active_manifest = store.active()
+    assert active_id == version
+    assert active_manifest == manifest
+    np.testing.assert_array_equal(active_model.predict(X), model.predict(X))
+    assert store.path == store.root / "house-price"
+    assert (store.path / "versions" / version / "model.joblib").is_file()
+    assert (store.path / "CURRENT").read_text() == version + "\n"
+
+
+def test_model_file_holds_plain_state_only(store: ModelStore) -> None:
+    version = store.save(make_model(), {}, parent=None)
+    state = joblib.load(store.path / "versions" / version / "model.joblib")
+    assert isinstance(state, dict)
+
+    def plain(value) -> bool:
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        if isinstance(value, list):
+            return all(plain(v) for v in value)
+        if isinstance(value, np.ndarray):
+            return value.dtype == np.float64
+        return value is None or isinstance(value, (bool, int, float, str))
+
+    assert plain(state)
+
+
+def test_manifest_fields(store: ModelStore) -> None:
+    parent = store.save(make_model(), {}, parent=None)
+    caller = {
+        "data": {"file": "houses.csv", "rows": 1000, "columns": 4, "sha256": "ab" * 32},
+        "params": {"learning_rate": 0.01, "epochs": np.int64(20)},
+        "metrics": {"train": {"rmse": 1.25}, "holdout": {"rmse": float("nan"), "r2": np.inf}},
+        "loss_history": np.array([3.0, 2.0, 1.5]),
+        "id": "caller must not win",
+    }
+    version = store.save(make_model(1.0), caller, parent=parent, status="rejected")
+    path = store.path / "versions" / version / "manifest.json"
+
+    def refuse(constant: str):
+        raise AssertionError(f"non-strict JSON constant {constant}")
+
+    on_disk = json.loads(path.read_text(), parse_constant=refuse)
+    assert on_disk == store.get(version)
+    assert on_disk["id"] == version
+    assert on_disk["parent"] == parent
+    assert on_disk["status"] == "rejected"
+    assert on_disk["features"] == ["sqft", "bedrooms", "age"]
+    assert on_disk["target"] == "price"
+    model_bytes = (path.parent / "model.joblib").read_bytes()
+    assert on_disk["sha256"] == hashlib.sha256(model_bytes).hexdigest()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", on_disk["created_at"])
+    libs = on_disk["library_versions"]
+    assert libs["numpy"] == np.__version__
+    assert libs["joblib"] == joblib.__version__
+    assert libs["sgdserve"] == __version__
+    assert libs["python"] == "{}.{}.{}".format(*sys.version_info[:3])
+    assert on_disk["data"] == caller["data"]
+    assert on_disk["params"] == {"learning_rate": 0.01, "epochs": 20}
+    assert on_disk["metrics"] == {"train": {"rmse": 1.25}, "holdout": {"rmse": None, "r2": None}}
+    assert on_disk["loss_history"] == [3.0, 2.0, 1.5]
+
+
+def test_manifest_refuses_values_json_cannot_hold(store: ModelStore) -> None:
+    with pytest.raises(TypeError, match=r"manifest\.extra\.thing is not JSON-serialisable"):
+        store.save(make_model(), {"extra": {"thing": object()}}, parent=None)
+    assert store.list() == []
+
+
+def test_save_validates_arguments(store: ModelStore) -> None:
+    with pytest.raises(TypeError, match="model must be a LinearModel, got dict"):
+        store.save({"coef": [1.0]}, {}, parent=None)
+    with pytest.raises(VersionNotFoundError, match=r"version '\.\./x' not found"):
+        store.save(make_model(), {}, parent="../x")
+    with pytest.raises(ValueError, match="model name must be"):
+        ModelStore(store.root, name="../other")
+    with pytest.raises(ValueError, match="keep must be an integer >= 1, got 0"):
+        ModelStore(store.root, keep=0)
+
+
+def test_ids_sort_in_creation_order(store: ModelStore) -> None:
+    ids = [store.save(make_model(i), {"n": i}, parent=None) for i in range(6)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 6
+    assert [m["id"] for m in store.list()] == ids
+    assert [m["n"] for m in store.list()] == list(range(6))
+
+
+def test_ids_increase_even_if_the_clock_went_back(store: ModelStore) -> None:
+    store.save(make_model(), {}, parent=None)
+    future = "29990101T000000.000000Z-abcdef"
+    (store.path / "versions" / future).mkdir()
+    version = store.save(make_model(), {}, parent=None)
+    assert version > future
+    assert version.startswith("29990101T000000.000001Z-")
+    # an unfinished save of an even later id counts too
+    (store.path / "versions" / ".tmp-29990101T000001.000000Z-123456-0a0b0c0d").mkdir()
+    assert store.save(make_model(), {}, parent=None).startswith("29990101T000001.000001Z-")
+
+
+def test_empty_store(store: ModelStore) -> None:
+    assert store.active_version() is None
+    assert store.current_stamp() is None
+    assert store.list() == []
+    assert store.list_jobs() == []
+    assert store.last_promotion() is None
+    assert store.prune() == []
+    with pytest.raises(NoActiveModelError, match=r"sgdserve train --data FILE --target COL"):
+        store.active()
+
+
+def test_list_skips_temporary_directories(store: ModelStore) -> None:
+    version = store.save(make_model(), {}, parent=None)
+    tmp = store.path / "versions" / f".tmp-{version}-deadbeef"
+    tmp.mkdir()
+    (tmp / "model.joblib").write_bytes(b"half")
+    assert [m["id"] for m in store.list()] == [version]
+
+
+def test_set_status(store: ModelStore) -> None:
+    version = store.save(make_model(), {"metrics": {"rmse": 1.0}}, parent=None)
+    store.set_status(version, "rejected")
+    manifest = store.get(version)
+    assert manifest["status"] == "rejected"
+    assert manifest["metrics"] == {"rmse": 1.0}
+    store.load(version)  # the sha256 covers model.joblib only, so it still loads
+
+
+# -- crash safety at every step -------------------------------------------------------------
+
+
+def setup_scenario(root: Path) -> tuple[str, str, str]:
+    """An old version v0, the active version v1 and a queued job, before ``run_scenario``."""
+    store = ModelStore(root, keep=1)
+    v0 = store.save(make_model(0.0), {}, parent=None)
+    v1 = store.save(make_model(1.0), {}, parent=v0)
+    store.activate(v1)
+    job = store.new_job_id()
+    store.write_job(job, {"status": "queued"})
+    return v0, v1, job
+
+
+def check_after_crash(root: Path, step: str, v0: str, v1: str, job: str) -> None:
+    """The store is consistent: the right version active and loadable, nothing half-visible."""
+    at = FAULT_STEPS.index(step)
+    new_listed = at >= FAULT_STEPS.index("save:renamed")
+    new_active = at >= FAULT_STEPS.index("activate:replaced")
+    v0_gone = at >= FAULT_STEPS.index("prune:renamed")
+    job_running = at >= FAULT_STEPS.index("job:replaced")
+
+    store = ModelStore(root, keep=1)
+    listed = store.list()
+    assert all(m["status"] != "corrupt" for m in listed), listed
+    ids = [m["id"] for m in listed]
+    for version in ids:
+        store.load(version)
+    new = sorted(set(ids) - {v0, v1})
+    assert len(new) == (1 if new_listed else 0)
+    assert (v0 not in ids) == v0_gone
+    assert v1 in ids
+
+    active_id, model, _ = store.active()
+    if new_active:
+        assert active_id == new[0]
+        assert_same_model(model, make_model(2.0))
+    else:
+        assert active_id == v1
+        assert_same_model(model, make_model(1.0))
+    assert store.read_job(job)["status"] == ("running" if job_running else "queued")
+
+    # The store is not wedged: the lock is free and a new version can be saved and promoted.
+    with store.lock(owner="recovery"):
+        version = store.save(make_model(3.0), {}, parent=active_id)
+        store.activate(version)
+    assert store.active()[0] == version
+
+
+@pytest.mark.parametrize("step", FAULT_STEPS)
+def test_injected_exception_at_each_step(tmp_path: Path, step: str) -> None:
+    root = tmp_path / "models"
+    v0, v1, job = setup_scenario(root)
+
+    class InjectedFault(Exception):
+        pass
+
+    def fault(name: str) -> None:
+        if name == step:
+            raise InjectedFault(name)
+
+    with pytest.raises(InjectedFault):
+        run_scenario(ModelStore(root, keep=1, _fault=fault), v1, job)
+    # A failed operation cleans up after itself: no temporary files anywhere.
+    leftovers = [p for p in (root / "house-price").rglob(".tmp-*")]
+    assert leftovers == []
+    check_after_crash(root, step, v0, v1, job)
+
+
+@pytest.fixture(scope="module")
+def killed_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """For every step, a store whose writer process was SIGKILLed exactly there.
+
+    The children run concurrently to keep the suite fast.
+    """
+    runs = {}
+    for step in FAULT_STEPS:
+        root = tmp_path_factory.mktemp("killed") / "models"
+        v0, v1, job = setup_scenario(root)
+        child = subprocess.Popen(
+            [sys.executable, "-c", SCENARIO + CHILD_MAIN, str(root), step, v1, job],
+            env=child_env(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        runs[step] = (child, root, v0, v1, job)
+    results = {}
+    for step, (child, root, v0, v1, job) in runs.items():
+        _, stderr = child.communicate(timeout=120)
+        results[step] = (child.returncode, stderr, root, v0, v1, job)
+    return results
+
+
+@pytest.mark.parametrize("step", FAULT_STEPS)
+def test_process_killed_at_each_step(killed_stores: dict, step: str) -> None:
+    returncode, stderr, root, v0, v1, job = killed_stores[step]
+    assert returncode == -signal.SIGKILL, stderr
+    check_after_crash(root, step, v0, v1, job)
+
+    # prune() clears what the killed process left: deletions at once, temp files after an hour.
+    store = ModelStore(root, keep=50)
+    store.prune()
+    assert not list((store.path / "versions").glob(".tmp-delete-*"))
+    hours_ago = time.time() - 7200
+    for leftover in store.path.rglob(".tmp-*"):
+        os.utime(leftover, (hours_ago, hours_ago))
+    store.prune()
+    assert list(store.path.rglob(".tmp-*")) == []
+
+
+def test_fault_steps_are_all_reached_in_order(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    v0, v1, job = setup_scenario(root)
+    seen: list[str] = []
+    run_scenario(ModelStore(root, keep=1, _fault=seen.append), v1, job)
+    assert seen == list(FAULT_STEPS)
+
+
+# -- integrity -----------------------------------------------------------------------------
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _rewrite_model(directory: Path, state: object = None, raw: bytes | None = None) -> None:
+    """Replace model.joblib and fix the manifest's sha256, so only the content is wrong."""
+    model_path = directory / "model.joblib"
+    if raw is None:
+        joblib.dump(state, model_path)
+    else:
+        model_path.write_bytes(raw)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+CORRUPTIONS = {
+    "flipped byte": (lambda d: _flip_byte(d / "model.joblib"), r"sha256 .* does not match"),
+    "truncated": (
+        lambda d: (d / "model.joblib").write_bytes((d / "model.joblib").read_bytes()[:-9]),
+        r"does not match .*tampered or truncated",
+    ),
+    "empty model": (lambda d: (d / "model.joblib").write_bytes(b""), r"does not match"),
+    "missing model": (lambda d: (d / "model.joblib").unlink(), r"model\.joblib is missing"),
+    "missing manifest": (lambda d: (d / "manifest.json").unlink(), r"manifest\.json is missing"),
+    "bad manifest json": (
+        lambda d: (d / "manifest.json").write_text('{"id": '),
+        r"manifest\.json is not valid JSON",
+    ),
+    "manifest of another id": (
+        lambda d: (d / "manifest.json").write_text(json.dumps({"id": "x"})),
+        r"manifest\.json names id 'x'",
+    ),
+    "no sha256": (
+        lambda d: (d / "manifest.json").write_text(json.dumps({"id": d.name})),
+        r"manifest has no valid sha256",
+    ),
+    "not a joblib file": (
+        lambda d: _rewrite_model(d, raw=b"definitely not a pickle"),
+        r"model\.joblib cannot be loaded",
+    ),
+    "bad state": (lambda d: _rewrite_model(d, state={"format": 99}), r"bad model state"),
+    "wrong shapes": (
+        lambda d: _rewrite_model(d, state={**make_model().to_state(), "coef": np.zeros(5)}),
+        r"bad model state: coef must have shape \(3,\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_corrupt_version_is_refused(store: ModelStore, corruption: str) -> None:
+    corrupt, message = CORRUPTIONS[corruption]
+    good = store.save(make_model(1.0), {}, parent=None)
+    store.activate(good)
+    bad = store.save(make_model(2.0), {}, parent=good)
+    corrupt(store.path / "versions" / bad)
+    stamp = store.current_stamp()
+
+    with pytest.raises(IntegrityError, match=message) as info:
+        store.load(bad)
+    assert repr(bad) in str(info.value)
+    with pytest.raises(IntegrityError, match=message):
+        store.activate(bad)
+    assert store.active_version() == good
+    assert store.current_stamp() == stamp
+    assert store.active()[0] == good
+    assert [e["version"] for e in store.history()] == [good]
+
+    listed = {m["id"]: m for m in store.list()}
+    assert set(listed) == {good, bad}
+    if "manifest" in corruption or "sha256" in corruption:
+        assert listed[bad]["status"] == "corrupt"
+        assert repr(bad) in listed[bad]["error"]
+
+
+def test_active_pointing_at_a_missing_version(store: ModelStore) -> None:
+    version = store.save(make_model(), {}, parent=None)
+    store.activate(version)
+    os.rename(store.path / "versions" / version, store.path / "versions" / "gone")
+    with pytest.raises(IntegrityError, match=rf"CURRENT names version '{version}', which is"):
+        store.active()
+
+
+def test_garbage_in_current_is_an_integrity_error(store: ModelStore) -> None:
+    store.path.mkdir(parents=True)
+    (store.path / "CURRENT").write_text("../../etc/passwd\n")
+    with pytest.raises(IntegrityError, match="invalid version id"):
+        store.active_version()
+
+
+BAD_IDS = [
+    "../x",
+    "..",
+    "/etc/passwd",
+    "",
+    "versions",
+    ".tmp-20261126T222935.566989Z-a1d53d-0a0b0c0d",
+    "20261126T222935.566989Z-a1d53d/../../CURRENT",
+    "20261126T222935.566989Z-a1d53d\n",
+    "20261126T222935.566989Z-ABCDEF",
+    None,
+    42,
+]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS, ids=repr)
+def test_bad_version_ids_are_refused_before_touching_disk(store: ModelStore, bad) -> None:
+    good = store.save(make_model(), {}, parent=None)
+    store.activate(good)
+    for call in (store.get, store.load, store.activate, store.version_dir, store.set_status):
+        args = (bad, "rejected") if call == store.set_status else (bad,)
+        with pytest.raises(VersionNotFoundError, match=r"not found in .*house-price"):
+            call(*args)
+    assert store.active_version() == good
+
+
+def test_unknown_version(store: ModelStore) -> None:
+    unknown = "20200101T000000.000000Z-000000"
+    with pytest.raises(VersionNotFoundError) as info:
+        store.load(unknown)
+    assert str(info.value) == f"version '{unknown}' not found in {store.path}"
+    with pytest.raises(VersionNotFoundError):
+        store.get(unknown)
+
+
+# -- activate, rollback, history -----------------------------------------------------------
+
+
+def test_rollback_and_history(store: ModelStore) -> None:
+    v1 = store.save(make_model(1.0), {}, parent=None)
+    v2 = store.save(make_model(2.0), {}, parent=v1)
+    assert store.activate(v1) is None
+    stamp1 = store.current_stamp()
+    assert store.activate(v2) == v1
+    stamp2 = store.current_stamp()
+    assert stamp2 != stamp1
+    assert store.active()[0] == v2
+
+    assert store.activate(v1) == v2  # rollback
+    assert store.current_stamp() not in (stamp1, stamp2)
+    version, model, _ = store.active()
+    assert version == v1
+    assert_same_model(model, make_model(1.0))
+
+    history = store.history()
+    assert [(e["version"], e["previous"]) for e in history] == [(v1, None), (v2, v1), (v1, v2)]
+    assert all(e["pid"] == os.getpid() for e in history)
+    assert store.last_promotion() == history[-1]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", history[-1]["time"])
+
+
+def test_last_promotion_skips_a_torn_line(store: ModelStore) -> None:
+    version = store.save(make_model(), {}, parent=None)
+    store.activate(version)
+    with open(store.path / "history.jsonl", "a") as f:
+        f.write('{"time": "2026-')
+    assert store.last_promotion()["version"] == version
+
+
+# -- retention -----------------------------------------------------------------------------
+
+
+def test_retention_keeps_newest_plus_active_and_parent(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models", keep=3)
+    ids: list[str] = []
+    for i in range(6):
+        ids.append(store.save(make_model(i), {}, parent=ids[-1] if ids else None))
+    store.activate(ids[1])  # an old version is active; its parent is ids[0]
+
+    versions = store.path / "versions"
+    stale = versions / f".tmp-{ids[-1]}-00000000"
+    fresh = versions / f".tmp-{ids[-1]}-11111111"
+    stale.mkdir()
+    fresh.mkdir()
+    hours_ago = time.time() - 7200
+    os.utime(stale, (hours_ago, hours_ago))
+
+    assert store.prune() == [ids[2]]
+    assert [m["id"] for m in store.list()] == [ids[0], ids[1], ids[3], ids[4], ids[5]]
+    assert not stale.exists()
+    assert fresh.exists()  # may be a save in progress
+    assert not list(versions.glob(".tmp-delete-*"))
+    assert store.prune() == []
+    for version in (ids[0], ids[1]):
+        store.load(version)
+
+    store.activate(ids[5])  # parent ids[4] is among the newest anyway
+    assert store.prune() == [ids[0], ids[1]]
+    assert [m["id"] for m in store.list()] == ids[3:]
+
+
+# -- the lock ------------------------------------------------------------------------------
+
+LOCK_HOLDER = """
+import sys
+from service.store import ModelStore
+
+with ModelStore(sys.argv[1]).lock(owner="sgdserve train"):
+    print("locked", flush=True)
+    sys.stdin.read()  # hold the lock until the parent closes stdin
+"""
+
+
+@pytest.fixture
+def lock_holder(store: ModelStore):
+    """A separate process holding the store lock until its stdin is closed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(store.root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=child_env(),
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "locked\n"
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(timeout=60)
+        child.stdin.close()
+        child.stdout.close()
+
+
+def test_second_process_fails_fast_naming_the_holder(store: ModelStore, lock_holder) -> None:
+    pattern = (
+        rf"^model store is locked by pid {lock_holder.pid} \(sgdserve train\) "
+        r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+    )
+    with pytest.raises(LockHeldError, match=pattern):
+        with store.lock(owner="sgdserve models activate"):
+            pass
+    info = store.is_locked()
+    assert info is not None
+    assert info["pid"] == lock_holder.pid
+    assert info["owner"] == "sgdserve train"
+
+
+def test_timed_wait_gives_up(store: ModelStore, lock_holder) -> None:
+    with pytest.raises(LockHeldError, match=rf"pid {lock_holder.pid} .*\(waited 0\.2 s\)$"):
+        with store.lock(wait=0.2):
+            pass
+
+
+def test_wait_true_blocks_until_released(store: ModelStore, lock_holder) -> None:
+    acquired = threading.Event()
+    holder_seen: list = []
+
+    def waiter() -> None:
+        with store.lock(wait=True, owner="waiter"):
+            acquired.set()
+            holder_seen.append(store.is_locked())
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert not acquired.wait(0.3)  # the other process still holds it
+    lock_holder.stdin.close()
+    thread.join(timeout=60)
+    assert acquired.is_set()
+    assert holder_seen[0]["pid"] == os.getpid()
+    assert holder_seen[0]["owner"] == "waiter"
+    assert store.is_locked() is None
+
+
+def test_lock_of_a_killed_holder_is_free(store: ModelStore, lock_holder) -> None:
+    lock_holder.kill()
+    lock_holder.wait(timeout=60)
+    assert store.is_locked() is None
+    with store.lock(owner="after") as holder:
+        assert holder["pid"] == os.getpid()
+
+
+def test_lock_is_not_reentrant_within_a_process(store: ModelStore) -> None:
+    assert store.is_locked() is None
+    with store.lock(owner="outer") as holder:
+        assert holder["owner"] == "outer"
+        assert store.is_locked() == holder
+        other = ModelStore(store.root)
+        with pytest.raises(LockHeldError, match=rf"pid {os.getpid()} \(outer\)"):
+            with other.lock():
+                pass
+    assert store.is_locked() is None
+    assert (store.path / ".lock").read_bytes() == b""  # no stale holder left behind
+    with store.lock():
+        pass
+
+
+def test_lock_rejects_negative_wait(store: ModelStore) -> None:
+    with pytest.raises(ValueError, match="wait must be"):
+        with store.lock(wait=-1):
+            pass
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+
+def test_jobs_round_trip(store: ModelStore) -> None:
+    first = store.new_job_id()
+    second = store.new_job_id()
+    assert first != second
+    assert re.fullmatch(r"job-\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}", first)
+
+    directory = store.job_dir(first)
+    assert directory.is_dir()
+    assert directory == store.path / "jobs" / first
+    (directory / "data.csv").write_text("sqft,price\n1,2\n")
+
+    written = store.write_job(first, {"status": "running", "progress": np.float64(0.5)})
+    assert written["id"] == first
+    assert store.read_job(first) == written
+    assert store.read_job(first)["progress"] == 0.5
+    store.write_job(first, {"status": "failed", "reason": "bad CSV", "rmse": float("nan")})
+    assert store.read_job(first)["status"] == "failed"
+    assert store.read_job(first)["rmse"] is None
+    store.write_job(second, {"status": "queued"})
+    assert [j["id"] for j in store.list_jobs()] == sorted([first, second])
+
+    with pytest.raises(JobNotFoundError, match="not found"):
+        store.read_job(store.new_job_id())
+    for bad in ("../x", "job-../../CURRENT", "", None):
+        with pytest.raises(JobNotFoundError):
+            store.read_job(bad)
+        with pytest.raises(JobNotFoundError):
+            store.job_dir(bad)
+        with pytest.raises(JobNotFoundError):
+            store.write_job(bad, {})
+    assert issubclass(JobNotFoundError, JobError)
+
+    (store.path / "jobs" / f"{second}.json").write_text("{not json")
+    with pytest.raises(JobError, match="not valid JSON"):
+        store.read_job(second)
+    assert [j["status"] for j in store.list_jobs()] == ["failed", "corrupt"]
+
+
+def test_job_pruning(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "JOBS_KEPT", 5)  # 100 in production; fewer fsyncs here
+    ids = [store.new_job_id() for _ in range(9)]
+    ids.sort()
+    for job_id in ids:
+        store.write_job(job_id, {"status": "promoted"})
+    store.write_job(ids[1], {"status": "running"})  # still running: not pruned by count
+    store.job_dir(ids[2])
+    old = store.new_job_id()
+    store.write_job(old, {"status": "running"})
+    store.job_dir(old)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(store.path / "jobs" / f"{old}.json", (two_days_ago, two_days_ago))
+
+    removed = store.prune_jobs()
+    # 10 jobs: the newest 5 stay (the stale one among them goes by age), and the running one
+    assert sorted(removed) == sorted([ids[0], ids[2], ids[3], ids[4], old])
+    remaining = {j["id"] for j in store.list_jobs()}
+    assert remaining == set(ids) - {ids[0], ids[2], ids[3], ids[4]}
+    assert not (store.path / "jobs" / ids[2]).exists()
+    assert not (store.path / "jobs" / old).exists()
