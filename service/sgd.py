@@ -1,0 +1,844 @@
+"""Linear regression by mini-batch stochastic gradient descent, in numpy.
+
+The pieces are kept apart, as in river: a :class:`Loss` gives the value and derivative of the
+loss of a residual, a :class:`Penalty` the regulariser, a :class:`LearningRate` the step size,
+and :class:`SGDRegressor` the update loop. A new loss or schedule is one small class added to
+``LOSSES`` or ``SCHEDULES``.
+
+The regressor standardises features and target internally (statistics merged chunk by chunk
+with Chan's parallel update), so raw, unscaled data converge with the default settings, and it
+never makes a standardised copy of ``X``: the scaling is folded into the weights of each
+mini-batch product. Batches are contiguous slices of ``X`` visited in a seeded random order with
+a seeded random phase each epoch, so an epoch reads ``X`` once, in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .errors import ConvergenceWarning, DivergenceError
+
+__all__ = [
+    "LOSSES",
+    "PENALTIES",
+    "SCHEDULES",
+    "SGDRegressor",
+    "ScalerStats",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses: functions of the residual r = prediction - target (standardised target units).
+
+
+class Loss:
+    """A loss of the residual; ``value`` and its derivative ``dloss`` work elementwise."""
+
+    name = ""
+
+    def value(self, r: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def dloss(self, r: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class SquaredError(Loss):
+    """Half the squared residual: least squares."""
+
+    name = "squared_error"
+
+    def value(self, r: np.ndarray) -> np.ndarray:
+        return 0.5 * r * r
+
+    def dloss(self, r: np.ndarray) -> np.ndarray:
+        return r
+
+
+class Huber(Loss):
+    """Squared within ``epsilon`` of the target, linear beyond: robust to outliers."""
+
+    name = "huber"
+
+    def __init__(self, epsilon: float):
+        self.epsilon = epsilon
+
+    def value(self, r: np.ndarray) -> np.ndarray:
+        a = np.abs(r)
+        e = self.epsilon
+        return np.where(a <= e, 0.5 * r * r, e * a - 0.5 * e * e)
+
+    def dloss(self, r: np.ndarray) -> np.ndarray:
+        return np.clip(r, -self.epsilon, self.epsilon)
+
+
+class EpsilonInsensitive(Loss):
+    """Zero within ``epsilon`` of the target, linear beyond (support vector regression)."""
+
+    name = "epsilon_insensitive"
+
+    def __init__(self, epsilon: float):
+        self.epsilon = epsilon
+
+    def value(self, r: np.ndarray) -> np.ndarray:
+        return np.maximum(np.abs(r) - self.epsilon, 0.0)
+
+    def dloss(self, r: np.ndarray) -> np.ndarray:
+        return np.sign(r) * (np.abs(r) > self.epsilon)
+
+
+class SquaredEpsilonInsensitive(Loss):
+    """Zero within ``epsilon`` of the target, squared beyond."""
+
+    name = "squared_epsilon_insensitive"
+
+    def __init__(self, epsilon: float):
+        self.epsilon = epsilon
+
+    def value(self, r: np.ndarray) -> np.ndarray:
+        m = np.maximum(np.abs(r) - self.epsilon, 0.0)
+        return 0.5 * m * m
+
+    def dloss(self, r: np.ndarray) -> np.ndarray:
+        return np.sign(r) * np.maximum(np.abs(r) - self.epsilon, 0.0)
+
+
+LOSSES: dict[str, Callable[[float], Loss]] = {
+    "squared_error": lambda eps: SquaredError(),
+    "huber": Huber,
+    "epsilon_insensitive": EpsilonInsensitive,
+    "squared_epsilon_insensitive": SquaredEpsilonInsensitive,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Penalties on the standardised weights (the intercept is never penalised).
+
+
+class Penalty:
+    """A regulariser: a smooth part taken by gradient, a non-smooth part by its proximal map."""
+
+    name = ""
+
+    def __init__(self, alpha: float, l1_ratio: float):
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+
+    def value(self, w: np.ndarray) -> float:
+        return 0.0
+
+    def gradient(self, w: np.ndarray) -> np.ndarray:
+        """The (sub)gradient of :meth:`value`."""
+        return np.zeros_like(w)
+
+    def smooth_gradient(self, w: np.ndarray) -> np.ndarray | None:
+        """The gradient of the differentiable part, or None when there is none."""
+        return None
+
+    def prox(self, w: np.ndarray, step: float) -> None:
+        """Apply the proximal map of the non-smooth part in place (default: nothing)."""
+
+
+class NoPenalty(Penalty):
+    """No regularisation."""
+
+    name = "none"
+
+
+class L2(Penalty):
+    """Ridge: alpha/2 * ||w||^2."""
+
+    name = "l2"
+
+    def value(self, w: np.ndarray) -> float:
+        return 0.5 * self.alpha * float(w @ w)
+
+    def gradient(self, w: np.ndarray) -> np.ndarray:
+        return self.alpha * w
+
+    smooth_gradient = gradient
+
+
+class L1(Penalty):
+    """Lasso: alpha * ||w||_1, applied by soft-thresholding after each step."""
+
+    name = "l1"
+
+    def value(self, w: np.ndarray) -> float:
+        return self.alpha * float(np.abs(w).sum())
+
+    def gradient(self, w: np.ndarray) -> np.ndarray:
+        return self.alpha * np.sign(w)
+
+    def prox(self, w: np.ndarray, step: float) -> None:
+        _soft_threshold(w, step * self.alpha)
+
+
+class ElasticNet(Penalty):
+    """alpha * (l1_ratio * ||w||_1 + (1 - l1_ratio)/2 * ||w||^2)."""
+
+    name = "elasticnet"
+
+    def value(self, w: np.ndarray) -> float:
+        r = self.l1_ratio
+        return self.alpha * (r * float(np.abs(w).sum()) + 0.5 * (1 - r) * float(w @ w))
+
+    def gradient(self, w: np.ndarray) -> np.ndarray:
+        r = self.l1_ratio
+        return self.alpha * (r * np.sign(w) + (1 - r) * w)
+
+    def smooth_gradient(self, w: np.ndarray) -> np.ndarray:
+        return self.alpha * (1 - self.l1_ratio) * w
+
+    def prox(self, w: np.ndarray, step: float) -> None:
+        _soft_threshold(w, step * self.alpha * self.l1_ratio)
+
+
+def _soft_threshold(w: np.ndarray, threshold: float) -> None:
+    np.copysign(np.maximum(np.abs(w) - threshold, 0.0), w, out=w)
+
+
+PENALTIES: dict[str, type[Penalty]] = {
+    "none": NoPenalty,
+    "l2": L2,
+    "l1": L1,
+    "elasticnet": ElasticNet,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate schedules: the step size of update t (t counts updates from 1).
+
+
+class LearningRate:
+    """A step-size schedule; ``on_plateau`` says whether it can adapt when progress stalls."""
+
+    name = ""
+
+    def __init__(self, eta0: float, power_t: float):
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.eta = eta0
+
+    def at(self, t: int) -> float:
+        return self.eta
+
+    def on_plateau(self) -> bool:
+        """Adapt to a plateau; False means the schedule has nothing left and training stops."""
+        return False
+
+
+class Constant(LearningRate):
+    """eta0 throughout."""
+
+    name = "constant"
+
+
+class InvScaling(LearningRate):
+    """eta0 / t**power_t."""
+
+    name = "invscaling"
+
+    def at(self, t: int) -> float:
+        return self.eta0 / t**self.power_t
+
+
+class Adaptive(LearningRate):
+    """eta0 while the loss improves; divided by 5 after each plateau, until 1/1000 of eta0."""
+
+    name = "adaptive"
+    factor = 5.0
+    floor = 1e-3
+
+    def on_plateau(self) -> bool:
+        self.eta /= self.factor
+        return self.eta >= self.eta0 * self.floor
+
+
+SCHEDULES: dict[str, type[LearningRate]] = {
+    "constant": Constant,
+    "invscaling": InvScaling,
+    "adaptive": Adaptive,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming mean and variance.
+
+
+class ScalerStats:
+    """Count, mean and sum of squared deviations, merged batch by batch (Chan et al.)."""
+
+    def __init__(self, n_columns: int):
+        self.count = 0
+        self.mean = np.zeros(n_columns)
+        self.m2 = np.zeros(n_columns)
+
+    def update(self, A: np.ndarray) -> None:
+        """Merge the rows of a 2-D array (one pass over it, in cache-sized blocks)."""
+        n_b = A.shape[0]
+        if n_b == 0:
+            return
+        mean_b, m2_b = _mean_m2(A)
+        n_a = self.count
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta * delta * (n_a * n_b / n)
+        self.count = n
+
+    @property
+    def scale(self) -> np.ndarray:
+        """Population standard deviation; 1 where a column is constant, so it divides safely."""
+        std = np.sqrt(self.m2 / max(self.count, 1))
+        return np.where(std > 0, std, 1.0)
+
+
+_BLOCK_ROWS = 8192  # 8192 rows x 20 columns x 8 bytes = 1.3 MB: stays in L2 while it is reused
+
+
+def _mean_m2(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and sums of squared deviations in one pass over ``A``.
+
+    Each block is shifted by the first row before squaring, which keeps the one-pass formula
+    accurate when a column's mean is large next to its spread (years, timestamps, prices).
+    """
+    n, d = A.shape
+    shift = A[0].copy()
+    s = np.zeros(d)
+    q = np.zeros(d)
+    for start in range(0, n, _BLOCK_ROWS):
+        block = A[start : start + _BLOCK_ROWS] - shift
+        s += np.ones(len(block)) @ block  # BLAS: faster than block.sum(axis=0)
+        q += np.einsum("ij,ij->j", block, block)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite input: caller checks
+        mean_shifted = s / n
+        m2 = np.maximum(q - n * mean_shifted * mean_shifted, 0.0)
+        return mean_shifted + shift, m2
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimator.
+
+
+class SGDRegressor:
+    """Linear regression y = coef_ . x + intercept_ fitted by mini-batch SGD.
+
+    Parameters
+    ----------
+    loss : {"squared_error", "huber", "epsilon_insensitive", "squared_epsilon_insensitive"}
+    penalty : {"l2", "l1", "elasticnet", "none"}
+    alpha : float
+        Regularisation strength, on the standardised weights.
+    l1_ratio : float
+        Share of L1 in the elastic net, in [0, 1].
+    epsilon : float
+        Width of the huber / epsilon-insensitive zone, in standard deviations of the target.
+    learning_rate : {"adaptive", "constant", "invscaling"}
+    eta0 : float
+        Initial step size. Features and target are standardised, so it needs no tuning per data set.
+    power_t : float
+        Exponent of the invscaling schedule.
+    max_iter : int
+        Maximum number of epochs (passes over the data).
+    tol : float or None
+        An epoch "improves" when the monitored loss drops by more than ``tol``; None disables
+        the stopping rule and runs ``max_iter`` epochs.
+    n_iter_no_change : int
+        Epochs without improvement before the schedule adapts or training stops.
+    early_stopping : bool
+        Monitor the loss on a held-out ``validation_fraction`` instead of the training loss, and
+        keep the weights of the best validation epoch.
+    validation_fraction : float
+    batch_size : int or "auto"
+        Rows per update; "auto" picks ``clip(n_rows // 256, 16, 4096)``.
+    average : bool or int
+        Average the weights (Polyak-Ruppert); an int starts averaging after that many rows seen.
+    shuffle : bool
+        Visit batches in a new random order each epoch.
+    random_state : int or None
+        Seed of the ``numpy.random.Generator``; a fixed seed gives identical weights.
+    warm_start : bool
+        ``fit`` continues from the current weights instead of resetting.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(500, 5000, size=(1000, 1))
+    >>> y = 150 * X[:, 0] + 50_000 + rng.normal(0, 1000, 1000)
+    >>> model = SGDRegressor(random_state=0).fit(X, y)
+    >>> round(float(model.coef_[0]))
+    150
+    """
+
+    def __init__(
+        self,
+        *,
+        loss: str = "squared_error",
+        penalty: str = "l2",
+        alpha: float = 1e-6,
+        l1_ratio: float = 0.15,
+        epsilon: float = 0.1,
+        learning_rate: str = "adaptive",
+        eta0: float = 0.05,
+        power_t: float = 0.25,
+        max_iter: int = 100,
+        tol: float | None = 1e-5,
+        n_iter_no_change: int = 2,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        batch_size: int | str = "auto",
+        average: bool | int = False,
+        shuffle: bool = True,
+        random_state: int | None = None,
+        warm_start: bool = False,
+    ):
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.epsilon = epsilon
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.batch_size = batch_size
+        self.average = average
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.warm_start = warm_start
+
+    # -- scikit-learn's parameter protocol ----------------------------------------------------
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's keyword arguments, as given."""
+        return {name: getattr(self, name) for name in _PARAM_NAMES}
+
+    def set_params(self, **params: Any) -> SGDRegressor:
+        for name, value in params.items():
+            if name not in _PARAM_NAMES:
+                raise ValueError(f"unknown parameter {name!r}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = SGDRegressor().get_params()
+        changed = ", ".join(
+            f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k]
+        )
+        return f"SGDRegressor({changed})"
+
+    # -- fitting ------------------------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any) -> SGDRegressor:
+        """Fit from scratch (or continue, with ``warm_start``) for up to ``max_iter`` epochs."""
+        self._validate_params()
+        X, y = _check_X_y(X, y, check_finite=False)
+        if not (self.warm_start and hasattr(self, "coef_std_")):
+            self._reset(X.shape[1])
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, the model has {self.n_features_in_}")
+        self._merge_stats(X, y)
+        self._run_epochs(X, y, self.max_iter, stopping=True)
+        return self
+
+    def partial_fit_scaler(self, X: Any, y: Any) -> SGDRegressor:
+        """Merge the scaler statistics of one chunk without updating the weights."""
+        X, y = _check_X_y(X, y, min_rows=1, check_finite=False)
+        if not hasattr(self, "coef_std_"):
+            self._validate_params()
+            self._reset(X.shape[1])
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, the model has {self.n_features_in_}")
+        self._merge_stats(X, y)
+        return self
+
+    def partial_fit(self, X: Any, y: Any) -> SGDRegressor:
+        """One epoch over this chunk, continuing from the current weights and statistics.
+
+        The scaler statistics are merged first (unless ``freeze_scaler`` has been called, as
+        the streaming trainer does after its statistics pass); the weights are re-expressed so
+        the model in original units is unchanged by the new statistics.
+        """
+        frozen = getattr(self, "_scaler_frozen", False)
+        X, y = _check_X_y(X, y, min_rows=1, check_finite=frozen)
+        if not hasattr(self, "coef_std_"):
+            self._validate_params()
+            self._reset(X.shape[1])
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, the model has {self.n_features_in_}")
+        if not self._scaler_frozen:
+            self._merge_stats(X, y)
+        self._run_epochs(X, y, 1, stopping=False)
+        return self
+
+    def freeze_scaler(self) -> SGDRegressor:
+        """Stop merging statistics in ``partial_fit`` (they came from a complete first pass)."""
+        self._scaler_frozen = True
+        return self
+
+    # -- prediction ---------------------------------------------------------------------------
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions in the target's original units."""
+        if not hasattr(self, "coef_"):
+            raise ValueError("this SGDRegressor is not fitted yet; call fit(X, y) first")
+        X = _check_X(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, the model has {self.n_features_in_}")
+        return X @ self.coef_ + self.intercept_
+
+    def score(self, X: Any, y: Any) -> float:
+        """Coefficient of determination R^2 of the predictions."""
+        y = np.asarray(y, dtype=np.float64).ravel()
+        return r2_score(y, self.predict(X))
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _validate_params(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {sorted(PENALTIES)}, got {self.penalty!r}")
+        if self.learning_rate not in SCHEDULES:
+            raise ValueError(
+                f"learning_rate must be one of {sorted(SCHEDULES)}, got {self.learning_rate!r}"
+            )
+        _check_number("eta0", self.eta0, low=0.0, low_inclusive=False)
+        _check_number("alpha", self.alpha, low=0.0)
+        _check_number("l1_ratio", self.l1_ratio, low=0.0, high=1.0)
+        _check_number("epsilon", self.epsilon, low=0.0)
+        _check_number("power_t", self.power_t, low=0.0)
+        _check_int("max_iter", self.max_iter, low=1)
+        _check_int("n_iter_no_change", self.n_iter_no_change, low=1)
+        if self.tol is not None:
+            _check_number("tol", self.tol, low=0.0)
+        _check_number(
+            "validation_fraction", self.validation_fraction, low=0.0, high=1.0,
+            low_inclusive=False, high_inclusive=False,
+        )
+        if self.batch_size != "auto":
+            _check_int("batch_size", self.batch_size, low=1)
+        if not isinstance(self.average, (bool, int, np.integer)) or self.average < 0:
+            raise ValueError(f"average must be a bool or an int >= 0, got {self.average!r}")
+
+    def _reset(self, n_features: int) -> None:
+        self.n_features_in_ = n_features
+        self._x_stats = ScalerStats(n_features)
+        self._y_stats = ScalerStats(1)
+        self._scaler_frozen = False
+        self._rng = np.random.default_rng(self.random_state)
+        self._schedule = SCHEDULES[self.learning_rate](self.eta0, self.power_t)
+        self._t = 0  # updates made
+        self._rows_seen = 0
+        self._w = np.zeros(n_features)  # the SGD iterate, standardised units
+        self._b = 0.0
+        self._avg: _Average | None = None
+        self.coef_std_ = np.zeros(n_features)
+        self.intercept_std_ = 0.0
+        self.n_iter_ = 0
+        self.loss_history_: list[float] = []
+        self.validation_history_: list[float] = []
+
+    def _merge_stats(self, X: np.ndarray, y: np.ndarray) -> None:
+        old = self._x_stats.count > 0 and (self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_)
+        x_stats, y_stats = copy.deepcopy(self._x_stats), copy.deepcopy(self._y_stats)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is checked below
+            x_stats.update(X)
+            y_stats.update(y[:, None])
+        # A NaN or inf anywhere makes its column's statistics non-finite: this is the finiteness
+        # check, for free. (Finite values that overflow the sums are caught the same way.)
+        if not (np.isfinite(x_stats.m2).all() and np.isfinite(y_stats.m2).all()):
+            _check_X_y(X, y, min_rows=1)  # names the first bad value
+            raise ValueError("X or y is too large to standardise (the sums overflow)")
+        self._x_stats, self._y_stats = x_stats, y_stats
+        self.x_mean_ = self._x_stats.mean.copy()
+        self.x_scale_ = self._x_stats.scale
+        self.y_mean_ = float(self._y_stats.mean[0])
+        self.y_scale_ = float(self._y_stats.scale[0])
+        if old:
+            # Keep the model in original units fixed: re-express its weights in the new
+            # coordinates, so statistics merged chunk by chunk do not disturb what was learned.
+            self._w, self._b = _restandardise(self._w, self._b, old, self._stats())
+            if self._avg is not None:
+                self._avg.w, self._avg.b = _restandardise(
+                    self._avg.w, self._avg.b, old, self._stats()
+                )
+        self._publish()
+
+    def _stats(self) -> tuple[np.ndarray, np.ndarray, float, float]:
+        return self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_
+
+    def _batch_size_for(self, n_rows: int) -> int:
+        if self.batch_size == "auto":
+            return int(min(4096, max(16, n_rows // 256)))
+        return int(self.batch_size)
+
+    def _batches(self, n: int, B: int, holdout: np.ndarray | None) -> list[tuple[int, int]]:
+        """This epoch's batches: contiguous slices in a random order, with random boundaries."""
+        if holdout is not None or not self.shuffle or n <= B:
+            starts = np.arange(0, n, B)
+            if holdout is not None:
+                starts = starts[~holdout]
+            bounds = [(int(s), min(int(s) + B, n)) for s in starts]
+        else:
+            # A random phase moves the boundaries each epoch, so the batches themselves differ
+            # between epochs, not only their order.
+            phase = int(self._rng.integers(B))
+            edges = np.unique(np.concatenate(([0], np.arange(phase, n, B), [n])))
+            bounds = list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+        if self.shuffle:
+            bounds = [bounds[i] for i in self._rng.permutation(len(bounds))]
+        return bounds
+
+    def _run_epochs(self, X: np.ndarray, y: np.ndarray, epochs: int, *, stopping: bool) -> None:
+        n = X.shape[0]
+        B = min(self._batch_size_for(n), n)
+        loss = LOSSES[self.loss](self.epsilon)
+        penalty = PENALTIES[self.penalty](self.alpha, self.l1_ratio)
+        schedule = self._schedule
+        inv_scale = 1.0 / self.x_scale_
+        mu = self.x_mean_
+        # The only copy made: the target, standardised (n floats, not n x d).
+        ys = (y - self.y_mean_) / self.y_scale_
+
+        holdout = None
+        if stopping and self.early_stopping:
+            holdout = self._validation_blocks(n, B)
+        avg_from = {True: 0, False: None}.get(self.average, self.average)
+
+        w = self._w.copy()
+        b = self._b
+        best_monitored = math.inf
+        best_state = None
+        no_improvement = 0
+        converged = False
+
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for _ in range(epochs):
+                batches = self._batches(n, B, holdout)
+                total_loss = 0.0
+                rows = 0
+                for lo, hi in batches:
+                    Xb = X[lo:hi]
+                    m = hi - lo
+                    self._t += 1
+                    eta = schedule.at(self._t)
+                    v = w * inv_scale
+                    r = Xb @ v
+                    r += b - float(mu @ v)
+                    r -= ys[lo:hi]
+                    total_loss += float(loss.value(r).sum())
+                    g = loss.dloss(r)
+                    gsum = float(g.sum())
+                    grad = (g @ Xb - mu * gsum) * inv_scale
+                    grad /= m
+                    smooth = penalty.smooth_gradient(w)
+                    if smooth is not None:
+                        grad += smooth
+                    w -= eta * grad
+                    penalty.prox(w, eta)
+                    b -= eta * gsum / m
+                    rows += m
+                    self._rows_seen += m
+                    if avg_from is not None and self._rows_seen > avg_from:
+                        if self._avg is None:
+                            self._avg = _Average(w.copy(), b, 1)
+                        else:
+                            self._avg.add(w, b)
+
+                epoch_loss = total_loss / rows + penalty.value(w)
+                self.n_iter_ += 1
+                self.loss_history_.append(epoch_loss)
+                if not (math.isfinite(epoch_loss) and np.isfinite(w).all() and math.isfinite(b)):
+                    self._diverged(epoch_loss)
+                if not stopping or self.tol is None:
+                    continue
+
+                if holdout is not None:
+                    vw, vb = (self._avg.w, self._avg.b) if self._avg is not None else (w, b)
+                    monitored = self._holdout_loss(X, ys, holdout, B, vw, vb, loss)
+                    self.validation_history_.append(monitored)
+                else:
+                    monitored = epoch_loss
+                if monitored < best_monitored - self.tol:
+                    no_improvement = 0
+                else:
+                    no_improvement += 1
+                if monitored < best_monitored:
+                    best_monitored = monitored
+                    if holdout is not None:
+                        best_state = (w.copy(), b, self._avg and self._avg.copy())
+                if no_improvement >= self.n_iter_no_change:
+                    no_improvement = 0
+                    if not schedule.on_plateau():
+                        converged = True
+                        break
+
+        if best_state is not None:  # early stopping keeps the best validation epoch
+            w, b, self._avg = best_state
+        self._w, self._b = w, float(b)
+        self._publish()
+        if stopping and self.tol is not None and not converged:
+            warnings.warn(
+                f"SGD reached max_iter={self.max_iter} epochs without converging; "
+                "increase max_iter or tol",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def _validation_blocks(self, n: int, B: int) -> np.ndarray:
+        """A seeded random subset of the fixed batches, held out for early stopping."""
+        n_blocks = -(-n // B)
+        n_val = max(1, int(round(n_blocks * self.validation_fraction)))
+        if n_blocks - n_val < 1:
+            raise ValueError(
+                f"early_stopping needs more rows: {n} rows in batches of {B} leave no training "
+                "batch; lower batch_size or validation_fraction"
+            )
+        mask = np.zeros(n_blocks, dtype=bool)
+        mask[self._rng.choice(n_blocks, n_val, replace=False)] = True
+        return mask
+
+    def _holdout_loss(self, X, ys, holdout, B, w, b, loss) -> float:
+        v = w / self.x_scale_
+        c = b - float(self.x_mean_ @ v)
+        total, count = 0.0, 0
+        for s in np.flatnonzero(holdout) * B:
+            r = X[s : s + B] @ v + c - ys[s : s + B]
+            total += float(loss.value(r).sum())
+            count += len(r)
+        return total / count
+
+    def _diverged(self, epoch_loss: float) -> None:
+        raise DivergenceError(
+            f"SGD diverged at epoch {self.n_iter_} (loss {epoch_loss}, weights not finite); "
+            f"try a smaller learning rate than eta0={self.eta0}"
+        )
+
+    def _publish(self) -> None:
+        """Set the learned attributes: averaged weights when averaging, in both unit systems."""
+        if self._avg is not None:
+            self.coef_std_, self.intercept_std_ = self._avg.w.copy(), float(self._avg.b)
+        else:
+            self.coef_std_, self.intercept_std_ = self._w.copy(), float(self._b)
+        if self._x_stats.count == 0:
+            return
+        coef = self.coef_std_ * (self.y_scale_ / self.x_scale_)
+        self.coef_ = coef
+        self.intercept_ = float(
+            self.y_mean_ + self.y_scale_ * self.intercept_std_ - coef @ self.x_mean_
+        )
+
+
+class _Average:
+    """Running mean of the iterates (Polyak-Ruppert averaging)."""
+
+    def __init__(self, w: np.ndarray, b: float, count: int):
+        self.w, self.b, self.count = w, float(b), count
+
+    def add(self, w: np.ndarray, b: float) -> None:
+        self.count += 1
+        self.w += (w - self.w) / self.count
+        self.b += (b - self.b) / self.count
+
+    def copy(self) -> _Average:
+        return _Average(self.w.copy(), self.b, self.count)
+
+
+def _restandardise(w, b, old, new):
+    """Weights (w, b) in the standardised coordinates ``old`` re-expressed in ``new``."""
+    mu0, s0, my0, sy0 = old
+    mu1, s1, my1, sy1 = new
+    coef = w * sy0 / s0  # original units
+    intercept = my0 + sy0 * b - coef @ mu0
+    return coef * s1 / sy1, float((intercept + coef @ mu1 - my1) / sy1)
+
+
+_PARAM_NAMES = tuple(inspect.signature(SGDRegressor.__init__).parameters)[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation helpers and metrics.
+
+
+def _check_X(X: Any, check_finite: bool = True) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows x features), got {X.ndim}-D")
+    if check_finite and not np.isfinite(X).all():
+        row, col = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(f"X has a non-finite value {X[row, col]} at row {row}, column {col}")
+    return X
+
+
+def _check_X_y(
+    X: Any, y: Any, min_rows: int = 2, check_finite: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    X = _check_X(X, check_finite)
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D, got shape {y.shape}")
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(f"X and y have different lengths: {X.shape[0]} and {y.shape[0]}")
+    if X.shape[0] < min_rows:
+        raise ValueError(f"need at least {min_rows} rows, got {X.shape[0]}")
+    if X.shape[1] == 0:
+        raise ValueError("X has no feature columns")
+    if check_finite and not np.isfinite(y).all():
+        row = int(np.argwhere(~np.isfinite(y))[0][0])
+        raise ValueError(f"y has a non-finite value {y[row]} at row {row}")
+    return X, y
+
+
+def _check_number(name, value, *, low=None, high=None, low_inclusive=True, high_inclusive=True):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        raise ValueError(f"{name} must be {'>=' if low_inclusive else '>'} {low}, got {value!r}")
+    if high is not None and (value > high or (value == high and not high_inclusive)):
+        raise ValueError(f"{name} must be {'<=' if high_inclusive else '<'} {high}, got {value!r}")
+
+
+def _check_int(name, value, *, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+
+
+def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
+    """Coefficient of determination (1 - SSE/SST); -inf never, 0 for a constant y matched."""
+    resid = y - pred
+    sst = float(((y - y.mean()) ** 2).sum())
+    sse = float(resid @ resid)
+    if sst == 0.0:
+        return 1.0 if sse == 0.0 else 0.0
+    return 1.0 - sse / sst
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and R^2 of predictions, as plain floats."""
+    resid = y - pred
+    return {
+        "rmse": float(np.sqrt(np.mean(resid * resid))),
+        "mae": float(np.mean(np.abs(resid))),
+        "r2": r2_score(y, pred),
+        "rows": int(len(y)),
+    }
