@@ -1,0 +1,116 @@
+"""Gunicorn configuration for sgdserve: every value comes from Settings (``SGDSERVE_*``).
+
+Used by ``sgdserve serve`` (service/server.py loads this file with the CLI's Settings) and
+directly: ``gunicorn -c python:service.gunicorn_conf`` (Settings from the environment).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from service.config import Settings
+
+# `sgdserve serve` injects its Settings (environment plus --host/--port/--workers); a plain
+# `gunicorn -c` reads the environment through Settings, the only reader of SGDSERVE_*.
+settings: Settings = globals().get("sgdserve_settings") or Settings.from_env()
+
+# The app factory, so `gunicorn -c python:service.gunicorn_conf` needs no further argument.
+wsgi_app = "service.app:create_app()"
+
+# Where to listen; an IPv6 host needs brackets to be told apart from the port.
+bind = [
+    f"[{settings.host}]:{settings.port}" if ":" in settings.host else
+    f"{settings.host}:{settings.port}"
+]
+
+# Processes, not threads, give CPU parallelism under the GIL: about one per core.
+workers = settings.workers
+
+# sync by default: measured fastest and steadiest here (docs/benchmarks-serving.md);
+# gthread keeps connections alive, which helps only clients that reuse connections.
+worker_class = settings.worker_class
+
+# Threads per gthread worker (ignored by sync workers).
+threads = settings.threads
+
+# A worker silent this long is killed and replaced; predictions take milliseconds and
+# retraining runs in its own process, so only a hung worker ever reaches it.
+timeout = settings.timeout
+
+# SIGTERM: stop accepting, let in-flight requests finish for up to this long (no request runs
+# longer than `timeout` anyway), then exit. Kubernetes' default grace period is 30 s.
+graceful_timeout = settings.timeout if settings.timeout > 0 else 30
+
+# Seconds an idle keep-alive connection is held (gthread; sync workers close every connection):
+# longer than a client's gap between requests, short enough not to hoard connections.
+keepalive = 5
+
+# Off: workers recycled every N requests would reload the model each time and leave one set of
+# metrics files per dead worker in the metrics directory; nothing here leaks memory.
+max_requests = 0
+
+# Off: each worker imports the app after fork, so prometheus_client sees the metrics directory
+# exported by on_starting below, and each worker opens and hot-reloads its own model.
+preload_app = False
+
+# Gunicorn 27 opens a control socket for `gunicornc` in $XDG_RUNTIME_DIR or $HOME/.gunicorn by
+# default; sgdserve is managed by signals (TERM, HUP, TTIN/TTOU) and a container's non-root
+# user may have no writable home, so startup must not depend on one.
+control_socket_disable = True
+
+# Workers touch a heartbeat file every second; on a container's overlay filesystem that write
+# can stall and get healthy workers killed, so keep it in memory when /dev/shm exists.
+worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
+# Trust X-Forwarded-* only from a proxy on this host (gunicorn's own default, stated so it is
+# not taken from the FORWARDED_ALLOW_IPS variable by accident); the app builds relative URLs.
+forwarded_allow_ips = "127.0.0.1,::1"
+
+# Name in `ps`, to tell the master and workers from other Python processes.
+proc_name = "sgdserve"
+
+# Log level of gunicorn's own messages (startup, worker restarts, errors).
+loglevel = settings.log_level
+
+# Errors to stderr, requests to stdout: a container runtime collects both.
+errorlog = "-"
+accesslog = "-"
+
+# One JSON object per request. The logger below renders every atom as a JSON value (quotes,
+# backslashes and control characters in a path escaped; a missing header is null), so each line
+# parses. No request header is logged, so the Authorization token never reaches a log.
+logger_class = "service.server.JsonAccessLogger"
+access_log_format = (
+    '{"time": %(t)s, "method": %(m)s, "path": %(U)s, "status": %(s)s,'
+    ' "duration_s": %(L)s, "model_version": %({x-model-version}o)s, "remote_addr": %(h)s}'
+)
+
+# Created in on_starting when Settings.metrics_dir is unset; removed in on_exit.
+_temporary_metrics_dir = None
+
+
+def on_starting(server):
+    """Export a fresh Prometheus multiprocess directory before any worker is forked."""
+    global _temporary_metrics_dir
+    # Imported here, not at the top: prometheus_client should first be imported once the
+    # directory is set (service.metrics also copes with the other order).
+    from service.metrics import prepare_multiprocess_dir
+
+    path, created = prepare_multiprocess_dir(settings.metrics_dir)
+    if created:
+        _temporary_metrics_dir = path
+    server.log.info("Prometheus multiprocess directory: %s", path)
+
+
+def child_exit(server, worker):
+    """Drop the exited worker's per-process gauges; its counters keep adding up."""
+    from service.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory if it was a temporary one made in on_starting."""
+    if _temporary_metrics_dir is not None:
+        shutil.rmtree(_temporary_metrics_dir, ignore_errors=True)

@@ -1,0 +1,93 @@
+"""Run the Flask app under gunicorn with service/gunicorn_conf.py (``sgdserve serve``).
+
+Gunicorn's application API is used instead of its command line so that the configuration file
+is found inside the installed package, whatever the current directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gunicorn import glogging, util
+from gunicorn.app.base import BaseApplication
+
+from service.config import Settings
+
+CONF_PATH = Path(__file__).with_name("gunicorn_conf.py")
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """The names defined by service/gunicorn_conf.py, computed from ``settings``."""
+    spec = importlib.util.spec_from_file_location("sgdserve_gunicorn_conf", CONF_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # The conf file takes these instead of reading the environment again, so CLI overrides hold.
+    module.sgdserve_settings = settings  # type: ignore[attr-defined]
+    spec.loader.exec_module(module)
+    return {name: value for name, value in vars(module).items() if not name.startswith("__")}
+
+
+class SgdserveApplication(BaseApplication):
+    """Gunicorn application configured from Settings and service/gunicorn_conf.py."""
+
+    def __init__(self, settings: Settings, app: str | None = None) -> None:
+        self.settings = settings
+        self.app_uri = app
+        super().__init__()
+
+    def load_config(self) -> None:
+        for name, value in gunicorn_options(self.settings).items():
+            if name in self.cfg.settings:
+                self.cfg.set(name, value)
+
+    def load(self) -> Any:
+        # Runs in each worker after fork (preload_app is off), so nothing is opened in the master.
+        if self.app_uri is not None:
+            return util.import_app(self.app_uri)
+        from service.app import create_app
+
+        # create_app takes Settings fields as overrides; passing all of them keeps CLI overrides.
+        fields = dataclasses.fields(self.settings)
+        return create_app({f.name: getattr(self.settings, f.name) for f in fields})
+
+
+def serve(settings: Settings, *, app: str | None = None) -> int:
+    """Serve ``app`` (default: sgdserve's Flask app) until stopped; return the exit status."""
+    try:
+        SgdserveApplication(settings, app).run()
+    except SystemExit as stop:  # gunicorn's arbiter ends with sys.exit
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        return 1
+    return 0
+
+
+# Atoms that are numbers in the access log; everything else is rendered as a JSON string.
+_NUMERIC_ATOMS = frozenset({"s", "B", "D", "M", "T", "L"})
+
+
+class _JsonAtoms(dict):
+    """Access-log atoms rendered as JSON values: strings quoted and escaped, missing ones null."""
+
+    def __getitem__(self, key: str) -> str:
+        found = dict.get(self, key.lower() if key.startswith("{") else key)
+        if found is None or found == "-":
+            return "null"
+        if key in _NUMERIC_ATOMS:
+            return str(found)
+        # ensure_ascii also escapes control characters, so a line stays one line.
+        return json.dumps(str(found))
+
+
+class JsonAccessLogger(glogging.Logger):
+    """Gunicorn logger whose access log format is a JSON template (see gunicorn_conf.py)."""
+
+    atoms_wrapper_class = _JsonAtoms
+
+    def now(self) -> str:
+        return datetime.now(UTC).isoformat(timespec="milliseconds")
