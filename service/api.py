@@ -1,0 +1,502 @@
+"""The API blueprint: /predict, /retrain, /retrain/<job_id>, /model, /models, activation.
+
+``/predict`` is the hot path: the body is parsed with orjson, validated with plain loops only as
+far as needed, turned into one numpy matrix, and checked element by element only when
+something is wrong, to name the row and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hmac
+import os
+from collections.abc import Mapping
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from flask import Blueprint, Response, g, request, url_for
+
+from . import jobs
+from .app import ServiceState, state
+from .errors import DataError, IntegrityError, LockHeldError
+from .http_errors import NO_MODEL_MESSAGE, APIError, json_response
+
+bp = Blueprint("api", __name__)
+
+_NUMBER_TYPES = frozenset({int, float})
+_COPY_CHUNK = 1 << 20
+_HEADER_LIMIT = 1 << 16
+
+
+# -- shared helpers --------------------------------------------------------------------------
+
+
+def _model(st: ServiceState) -> tuple[str, Any]:
+    version, model = st.holder.get()
+    if model is None:
+        raise APIError(NO_MODEL_MESSAGE, status_code=503, code="no_model")
+    g.model_version = version
+    return version, model
+
+
+def _json_body() -> Any:
+    if request.mimetype != "application/json":
+        raise APIError(
+            f"Content-Type must be application/json, got {request.mimetype or 'none'!r}",
+            status_code=415,
+            code="unsupported_media_type",
+        )
+    data = request.get_data(cache=False)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise APIError(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def require_token(st: ServiceState) -> None:
+    """Refuse a write request without the configured bearer token (403 when none is set)."""
+    token = st.settings.api_token
+    if not token:
+        raise APIError(
+            "write endpoints are disabled: set SGDSERVE_API_TOKEN to enable them",
+            status_code=403,
+            code="writes_disabled",
+        )
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest takes the same time wherever the strings differ: no timing oracle.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    ):
+        raise APIError(
+            "missing or invalid bearer token (send Authorization: Bearer <SGDSERVE_API_TOKEN>)",
+            status_code=401,
+            code="unauthorized",
+            headers={"WWW-Authenticate": 'Bearer realm="sgdserve"'},
+        )
+
+
+# -- /predict --------------------------------------------------------------------------------
+
+
+@bp.post("/predict")
+def predict() -> Response:
+    """Predict one row (``features``) or a batch (``instances``)."""
+    st = state()
+    body = _json_body()
+    version, model = _model(st)
+    if type(body) is not dict or len(body) != 1:
+        raise _bad_body(body)
+    names = model.feature_names
+    if "features" in body:
+        row = body["features"]
+        X = _matrix([row], names, single=True)
+        st.metrics.rows_predicted(1)
+        return json_response(
+            {"prediction": float(model.predict(X)[0]), "model_version": version}
+        )
+    rows = body.get("instances")
+    if type(rows) is not list:
+        if "instances" in body:
+            raise APIError(f"'instances' must be a list of rows, got {_json_type(rows)}")
+        raise _bad_body(body)
+    if not rows:
+        raise APIError("'instances' is empty; send at least one row", code="empty_batch")
+    limit = st.settings.max_batch_rows
+    if len(rows) > limit:
+        raise APIError(
+            f"'instances' has {len(rows)} rows; the limit is {limit} (SGDSERVE_MAX_BATCH_ROWS)",
+            status_code=413,
+            code="too_many_rows",
+        )
+    X = _matrix(rows, names, single=False)
+    predictions = model.predict(X)
+    st.metrics.rows_predicted(len(rows))
+    return json_response({"predictions": predictions, "model_version": version})
+
+
+def _bad_body(body: Any) -> APIError:
+    if type(body) is dict and "features" in body and "instances" in body:
+        return APIError("give either 'features' or 'instances', not both")
+    if type(body) is dict:
+        extra = sorted(k for k in body if k not in ("features", "instances"))
+        if extra:
+            return APIError(f"unknown key {extra[0]!r}; expected 'features' or 'instances'")
+    return APIError(
+        "request body must be a JSON object with 'features' (one row) "
+        f"or 'instances' (a list of rows), got {_json_type(body)}"
+    )
+
+
+def _matrix(rows: list[Any], names: tuple[str, ...], *, single: bool) -> np.ndarray:
+    """The rows as a float matrix in ``names`` order, or a 400 naming the first bad field."""
+    try:
+        values = [[row[name] for name in names] for row in rows]
+    except (KeyError, TypeError, IndexError):
+        raise _explain(rows, names, single) from None
+    # Each row holds every name; equal total size means no row has an extra (unknown) key.
+    if sum(map(len, rows)) != len(names) * len(rows):
+        raise _explain(rows, names, single)
+    # bool is a subclass of int, but its type is not int: True is refused here.
+    if not set(map(type, chain.from_iterable(values))) <= _NUMBER_TYPES:
+        raise _explain(rows, names, single)
+    X = np.array(values, dtype=np.float64)
+    if not np.isfinite(X).all():
+        raise _explain(rows, names, single)
+    return X
+
+
+def _explain(rows: list[Any], names: tuple[str, ...], single: bool) -> APIError:
+    """Find the first bad row and field (the slow path, taken only for bad input)."""
+    expected = set(names)
+    for i, row in enumerate(rows):
+        where = "" if single else f"instances[{i}]: "
+        if type(row) is not dict:
+            subject = "'features'" if single else f"instances[{i}]"
+            return APIError(
+                f"{subject} must be an object of feature values, got {_json_type(row)}",
+                code="invalid_features",
+            )
+        for name in names:
+            if name not in row:
+                return APIError(f"{where}feature {name!r} is missing", code="invalid_features")
+        for key in row:
+            if key not in expected:
+                return APIError(
+                    f"{where}unknown feature {key[:50]!r}; the model's features are "
+                    f"{', '.join(names)}",
+                    code="invalid_features",
+                )
+        for name in names:
+            value = row[name]
+            if type(value) not in _NUMBER_TYPES:
+                return APIError(
+                    f"{where}feature {name!r} must be a number, got {_json_text(value)}",
+                    code="invalid_features",
+                )
+            if not np.isfinite(float(value)):
+                return APIError(
+                    f"{where}feature {name!r} must be finite, got {value!r}",
+                    code="invalid_features",
+                )
+    return APIError("features are invalid", code="invalid_features")  # not reached
+
+
+def _json_type(value: Any) -> str:
+    return {
+        dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+        int: "a number", float: "a number", type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _json_text(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# -- /retrain --------------------------------------------------------------------------------
+
+
+@bp.post("/retrain")
+def retrain() -> Response:
+    """Start a retrain job from a CSV upload, a text/csv body or JSON rows."""
+    st = state()
+    require_token(st)
+    kind = _upload_kind()
+    settings = st.settings
+    # Uploads stream to disk, so they may be large; JSON rows are parsed in memory.
+    request.max_content_length = (
+        settings.max_upload_bytes if kind in ("multipart", "csv") else settings.max_body_bytes
+    )
+    query = {k: v for k, v in request.args.items() if k != "wait"}
+    wait = _parse(lambda: jobs.parse_wait(request.args.get("wait"), jobs.wait_limit(settings)))
+    query_spec = _parse(lambda: jobs.parse_params(query, typed=False))
+    store = st.store
+    jobs.check_not_locked(store)  # refuse early, before reading a large upload
+
+    rows: list[Any] | None = None
+    spec: dict[str, Any] | None = None
+    if kind == "json":
+        body = _json_body()
+        if type(body) is not dict:
+            raise APIError(
+                f"request body must be a JSON object with 'rows', got {_json_type(body)}"
+            )
+        rows = body.pop("rows", None)
+        if type(rows) is not list or not rows:
+            raise APIError(
+                "'rows' must be a non-empty list of objects (one per data row)",
+                code="invalid_parameter",
+                parameter="rows",
+            )
+        spec = _merge(query, body, typed=True)
+    elif kind == "csv":
+        spec = query_spec
+
+    job_id = store.new_job_id()
+    directory = store.job_dir(job_id)
+    fd: int | None = None
+    try:
+        data_path = directory / jobs.DATA_FILE
+        if kind == "multipart":
+            spec = _receive_multipart(directory, data_path)
+        elif kind == "csv":
+            _receive_stream(data_path)
+        else:
+            try:
+                _write_rows(rows, data_path)
+            except DataError as exc:
+                raise APIError(f"rows: {exc}", code="invalid_data") from None
+        assert spec is not None
+        spec["target"] = _check_columns(st, data_path, spec)
+        fd = jobs.acquire_lock(store, job_id)
+        spec.update(
+            tolerance=settings.promote_tolerance,
+            source=f"POST /retrain ({kind}, job {job_id})",
+            data={"format": kind, "bytes": data_path.stat().st_size},
+        )
+        store.write_job(
+            job_id, {"status": "queued", "created_at": _now(), "request": spec}
+        )
+    except BaseException:
+        if fd is not None:
+            jobs.clear_holder(fd)
+            os.close(fd)
+        jobs.remove_job_dir(directory)
+        raise
+    jobs.start(store, job_id, fd, on_exit=st.job_finished)
+
+    status_url = url_for("api.retrain_status", job_id=job_id)
+    if wait > 0:
+        record = jobs.wait_for(store, job_id, wait)
+        if record.get("status") in jobs.FINAL_STATUSES:
+            return json_response(_job_body(record, status_url))
+    return json_response(
+        {"job_id": job_id, "status": "queued", "status_url": status_url},
+        status=202,
+        headers={"Location": status_url},
+    )
+
+
+@bp.get("/retrain/<job_id>")
+def retrain_status(job_id: str) -> Response:
+    """A retrain job's status, read from its job file (any worker can answer)."""
+    store = state().store
+    record = jobs.read_status(store, job_id)
+    return json_response(_job_body(record, url_for("api.retrain_status", job_id=job_id)))
+
+
+def _job_body(record: Mapping[str, Any], status_url: str) -> dict[str, Any]:
+    body = dict(record)
+    body["job_id"] = body.pop("id", None)
+    body["status_url"] = status_url
+    body.pop("pid", None)
+    return body
+
+
+def _upload_kind() -> str:
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        return "multipart"
+    if mimetype == "text/csv":
+        return "csv"
+    if mimetype == "application/json":
+        return "json"
+    raise APIError(
+        "Content-Type must be multipart/form-data (field 'file'), text/csv or application/json, "
+        f"got {mimetype or 'none'!r}",
+        status_code=415,
+        code="unsupported_media_type",
+    )
+
+
+def _parse(parse: Any) -> Any:
+    try:
+        return parse()
+    except jobs.ParameterError as exc:
+        raise APIError(str(exc), code="invalid_parameter", parameter=exc.name) from None
+
+
+def _merge(query: Mapping[str, str], values: Mapping[str, Any], *, typed: bool) -> dict[str, Any]:
+    """Parameters from the body (form or JSON) together with any in the query string."""
+    query = {k: v for k, v in query.items() if k != "wait"}
+    for name in values:
+        if name in query:
+            raise APIError(
+                f"parameter {name[:50]!r} is given both in the query and in the body",
+                code="invalid_parameter",
+                parameter=name,
+            )
+    spec = _parse(lambda: jobs.parse_params(values, typed=typed))
+    from_query = _parse(lambda: jobs.parse_params(query, typed=False))
+    for name in query:
+        key = jobs.SGD_PARAMS.get(name)
+        if key is None:
+            spec[name] = from_query[name]
+        else:
+            spec["params"][key] = from_query["params"][key]
+    return spec
+
+
+def _receive_multipart(directory: Path, data_path: Path) -> dict[str, Any]:
+    request.upload_dir = str(directory)  # file parts are written straight into the job dir
+    files = request.files
+    form = request.form.to_dict()
+    upload = files.get("file")
+    for _field, storage in files.items(multi=True):
+        if storage is not upload:
+            storage.close()
+            _unlink(storage.stream)
+    if upload is None:
+        if "file" in form:
+            raise APIError(
+                "field 'file' must be a file upload (with a filename), not a plain form field",
+                code="invalid_parameter",
+                parameter="file",
+            )
+        raise APIError(
+            "multipart upload has no field 'file' with the CSV data",
+            code="invalid_parameter",
+            parameter="file",
+        )
+    stream = upload.stream
+    name = getattr(stream, "name", None)
+    if isinstance(name, str) and Path(name).parent == directory:
+        stream.close()
+        os.replace(name, data_path)  # same directory: a rename, not a copy
+    else:  # a stream some other factory made: copy it in chunks
+        upload.save(data_path, _COPY_CHUNK)
+        upload.close()
+    return _merge(dict(request.args.items()), form, typed=False)
+
+
+def _unlink(stream: Any) -> None:
+    name = getattr(stream, "name", None)
+    if isinstance(name, str):
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+
+
+def _receive_stream(data_path: Path) -> None:
+    stream = request.stream  # bounded by max_content_length (413 past it)
+    with open(data_path, "wb") as out:
+        while True:
+            chunk = stream.read(_COPY_CHUNK)
+            if not chunk:
+                break
+            out.write(chunk)
+
+
+def _write_rows(rows: Any, data_path: Path) -> None:
+    from .data import write_rows_csv
+
+    write_rows_csv(rows, data_path)
+
+
+def _check_columns(st: ServiceState, data_path: Path, spec: dict[str, Any]) -> str:
+    """Refuse data without the target or a requested feature now, not in the job."""
+    with open(data_path, "rb") as f:
+        head = f.read(_HEADER_LIMIT)
+    if not head.strip():
+        raise APIError("the uploaded data is empty", code="invalid_data")
+    first = head.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").rstrip("\r")
+    columns = [c.strip() for c in next(csv.reader([first]), [])]
+    target = spec.get("target")
+    if target is None:
+        version, model = st.holder.get()
+        if model is None:
+            raise APIError(
+                "target is required: there is no active model to take it from",
+                code="invalid_parameter",
+                parameter="target",
+            )
+        target = model.target
+    if target not in columns:
+        raise APIError(
+            f"target {target!r} is not a column of the data (columns: {_columns(columns)})",
+            code="invalid_parameter",
+            parameter="target",
+        )
+    for name in spec.get("features") or ():
+        if name not in columns:
+            raise APIError(
+                f"feature {name!r} is not a column of the data (columns: {_columns(columns)})",
+                code="invalid_parameter",
+                parameter="features",
+            )
+    return target
+
+
+def _columns(columns: list[str]) -> str:
+    text = ", ".join(columns)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+@bp.get("/model")
+def model_info() -> Response:
+    """The model this worker serves: manifest, features, coefficients, metrics."""
+    st = state()
+    version, model = _model(st)
+    loaded = st.holder.loaded()
+    manifest = loaded[2] if loaded is not None and loaded[0] == version else {}
+    return json_response(
+        {
+            "model_version": version,
+            "target": model.target,
+            "features": list(model.feature_names),
+            "coefficients": model.coefficients(),
+            "intercept": float(model.intercept),
+            "metrics": manifest.get("metrics"),
+            "manifest": manifest,
+        }
+    )
+
+
+@bp.get("/models")
+def models_list() -> Response:
+    """Every version in the store, marking the active one."""
+    store = state().store
+    try:
+        active = store.active_version()
+    except IntegrityError:
+        active = None
+    versions = [_summary(m, active) for m in store.list()]
+    return json_response({"active": active, "models": versions})
+
+
+def _summary(manifest: Mapping[str, Any], active: str | None) -> dict[str, Any]:
+    keys = ("id", "created_at", "status", "parent", "target", "features", "metrics", "error")
+    summary = {k: manifest[k] for k in keys if k in manifest}
+    summary["active"] = manifest.get("id") == active
+    return summary
+
+
+@bp.post("/models/<version_id>/activate")
+def models_activate(version_id: str) -> Response:
+    """Make a stored version the active one (rollback); every worker follows within a second."""
+    st = state()
+    require_token(st)
+    store = st.store
+    store.get(version_id)  # 404 before anything else
+    try:
+        with store.lock(wait=False, owner=f"POST /models/{version_id}/activate"):
+            previous = store.activate(version_id)
+    except LockHeldError:
+        raise jobs.conflict_error(store.is_locked()) from None
+    st.holder.refresh(force=True)
+    version, _ = st.holder.get()
+    if version is not None:
+        g.model_version = version
+    return json_response({"active": version_id, "previous": previous, "model_version": version})

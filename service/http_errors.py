@@ -1,0 +1,155 @@
+"""One JSON error shape for every failure the HTTP layer answers.
+
+Every non-2xx response body is ``{"error": {"code": "...", "message": "..."}}`` (some add keys,
+e.g. ``job_id``). :class:`APIError` carries that shape; Werkzeug's ``HTTPException`` (404, 405,
+413, ...) and the store's exceptions are mapped onto it here, in one place. An unexpected
+exception is logged once and answered with a JSON 500: it always means a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from .errors import (
+    DataError,
+    IntegrityError,
+    JobConflictError,
+    JobError,
+    LockHeldError,
+    NoActiveModelError,
+    VersionNotFoundError,
+)
+
+log = logging.getLogger("sgdserve.http")
+
+NO_MODEL_MESSAGE = (
+    "no model has been trained yet; train one with "
+    "`sgdserve train --data FILE --target COL` or POST /retrain"
+)
+
+# Codes for Werkzeug's exceptions, so clients can switch on a stable string.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    411: "length_required",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "unprocessable_entity",
+    429: "too_many_requests",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+    503: "unavailable",
+}
+
+
+class APIError(Exception):
+    """An error answered as JSON with ``status_code`` and a stable ``code``."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        if code is not None:
+            self.code = code
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        """The response body: ``{"error": {"code", "message", ...extra}}``."""
+        return {"error": {"code": self.code, "message": self.message, **self.extra}}
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A JSON response encoded with orjson (numpy scalars and arrays allowed)."""
+    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    response = Response(body, status=status, mimetype="application/json")
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def error_response(error: APIError) -> Response:
+    """The JSON response for ``error``."""
+    return json_response(error.to_dict(), error.status_code, error.headers)
+
+
+def from_exception(exc: Exception) -> APIError | None:
+    """The APIError for one of sgdserve's own exceptions, or None if it is not one."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, JobConflictError):
+        return APIError(str(exc), status_code=409, code="retrain_in_progress", job_id=exc.job_id)
+    if isinstance(exc, LockHeldError):
+        return APIError(str(exc), status_code=409, code="store_locked")
+    if isinstance(exc, VersionNotFoundError):
+        return APIError(str(exc), status_code=404, code="version_not_found")
+    if isinstance(exc, NoActiveModelError):
+        return APIError(NO_MODEL_MESSAGE, status_code=503, code="no_model")
+    if isinstance(exc, IntegrityError):
+        return APIError(str(exc), status_code=422, code="integrity_error")
+    if isinstance(exc, DataError):
+        return APIError(str(exc), status_code=400, code="invalid_data")
+    if isinstance(exc, JobError) and isinstance(exc, KeyError):
+        return APIError(str(exc), status_code=404, code="job_not_found")
+    return None
+
+
+def _handle_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    error = APIError(
+        exc.description or exc.name,
+        status_code=status,
+        code=_HTTP_CODES.get(status, exc.name.lower().replace(" ", "_")),
+    )
+    # Keep headers Werkzeug computed, e.g. Allow on a 405.
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            error.headers[name] = value
+    return error_response(error)
+
+
+def _handle_exception(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):  # Flask routes these here only if registered so
+        return _handle_http_exception(exc)
+    mapped = from_exception(exc)
+    if mapped is not None:
+        return error_response(mapped)
+    # One line plus traceback; headers (and so the token) are never logged.
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(
+        APIError("internal server error", status_code=500, code="internal_error")
+    )
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every error of ``app`` in the JSON error shape."""
+    app.register_error_handler(APIError, error_response)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_exception)

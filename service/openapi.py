@@ -1,0 +1,516 @@
+"""The OpenAPI 3.0.3 document of the HTTP API, served at ``/openapi.json``.
+
+Written by hand next to the handlers it describes and checked by tests with
+openapi-spec-validator; accurate enough for a client generator and for schemathesis.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from . import __version__
+from .jobs import LOSSES, MAX_EPOCHS, MAX_FEATURES, PENALTIES
+
+VERSION_PATTERN = r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$"
+JOB_PATTERN = r"^job-\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _json(_ref("Error"))}
+
+
+_MODEL_HEADERS = {
+    "X-Model-Version": {
+        "description": "The model version that answered.",
+        "schema": {"type": "string"},
+    },
+}
+
+_AUTH_ERRORS = {
+    "401": {
+        "description": "Missing or wrong bearer token.",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        "content": _json(_ref("Error")),
+    },
+    "403": _error("Write endpoints are disabled: no SGDSERVE_API_TOKEN is configured."),
+}
+
+
+def _parameter_properties() -> dict[str, Any]:
+    """The retrain parameters; typed as in a JSON body (forms and queries send them as text)."""
+    return {
+        "target": {
+            "type": "string", "minLength": 1, "maxLength": 200,
+            "description": "Column to predict (default: the active model's target).",
+        },
+        "features": {
+            "description": "Columns to train on (default: every other column); a JSON list, "
+            "or a comma-separated string.",
+            "oneOf": [
+                {"type": "array", "minItems": 1, "maxItems": MAX_FEATURES, "uniqueItems": True,
+                 "items": {"type": "string", "minLength": 1, "maxLength": 200}},
+                {"type": "string", "minLength": 1},
+            ],
+        },
+        "epochs": {"type": "integer", "minimum": 1, "maximum": MAX_EPOCHS},
+        "learning_rate": {
+            "type": "number", "exclusiveMinimum": True, "minimum": 0,
+            "description": "Initial step size (eta0).",
+        },
+        "batch_size": {"type": "integer", "minimum": 1},
+        "loss": {"type": "string", "enum": list(LOSSES)},
+        "penalty": {"type": "string", "enum": list(PENALTIES)},
+        "alpha": {"type": "number", "minimum": 0},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        "force": {
+            "type": "boolean",
+            "description": "Promote even if the candidate is worse than the live model.",
+        },
+    }
+
+
+def _form_properties() -> dict[str, Any]:
+    """The same parameters as multipart form fields: text, except the file."""
+    props: dict[str, Any] = {
+        "file": {"type": "string", "format": "binary", "description": "The CSV data."},
+    }
+    for name, schema in _parameter_properties().items():
+        props[name] = {"type": "string", "description": schema.get("description", name)}
+    return props
+
+
+def _query_parameters(wait_limit: float) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {
+            "name": "wait",
+            "in": "query",
+            "required": False,
+            "description": "Seconds to wait for the job to finish; 200 with the result if it "
+            "does, else 202.",
+            "schema": {"type": "number", "minimum": 0, "maximum": wait_limit},
+        }
+    ]
+    for name, schema in _parameter_properties().items():
+        if name == "features":
+            schema = {"type": "string", "minLength": 1,
+                      "description": "Comma-separated column names, or a JSON list."}
+        params.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": "Training parameter (the usual place with a text/csv body; "
+                "must not also be given in the body).",
+                "schema": schema,
+            }
+        )
+    return params
+
+
+@functools.lru_cache(maxsize=8)
+def document(max_batch_rows: int = 10_000, wait_limit: float = 25.0) -> dict[str, Any]:
+    """The OpenAPI document for the given request limits."""
+    row = {
+        "type": "object",
+        "description": "Feature values by name; exactly the active model's features (GET /model).",
+        "minProperties": 1,
+        "additionalProperties": {"type": "number"},
+        "example": {"sqft": 1500, "bedrooms": 3, "bathrooms": 2, "age_years": 20},
+    }
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "example": "invalid_features"},
+                        "message": {
+                            "type": "string",
+                            "example": "instances[3]: feature 'sqft' is missing",
+                        },
+                        "job_id": {
+                            "type": "string",
+                            "description": "The running job (409 retrain_in_progress).",
+                        },
+                        "parameter": {
+                            "type": "string",
+                            "description": "The invalid parameter (400 invalid_parameter).",
+                        },
+                    },
+                }
+            },
+        },
+        "FeatureRow": row,
+        "PredictOne": {
+            "type": "object",
+            "required": ["features"],
+            "additionalProperties": False,
+            "properties": {"features": _ref("FeatureRow")},
+        },
+        "PredictBatch": {
+            "type": "object",
+            "required": ["instances"],
+            "additionalProperties": False,
+            "properties": {
+                "instances": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": max_batch_rows,
+                    "items": _ref("FeatureRow"),
+                }
+            },
+        },
+        "Prediction": {
+            "type": "object",
+            "required": ["prediction", "model_version"],
+            "properties": {
+                "prediction": {"type": "number"},
+                "model_version": {"type": "string"},
+            },
+        },
+        "Predictions": {
+            "type": "object",
+            "required": ["predictions", "model_version"],
+            "properties": {
+                "predictions": {"type": "array", "items": {"type": "number"}},
+                "model_version": {"type": "string"},
+            },
+        },
+        "RetrainRows": {
+            "type": "object",
+            "required": ["rows"],
+            "properties": {
+                "rows": {
+                    "type": "array",
+                    "minItems": 1,
+                    "description": "Training rows; every row has the same columns.",
+                    "items": {
+                        "type": "object",
+                        "minProperties": 1,
+                        "additionalProperties": {
+                            "oneOf": [{"type": "number"}, {"type": "string"},
+                                      {"type": "boolean"}],
+                        },
+                    },
+                },
+                **_parameter_properties(),
+            },
+            "additionalProperties": False,
+        },
+        "RetrainForm": {
+            "type": "object",
+            "required": ["file"],
+            "properties": _form_properties(),
+            "additionalProperties": False,
+        },
+        "RetrainAccepted": {
+            "type": "object",
+            "required": ["job_id", "status", "status_url"],
+            "properties": {
+                "job_id": {"type": "string", "pattern": JOB_PATTERN},
+                "status": {"type": "string", "enum": ["queued"]},
+                "status_url": {"type": "string"},
+            },
+        },
+        "Metrics": {
+            "type": "object",
+            "description": "Model quality; train and holdout each have rmse, mae and r2.",
+            "additionalProperties": True,
+        },
+        "RetrainJob": {
+            "type": "object",
+            "required": ["job_id", "status", "status_url"],
+            "properties": {
+                "job_id": {"type": "string", "pattern": JOB_PATTERN},
+                "status": {
+                    "type": "string",
+                    "enum": ["queued", "running", "promoted", "rejected", "failed"],
+                },
+                "status_url": {"type": "string"},
+                "version": {"type": "string", "nullable": True,
+                            "description": "The candidate version trained by the job."},
+                "promoted": {"type": "boolean"},
+                "reason": {"type": "string", "nullable": True},
+                "metrics": {"allOf": [_ref("Metrics")], "nullable": True},
+                "request": {"type": "object", "description": "The validated parameters."},
+                "created_at": {"type": "string"},
+                "started_at": {"type": "string"},
+                "finished_at": {"type": "string"},
+                "updated_at": {"type": "string"},
+            },
+        },
+        "Model": {
+            "type": "object",
+            "required": [
+                "model_version", "target", "features", "coefficients", "intercept", "manifest",
+            ],
+            "properties": {
+                "model_version": {"type": "string"},
+                "target": {"type": "string"},
+                "features": {"type": "array", "items": {"type": "string"}},
+                "coefficients": {
+                    "type": "object",
+                    "description": "Slope per feature, in target units per feature unit.",
+                    "additionalProperties": {"type": "number"},
+                },
+                "intercept": {"type": "number"},
+                "metrics": {"allOf": [_ref("Metrics")], "nullable": True},
+                "manifest": {"type": "object", "description": "The version's manifest.json."},
+            },
+        },
+        "ModelSummary": {
+            "type": "object",
+            "required": ["id", "active"],
+            "properties": {
+                "id": {"type": "string"},
+                "active": {"type": "boolean"},
+                "created_at": {"type": "string"},
+                "status": {"type": "string"},
+                "parent": {"type": "string", "nullable": True},
+                "target": {"type": "string"},
+                "features": {"type": "array", "items": {"type": "string"}},
+                "metrics": {"allOf": [_ref("Metrics")], "nullable": True},
+                "error": {"type": "string", "description": "Why a corrupt version is unreadable."},
+            },
+        },
+        "ModelList": {
+            "type": "object",
+            "required": ["active", "models"],
+            "properties": {
+                "active": {"type": "string", "nullable": True},
+                "models": {"type": "array", "items": _ref("ModelSummary")},
+            },
+        },
+        "Activated": {
+            "type": "object",
+            "required": ["active", "previous", "model_version"],
+            "properties": {
+                "active": {"type": "string"},
+                "previous": {"type": "string", "nullable": True},
+                "model_version": {"type": "string", "nullable": True},
+            },
+        },
+    }
+
+    paths: dict[str, Any] = {
+        "/predict": {
+            "post": {
+                "operationId": "predict",
+                "summary": "Predict one row or a batch of rows.",
+                "requestBody": {
+                    "required": True,
+                    "content": _json({"oneOf": [_ref("PredictOne"), _ref("PredictBatch")]}),
+                },
+                "responses": {
+                    "200": {
+                        "description": "Predictions by the active model.",
+                        "headers": _MODEL_HEADERS,
+                        "content": _json(
+                            {"oneOf": [_ref("Prediction"), _ref("Predictions")]}
+                        ),
+                    },
+                    "400": _error("Malformed JSON, or a missing, unknown, non-numeric or "
+                                  "non-finite feature (the message names row and field)."),
+                    "413": _error("Body over SGDSERVE_MAX_BODY_BYTES, or more rows than "
+                                  "SGDSERVE_MAX_BATCH_ROWS."),
+                    "415": _error("Content-Type is not application/json."),
+                    "503": _error("No model has been trained yet."),
+                },
+            }
+        },
+        "/retrain": {
+            "post": {
+                "operationId": "retrain",
+                "summary": "Train a new version in a background process; promote it if good.",
+                "security": [{"bearerAuth": []}],
+                "parameters": _query_parameters(wait_limit),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": _ref("RetrainForm"),
+                            "encoding": {"file": {"contentType": "text/csv"}},
+                        },
+                        "text/csv": {"schema": {"type": "string"}},
+                        "application/json": {"schema": _ref("RetrainRows")},
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "The job finished within ?wait seconds.",
+                        "content": _json(_ref("RetrainJob")),
+                    },
+                    "202": {
+                        "description": "The job was started.",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": _json(_ref("RetrainAccepted")),
+                    },
+                    "400": _error("Invalid parameter or data (names the parameter)."),
+                    **_AUTH_ERRORS,
+                    "409": _error("A retrain is running (names the job)."),
+                    "413": _error("Upload over SGDSERVE_MAX_UPLOAD_BYTES (JSON rows: over "
+                                  "SGDSERVE_MAX_BODY_BYTES)."),
+                    "415": _error("Unsupported Content-Type."),
+                },
+            }
+        },
+        "/retrain/{job_id}": {
+            "get": {
+                "operationId": "getRetrainJob",
+                "summary": "A retrain job's status, metrics and reason.",
+                "parameters": [
+                    {
+                        "name": "job_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": JOB_PATTERN},
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "The job.", "content": _json(_ref("RetrainJob"))},
+                    "404": _error("No such job."),
+                },
+            }
+        },
+        "/model": {
+            "get": {
+                "operationId": "getModel",
+                "summary": "The active model: manifest, features, coefficients, metrics.",
+                "responses": {
+                    "200": {
+                        "description": "The model this worker serves.",
+                        "headers": _MODEL_HEADERS,
+                        "content": _json(_ref("Model")),
+                    },
+                    "503": _error("No model has been trained yet."),
+                },
+            }
+        },
+        "/models": {
+            "get": {
+                "operationId": "listModels",
+                "summary": "Every stored version, marking the active one.",
+                "responses": {
+                    "200": {"description": "The versions.", "content": _json(_ref("ModelList"))}
+                },
+            }
+        },
+        "/models/{version_id}/activate": {
+            "post": {
+                "operationId": "activateModel",
+                "summary": "Make a stored version active (rollback).",
+                "security": [{"bearerAuth": []}],
+                "parameters": [
+                    {
+                        "name": "version_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": VERSION_PATTERN},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Activated; every worker serves it within a second.",
+                        "headers": _MODEL_HEADERS,
+                        "content": _json(_ref("Activated")),
+                    },
+                    **_AUTH_ERRORS,
+                    "404": _error("No such version."),
+                    "409": _error("The store is locked by a training run."),
+                    "422": _error("The version fails its integrity check."),
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "Liveness: the process answers.",
+                "responses": {
+                    "200": {
+                        "description": "Alive.",
+                        "content": _json(
+                            {"type": "object", "required": ["status"],
+                             "properties": {"status": {"type": "string", "enum": ["ok"]}}}
+                        ),
+                    }
+                },
+            }
+        },
+        "/ready": {
+            "get": {
+                "operationId": "ready",
+                "summary": "Readiness: a model is loaded and a smoke prediction is finite.",
+                "responses": {
+                    "200": {
+                        "description": "Ready.",
+                        "headers": _MODEL_HEADERS,
+                        "content": _json(
+                            {
+                                "type": "object",
+                                "required": ["status", "model_version"],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["ready"]},
+                                    "model_version": {"type": "string"},
+                                },
+                            }
+                        ),
+                    },
+                    "503": _error("Not ready, with the reason."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics summed over all workers.",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document.",
+                "responses": {
+                    "200": {"description": "OpenAPI 3.0.3.",
+                            "content": _json({"type": "object"})}
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "sgdserve",
+            "version": __version__,
+            "description": "Linear-regression models trained by SGD, served over HTTP. Every "
+            "error is {\"error\": {\"code\", \"message\"}}.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The value of SGDSERVE_API_TOKEN.",
+                }
+            },
+        },
+    }
