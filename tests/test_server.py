@@ -1,0 +1,340 @@
+"""Gunicorn config and server: values from Settings, JSON access log, no control socket, metrics
+hooks and graceful SIGTERM, against a real gunicorn on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gunicorn.config
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.config import Settings
+from service.server import gunicorn_options
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "s3cr3t-token-never-logged"
+
+# A tiny WSGI app standing in for the Flask app: it records sgdserve metrics, names a model
+# version, and has a slow endpoint that announces when it started (for the SIGTERM test).
+STANDIN = textwrap.dedent(
+    """
+    import os, time
+    from service.metrics import Metrics
+
+    metrics = Metrics(None)
+    metrics.model_loaded("standin-1")
+
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        headers = [("Content-Type", "text/plain"), ("X-Worker-Pid", str(os.getpid()))]
+        if path == "/metrics":
+            body, content_type = metrics.render()
+            start_response("200 OK", [("Content-Type", content_type)])
+            return [body]
+        if path == "/slow":
+            with open(os.environ["STANDIN_MARK"], "w") as mark:
+                mark.write("started")
+            time.sleep(1.5)
+            start_response("200 OK", headers)
+            return [b"finished"]
+        metrics.observe_request("/hit", environ["REQUEST_METHOD"], 200, 0.001)
+        start_response("200 OK", headers + [("X-Model-Version", "standin-1")])
+        return [b"ok"]
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith("SGDSERVE_")
+        and k not in ("PROMETHEUS_MULTIPROC_DIR", "XDG_RUNTIME_DIR", "GUNICORN_CMD_ARGS")
+    }
+    env.update(extra)
+    return env
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+CONF_DUMP = textwrap.dedent(
+    """
+    import json
+    from service import gunicorn_conf as c
+    names = ["bind", "workers", "worker_class", "threads", "timeout", "graceful_timeout",
+             "loglevel", "control_socket_disable", "preload_app", "accesslog", "errorlog"]
+    print(json.dumps({n: getattr(c, n) for n in names}))
+    """
+)
+
+
+def load_conf(env: dict[str, str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", CONF_DUMP], cwd=ROOT, env=clean_env(**env),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_conf_defaults_come_from_settings() -> None:
+    conf = load_conf({})
+    defaults = Settings()
+    assert conf["bind"] == [f"{defaults.host}:{defaults.port}"]
+    assert conf["workers"] == defaults.workers
+    assert conf["worker_class"] == defaults.worker_class
+    assert conf["timeout"] == conf["graceful_timeout"] == defaults.timeout
+    assert conf["control_socket_disable"] is True
+    assert conf["preload_app"] is False
+    assert (conf["accesslog"], conf["errorlog"]) == ("-", "-")
+
+
+def test_conf_follows_environment_variables() -> None:
+    conf = load_conf({
+        "SGDSERVE_HOST": "0.0.0.0",
+        "SGDSERVE_PORT": "9123",
+        "SGDSERVE_WORKERS": "3",
+        "SGDSERVE_WORKER_CLASS": "gthread",
+        "SGDSERVE_THREADS": "4",
+        "SGDSERVE_TIMEOUT": "45",
+        "SGDSERVE_LOG_LEVEL": "warning",
+    })
+    assert conf["bind"] == ["0.0.0.0:9123"]
+    assert (conf["workers"], conf["worker_class"], conf["threads"]) == (3, "gthread", 4)
+    assert (conf["timeout"], conf["graceful_timeout"]) == (45, 45)
+    assert conf["loglevel"] == "warning"
+
+
+def test_ipv6_host_is_bracketed_and_zero_timeout_keeps_a_grace_period() -> None:
+    conf = load_conf({"SGDSERVE_HOST": "::1", "SGDSERVE_PORT": "8001", "SGDSERVE_TIMEOUT": "0"})
+    assert conf["bind"] == ["[::1]:8001"]
+    assert conf["graceful_timeout"] == 30
+
+
+def test_serve_options_take_cli_overrides_over_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SGDSERVE_PORT", "9000")
+    settings = Settings.from_env(port=9555, workers=5, host="127.0.0.2")
+    options = gunicorn_options(settings)
+    assert options["bind"] == ["127.0.0.2:9555"]
+    assert options["workers"] == 5
+
+
+def test_every_setting_in_the_conf_file_is_a_gunicorn_setting() -> None:
+    # gunicorn silently ignores unknown names: a typo would drop a setting without a word.
+    options = gunicorn_options(Settings())
+    ours = {
+        name for name, value in options.items()
+        if not name.startswith("_") and name not in ("settings", "annotations", "os", "shutil",
+                                                      "Settings", "sgdserve_settings")
+    }
+    assert ours - set(gunicorn.config.Config().settings) == set()
+    assert {"bind", "control_socket_disable", "child_exit", "on_starting"} <= ours
+
+
+# --- a real gunicorn ----------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    out: Path
+    err: Path
+    home: Path
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(tmp: Path, workers: int = 2) -> Server:
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "standin_app.py").write_text(STANDIN)
+    port = free_port()
+    home = tmp / "no-such-home"  # root could create /nonexistent; this one must stay absent
+    env = clean_env(
+        HOME=str(home),
+        PYTHONPATH=os.pathsep.join([str(tmp), str(ROOT)]),
+        STANDIN_MARK=str(tmp / "slow-started"),
+    )
+    code = (
+        "import sys\n"
+        "from service.config import Settings\n"
+        "from service.server import serve\n"
+        f"sys.exit(serve(Settings.from_env(port={port}, workers={workers}, log_level='debug'),"
+        " app='standin_app:app'))\n"
+    )
+    out, err = tmp / "stdout.log", tmp / "stderr.log"
+    with out.open("wb") as o, err.open("wb") as e:
+        process = subprocess.Popen([sys.executable, "-c", code], cwd=tmp, env=env,
+                                   stdout=o, stderr=e)
+    server = Server(process, f"http://127.0.0.1:{port}", out, err, home)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited {process.returncode}:\n{server.stderr()}")
+        try:
+            if requests.get(server.url + "/hit", timeout=1).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    server.stop()
+    raise AssertionError(f"gunicorn did not answer within 30 s:\n{server.stderr()}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("server"))
+    yield running
+    running.stop()
+
+
+def access_lines(server: Server, path: str) -> list[dict]:
+    deadline = time.monotonic() + 5
+    while True:
+        # Every line of stdout must be one JSON object.
+        lines = [json.loads(line) for line in server.stdout().splitlines()]
+        found = [line for line in lines if line["path"] == path]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_access_log_is_one_json_object_per_request(server: Server) -> None:
+    response = requests.get(server.url + "/predict", headers={"Authorization": "Bearer " + TOKEN})
+    assert response.status_code == 200
+
+    (line,) = access_lines(server, "/predict")
+    assert line["method"] == "GET"
+    assert line["status"] == 200
+    assert isinstance(line["duration_s"], float) and line["duration_s"] >= 0
+    assert line["model_version"] == "standin-1"
+    assert line["remote_addr"] == "127.0.0.1"
+    assert line["time"].endswith("+00:00")
+
+
+def test_access_log_escapes_quotes_backslashes_and_newlines(server: Server) -> None:
+    requests.get(server.url + '/odd%22quote%5Cslash%0Anewline%01')
+    (line,) = access_lines(server, '/odd"quote\\slash\nnewline\x01')
+    assert line["status"] == 200
+
+
+def test_missing_model_version_is_null(server: Server) -> None:
+    requests.get(server.url + "/metrics")
+    lines = access_lines(server, "/metrics")
+    assert lines and lines[0]["model_version"] is None
+
+
+def test_token_never_reaches_the_logs(server: Server) -> None:
+    requests.post(server.url + "/retrain", headers={"Authorization": "Bearer " + TOKEN},
+                  data=b"x")
+    access_lines(server, "/retrain")
+    assert TOKEN not in server.stdout() + server.stderr()
+
+
+def test_starts_without_a_home_directory_or_control_socket(server: Server) -> None:
+    # HOME points to a missing directory: no control socket was made there, and none failed.
+    assert not server.home.exists()
+    assert "Control socket disabled" in server.stderr()  # gunicorn's debug line
+    assert "Failed to start control socket" not in server.stderr()
+
+
+def test_metrics_add_up_across_workers(server: Server) -> None:
+    before = hits_total(server)
+    pids = {requests.get(server.url + "/hit").headers["X-Worker-Pid"] for _ in range(40)}
+    assert hits_total(server) == before + 40
+    assert len(pids) >= 1
+
+
+def test_worker_exit_drops_its_gauges_but_not_its_counts(server: Server) -> None:
+    for _ in range(10):
+        requests.get(server.url + "/hit")
+    total = hits_total(server)
+    pids = model_info_pids(server)
+    assert len(pids) == 2  # one series per worker
+    victim = sorted(pids)[0]
+    os.kill(int(victim), signal.SIGKILL)
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        now = model_info_pids(server)
+        if victim not in now and len(now) == 2:  # the master replaced it and ran child_exit
+            break
+        time.sleep(0.1)
+    assert victim not in now and len(now) == 2
+    assert hits_total(server) == total
+
+
+def scrape(server: Server) -> list:
+    body = requests.get(server.url + "/metrics").text
+    return [s for family in text_string_to_metric_families(body) for s in family.samples]
+
+
+def hits_total(server: Server) -> float:
+    return sum(s.value for s in scrape(server)
+               if s.name == "sgdserve_requests_total" and s.labels["endpoint"] == "/hit")
+
+
+def model_info_pids(server: Server) -> set[str]:
+    return {s.labels["pid"] for s in scrape(server)
+            if s.name == "sgdserve_model_version_info" and s.value == 1}
+
+
+def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path) -> None:
+    running = start_server(tmp_path, workers=1)
+    try:
+        result: dict[str, requests.Response] = {}
+        client = threading.Thread(
+            target=lambda: result.update(r=requests.get(running.url + "/slow", timeout=30))
+        )
+        client.start()
+        mark = tmp_path / "slow-started"
+        deadline = time.monotonic() + 10
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert mark.exists(), "the slow request never started"
+
+        running.process.send_signal(signal.SIGTERM)
+        client.join(timeout=30)
+
+        assert result["r"].status_code == 200
+        assert result["r"].text == "finished"
+        assert running.process.wait(timeout=30) == 0
+    finally:
+        running.stop()
+    # The temporary metrics directory made at startup is gone with the server.
+    made = [line.rsplit(": ", 1)[1] for line in running.stderr().splitlines()
+            if "Prometheus multiprocess directory" in line]
+    assert made and not Path(made[0]).exists()
