@@ -93,11 +93,9 @@ def predict() -> Response:
     names = model.feature_names
     if "features" in body:
         row = body["features"]
-        X = _matrix([row], names, single=True)
+        y = _predict(model, _matrix([row], names, single=True), single=True)
         st.metrics.rows_predicted(1)
-        return json_response(
-            {"prediction": float(model.predict(X)[0]), "model_version": version}
-        )
+        return json_response({"prediction": float(y[0]), "model_version": version})
     rows = body.get("instances")
     if type(rows) is not list:
         if "instances" in body:
@@ -112,10 +110,23 @@ def predict() -> Response:
             status_code=413,
             code="too_many_rows",
         )
-    X = _matrix(rows, names, single=False)
-    predictions = model.predict(X)
+    predictions = _predict(model, _matrix(rows, names, single=False), single=False)
     st.metrics.rows_predicted(len(rows))
     return json_response({"predictions": predictions, "model_version": version})
+
+
+def _predict(model: Any, X: np.ndarray, *, single: bool) -> np.ndarray:
+    """Predictions, or a 400 naming the first row whose prediction overflows."""
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below, not warned about
+        y = model.predict(X)
+    if not np.isfinite(y).all():
+        i = int(np.flatnonzero(~np.isfinite(y))[0])
+        where = "" if single else f"instances[{i}]: "
+        raise APIError(
+            f"{where}the prediction is not finite; feature values are too large",
+            code="invalid_features",
+        )
+    return y
 
 
 def _bad_body(body: Any) -> APIError:
