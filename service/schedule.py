@@ -221,7 +221,7 @@ class CronSchedule:
         text = expr.strip()
         if not text:
             raise ValueError(
-                "cron expression '' is empty; expected 5 fields "
+                f"cron expression {expr!r} is empty; expected 5 fields "
                 "(minute hour day-of-month month day-of-week), e.g. '0 3 * * *'"
             )
         if text.startswith("@"):
@@ -244,9 +244,9 @@ class CronSchedule:
         self._days = days
         self._months = sorted(months)
         self._weekdays = weekdays
-        # POSIX: a field counts as restricted unless it is literally "*"; when both day fields
-        # are restricted a day matches if EITHER does.
-        self._day_or = parts[2] != "*" and parts[4] != "*"
+        # When both day fields are restricted a day matches if EITHER does (POSIX). A field is
+        # unrestricted only if it is "*" or a list with a "*" item; "*/2" and "1-31" restrict.
+        self._day_or = "*" not in parts[2].split(",") and "*" not in parts[4].split(",")
         if not self._day_or and not any(
             day <= _days_in_month(month, leap=True) for month in months for day in days
         ):
@@ -260,11 +260,12 @@ class CronSchedule:
         return self.next_after(start)
 
     def next_after(self, dt: datetime) -> datetime:
-        """First time strictly after ``dt`` that matches, in ``self.tz``.
+        """First time strictly after ``dt`` that matches, returned in UTC.
 
         Matching is done on the wall clock of ``self.tz``. A wall time skipped by a DST jump
         runs the jump's length later (02:30 -> 03:30); one that occurs twice runs once, the
-        first time.
+        first time. UTC results avoid Python's rule that a datetime in a repeated hour never
+        compares equal to one in another zone.
         """
         _require_aware(dt)
         after = dt.astimezone(UTC)
@@ -275,7 +276,7 @@ class CronSchedule:
             # fold=0: a skipped wall time maps past the gap, a repeated one to its first instant.
             instant = wall.replace(tzinfo=self.tz, fold=0).astimezone(UTC)
             if instant > after:
-                return instant.astimezone(self.tz)
+                return instant
             wall += timedelta(minutes=1)
 
     def _day_matches(self, day: datetime) -> bool:
