@@ -198,7 +198,7 @@ def _parse_field(field: _Field, text: str) -> frozenset[int]:
                     f"({start} > {end}){hint}"
                 )
         elif slash:
-            # Vixie cron reads "5/15" as just 5, croniter and Quartz as 5-59/15: refuse to guess.
+            # Vixie-derived crons refuse "5/15", croniter reads it as 5-59/15: do not guess.
             raise ValueError(
                 f"cron field {field.name!r} value {item!r}: a step needs * or a range, "
                 f"e.g. */15 or 5-59/15"
