@@ -360,8 +360,8 @@ def _iso(dt: datetime | None) -> str | None:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return _iso(value)
-    if hasattr(value, "item"):  # numpy scalars in metrics
-        return value.item()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays in metrics
+        return value.tolist()
     return str(value)
 
 

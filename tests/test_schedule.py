@@ -517,14 +517,19 @@ def test_to_dict_results_and_numpy_values_are_logged_as_json(capsys):
 
     class Result:
         def to_dict(self):
-            return {"status": "promoted", "metrics": {"rmse": np.float64(0.25), "n": np.int64(7)}}
+            return {"status": "promoted", "coef": np.array([1.5, -2.0]),
+                    "metrics": {"rmse": np.float64(0.25), "n": np.int64(7)},
+                    "at": datetime(2025, 1, 6, 11, 0, tzinfo=BERLIN)}
 
     clock = FakeClock()
     scheduler = Scheduler(IntervalSchedule(timedelta(seconds=1)), Result, clock=clock,
                           sleep=clock.sleep)
     scheduler.run(max_runs=1)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert _retrains(lines)[0]["outcome"]["metrics"] == {"rmse": 0.25, "n": 7}
+    outcome = _retrains(lines)[0]["outcome"]
+    assert outcome["metrics"] == {"rmse": 0.25, "n": 7}
+    assert outcome["coef"] == [1.5, -2.0]
+    assert outcome["at"] == "2025-01-06T10:00:00.000+00:00"
 
 
 def test_stop_during_a_run_lets_it_finish_then_exits():
