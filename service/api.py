@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hmac
+import math
 import os
 from collections.abc import Mapping
 from itertools import chain
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from flask import Blueprint, Response, g, request, url_for
+from flask import Blueprint, Request, Response, request, url_for
 
 from . import jobs
 from .app import ServiceState, state
@@ -39,18 +40,19 @@ def _model(st: ServiceState) -> tuple[str, Any]:
     version, model = st.holder.get()
     if model is None:
         raise APIError(NO_MODEL_MESSAGE, status_code=503, code="no_model")
-    g.model_version = version
     return version, model
 
 
-def _json_body() -> Any:
-    if request.mimetype != "application/json":
+def _json_body(req: Request) -> Any:
+    content_type = req.environ.get("CONTENT_TYPE", "")
+    # The exact header most clients send skips Werkzeug's header parsing.
+    if content_type != "application/json" and req.mimetype != "application/json":
         raise APIError(
-            f"Content-Type must be application/json, got {request.mimetype or 'none'!r}",
+            f"Content-Type must be application/json, got {req.mimetype or 'none'!r}",
             status_code=415,
             code="unsupported_media_type",
         )
-    data = request.get_data(cache=False)
+    data = req.get_data(cache=False)
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -86,16 +88,19 @@ def require_token(st: ServiceState) -> None:
 def predict() -> Response:
     """Predict one row (``features``) or a batch (``instances``)."""
     st = state()
-    body = _json_body()
+    body = _json_body(request._get_current_object())  # one proxy lookup, not one per use
     version, model = _model(st)
     if type(body) is not dict or len(body) != 1:
         raise _bad_body(body)
     names = model.feature_names
+    headers = {"X-Model-Version": version}
     if "features" in body:
-        row = body["features"]
-        y = _predict(model, _matrix([row], names, single=True), single=True)
+        X = _matrix([body["features"]], names, single=True)
+        y = _predict(model, X, [body["features"]], single=True)
         st.metrics.rows_predicted(1)
-        return json_response({"prediction": float(y[0]), "model_version": version})
+        return json_response(
+            {"prediction": float(y[0]), "model_version": version}, headers=headers
+        )
     rows = body.get("instances")
     if type(rows) is not list:
         if "instances" in body:
@@ -110,22 +115,26 @@ def predict() -> Response:
             status_code=413,
             code="too_many_rows",
         )
-    predictions = _predict(model, _matrix(rows, names, single=False), single=False)
+    y = _predict(model, _matrix(rows, names, single=False), rows, single=False)
     st.metrics.rows_predicted(len(rows))
-    return json_response({"predictions": predictions, "model_version": version})
+    return json_response({"predictions": y, "model_version": version}, headers=headers)
 
 
-def _predict(model: Any, X: np.ndarray, *, single: bool) -> np.ndarray:
-    """Predictions, or a 400 naming the first row whose prediction overflows."""
+def _predict(model: Any, X: np.ndarray, rows: list[Any], *, single: bool) -> np.ndarray:
+    """Predictions, or a 400 naming the first non-finite value or overflowing row."""
     with np.errstate(over="ignore", invalid="ignore"):  # checked below, not warned about
         y = model.predict(X)
+    # One check covers the inputs too: a non-finite feature makes its prediction non-finite.
     if not np.isfinite(y).all():
-        i = int(np.flatnonzero(~np.isfinite(y))[0])
-        where = "" if single else f"instances[{i}]: "
-        raise APIError(
-            f"{where}the prediction is not finite; feature values are too large",
-            code="invalid_features",
-        )
+        error = _explain(rows, model.feature_names, single)
+        if error is None:
+            i = int(np.flatnonzero(~np.isfinite(y))[0])
+            where = "" if single else f"instances[{i}]: "
+            error = APIError(
+                f"{where}the prediction is not finite; feature values are too large",
+                code="invalid_features",
+            )
+        raise error
     return y
 
 
@@ -147,21 +156,24 @@ def _matrix(rows: list[Any], names: tuple[str, ...], *, single: bool) -> np.ndar
     try:
         values = [[row[name] for name in names] for row in rows]
     except (KeyError, TypeError, IndexError):
-        raise _explain(rows, names, single) from None
+        raise _invalid(rows, names, single) from None
     # Each row holds every name; equal total size means no row has an extra (unknown) key.
     if sum(map(len, rows)) != len(names) * len(rows):
-        raise _explain(rows, names, single)
+        raise _invalid(rows, names, single)
     # bool is a subclass of int, but its type is not int: True is refused here.
     if not set(map(type, chain.from_iterable(values))) <= _NUMBER_TYPES:
-        raise _explain(rows, names, single)
-    X = np.array(values, dtype=np.float64)
-    if not np.isfinite(X).all():
-        raise _explain(rows, names, single)
-    return X
+        raise _invalid(rows, names, single)
+    return np.array(values, dtype=np.float64)
 
 
-def _explain(rows: list[Any], names: tuple[str, ...], single: bool) -> APIError:
-    """Find the first bad row and field (the slow path, taken only for bad input)."""
+def _invalid(rows: list[Any], names: tuple[str, ...], single: bool) -> APIError:
+    return _explain(rows, names, single) or APIError(
+        "features are invalid", code="invalid_features"
+    )
+
+
+def _explain(rows: list[Any], names: tuple[str, ...], single: bool) -> APIError | None:
+    """The first bad row and field (the slow path, taken only for bad input), if any."""
     expected = set(names)
     for i, row in enumerate(rows):
         where = "" if single else f"instances[{i}]: "
@@ -188,12 +200,12 @@ def _explain(rows: list[Any], names: tuple[str, ...], single: bool) -> APIError:
                     f"{where}feature {name!r} must be a number, got {_json_text(value)}",
                     code="invalid_features",
                 )
-            if not np.isfinite(float(value)):
+            if not math.isfinite(value):
                 return APIError(
                     f"{where}feature {name!r} must be finite, got {value!r}",
                     code="invalid_features",
                 )
-    return APIError("features are invalid", code="invalid_features")  # not reached
+    return None
 
 
 def _json_type(value: Any) -> str:
@@ -231,7 +243,7 @@ def retrain() -> Response:
     rows: list[Any] | None = None
     spec: dict[str, Any] | None = None
     if kind == "json":
-        body = _json_body()
+        body = _json_body(request._get_current_object())
         if type(body) is not dict:
             raise APIError(
                 f"request body must be a JSON object with 'rows', got {_json_type(body)}"
@@ -460,7 +472,7 @@ def model_info() -> Response:
     """The model this worker serves: manifest, features, coefficients, metrics."""
     st = state()
     version, model = _model(st)
-    loaded = st.holder.loaded()
+    loaded = st.holder.loaded()  # the manifest of the version just returned, unless swapped
     manifest = loaded[2] if loaded is not None and loaded[0] == version else {}
     return json_response(
         {
@@ -471,7 +483,8 @@ def model_info() -> Response:
             "intercept": float(model.intercept),
             "metrics": manifest.get("metrics"),
             "manifest": manifest,
-        }
+        },
+        headers={"X-Model-Version": version},
     )
 
 
@@ -508,6 +521,7 @@ def models_activate(version_id: str) -> Response:
         raise jobs.conflict_error(store.is_locked()) from None
     st.holder.refresh(force=True)
     version, _ = st.holder.get()
-    if version is not None:
-        g.model_version = version
-    return json_response({"active": version_id, "previous": previous, "model_version": version})
+    return json_response(
+        {"active": version_id, "previous": previous, "model_version": version},
+        headers={"X-Model-Version": version} if version is not None else None,
+    )

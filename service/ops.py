@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response
 
 from . import jobs
 from .app import state
@@ -31,7 +31,6 @@ def ready() -> Response:
         if holder.last_error:
             message = f"no model loaded: {holder.last_error}"
         raise APIError(message, status_code=503, code="no_model")
-    g.model_version = version
     try:
         with np.errstate(all="ignore"):  # an overflow is reported below, not warned about
             value = model.predict(model.x_mean[np.newaxis, :])[0]
@@ -47,7 +46,9 @@ def ready() -> Response:
             status_code=503,
             code="smoke_test_failed",
         )
-    return json_response({"status": "ready", "model_version": version})
+    return json_response(
+        {"status": "ready", "model_version": version}, headers={"X-Model-Version": version}
+    )
 
 
 @bp.get("/metrics")
