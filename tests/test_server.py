@@ -17,18 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gunicorn.config
+import numpy as np
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import Settings
+from service.model import LinearModel
 from service.server import gunicorn_options
+from service.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cr3t-token-never-logged"
 
-# A tiny WSGI app standing in for the Flask app: it records sgdserve metrics, names a model
-# version, and has a slow endpoint that announces when it started (for the SIGTERM test).
+ROW = {"sqft": 1500, "bedrooms": 3, "bathrooms": 2, "age_years": 20}
+
+# A tiny WSGI app where the real one cannot do what a test needs: every worker records its model
+# version at import (child_exit test), and a slow endpoint announces when it started (SIGTERM).
 STANDIN = textwrap.dedent(
     """
     import os, time
@@ -161,6 +166,7 @@ class Server:
     out: Path
     err: Path
     home: Path
+    version: str | None = None
 
     def stdout(self) -> str:
         return self.out.read_text()
@@ -179,7 +185,10 @@ class Server:
         return self.process.returncode
 
 
-def start_server(tmp: Path, workers: int = 2) -> Server:
+def start_server(
+    tmp: Path, *, workers: int = 2, app: str | None = None, **env_extra: str
+) -> Server:
+    """serve() in a subprocess on a free port: the real app when ``app`` is None."""
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "standin_app.py").write_text(STANDIN)
     port = free_port()
@@ -188,79 +197,122 @@ def start_server(tmp: Path, workers: int = 2) -> Server:
         HOME=str(home),
         PYTHONPATH=os.pathsep.join([str(tmp), str(ROOT)]),
         STANDIN_MARK=str(tmp / "slow-started"),
+        SGDSERVE_PORT=str(port),
+        SGDSERVE_WORKERS=str(workers),
+        SGDSERVE_LOG_LEVEL="debug",
+        **env_extra,
     )
     code = (
         "import sys\n"
         "from service.config import Settings\n"
         "from service.server import serve\n"
-        f"sys.exit(serve(Settings.from_env(port={port}, workers={workers}, log_level='debug'),"
-        " app='standin_app:app'))\n"
+        "sys.exit(serve(Settings.from_env(), app=sys.argv[1] or None))\n"
     )
     out, err = tmp / "stdout.log", tmp / "stderr.log"
     with out.open("wb") as o, err.open("wb") as e:
-        process = subprocess.Popen([sys.executable, "-c", code], cwd=tmp, env=env,
+        process = subprocess.Popen([sys.executable, "-c", code, app or ""], cwd=tmp, env=env,
                                    stdout=o, stderr=e)
     server = Server(process, f"http://127.0.0.1:{port}", out, err, home)
+    try:
+        wait_until_up(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def wait_until_up(server: Server) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited {process.returncode}:\n{server.stderr()}")
+        if server.process.poll() is not None:
+            raise AssertionError(f"gunicorn exited {server.process.returncode}:\n{server.stderr()}")
         try:
-            if requests.get(server.url + "/hit", timeout=1).status_code == 200:
-                return server
-        except requests.ConnectionError:
+            if requests.get(server.url + "/health", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:  # not listening yet, or no worker booted yet
             time.sleep(0.1)
-    server.stop()
     raise AssertionError(f"gunicorn did not answer within 30 s:\n{server.stderr()}")
+
+
+def make_store(root: Path) -> str:
+    """A store with one active hand-made model; returns its version id."""
+    coef = np.array([150.0, 10_000.0, 5_000.0, -500.0])
+    x_scale = np.array([500.0, 1.0, 0.8, 10.0])
+    model = LinearModel(
+        feature_names=tuple(ROW), target="price", coef=coef, intercept=50_000.0,
+        x_mean=np.array([1500.0, 3.0, 2.0, 20.0]), x_scale=x_scale, y_mean=300_000.0,
+        y_scale=80_000.0, coef_std=coef * x_scale / 80_000.0, intercept_std=0.0,
+    )
+    store = ModelStore(root)
+    version = store.save(model, {}, parent=None)
+    store.activate(version)
+    return version
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("server"))
+    """The real app, 2 workers, a model in the store and an API token configured."""
+    tmp = tmp_path_factory.mktemp("server")
+    version = make_store(tmp / "models")
+    running = start_server(tmp, SGDSERVE_MODEL_DIR=str(tmp / "models"), SGDSERVE_API_TOKEN=TOKEN)
+    running.version = version
     yield running
     running.stop()
 
 
-def access_lines(server: Server, path: str) -> list[dict]:
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("standin"), app="standin_app:app")
+    yield running
+    running.stop()
+
+
+def access_lines(server: Server, path: str, count: int = 1) -> list[dict]:
+    """The access-log lines for ``path``, once at least ``count`` were written (or 5 s passed)."""
     deadline = time.monotonic() + 5
     while True:
         # Every line of stdout must be one JSON object.
         lines = [json.loads(line) for line in server.stdout().splitlines()]
         found = [line for line in lines if line["path"] == path]
-        if found or time.monotonic() > deadline:
+        if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
 
 
 def test_access_log_is_one_json_object_per_request(server: Server) -> None:
-    response = requests.get(server.url + "/predict", headers={"Authorization": "Bearer " + TOKEN})
-    assert response.status_code == 200
+    response = requests.post(server.url + "/predict", json={"features": ROW}, timeout=10)
+    assert response.status_code == 200, response.text
 
-    (line,) = access_lines(server, "/predict")
-    assert line["method"] == "GET"
+    line = access_lines(server, "/predict")[-1]
+    assert line["method"] == "POST"
     assert line["status"] == 200
     assert isinstance(line["duration_s"], float) and line["duration_s"] >= 0
-    assert line["model_version"] == "standin-1"
+    assert line["model_version"] == server.version == response.json()["model_version"]
     assert line["remote_addr"] == "127.0.0.1"
     assert line["time"].endswith("+00:00")
 
 
 def test_access_log_escapes_quotes_backslashes_and_newlines(server: Server) -> None:
-    requests.get(server.url + '/odd%22quote%5Cslash%0Anewline%01')
+    response = requests.get(server.url + "/odd%22quote%5Cslash%0Anewline%01", timeout=10)
     (line,) = access_lines(server, '/odd"quote\\slash\nnewline\x01')
-    assert line["status"] == 200
+    assert line["status"] == response.status_code == 404
 
 
-def test_missing_model_version_is_null(server: Server) -> None:
-    requests.get(server.url + "/metrics")
-    lines = access_lines(server, "/metrics")
-    assert lines and lines[0]["model_version"] is None
+def test_model_version_is_null_without_a_model(server: Server) -> None:
+    requests.get(server.url + "/health", timeout=10)
+    lines = access_lines(server, "/health")
+    assert lines and all(line["model_version"] is None for line in lines)
 
 
 def test_token_never_reaches_the_logs(server: Server) -> None:
-    requests.post(server.url + "/retrain", headers={"Authorization": "Bearer " + TOKEN},
-                  data=b"x")
-    access_lines(server, "/retrain")
+    # Accepted by the auth check, then refused for its body: the token went all the way in.
+    response = requests.post(server.url + "/retrain", headers={"Authorization": "Bearer " + TOKEN},
+                             json={"rows": []}, timeout=10)
+    assert response.status_code == 400, response.text
+    requests.post(server.url + "/retrain", headers={"Authorization": "Bearer wrong-" + TOKEN},
+                  timeout=10)
+    statuses = [line["status"] for line in access_lines(server, "/retrain", count=2)]
+    assert statuses[0] == 400 and statuses[1] in (401, 403)
     assert TOKEN not in server.stdout() + server.stderr()
 
 
@@ -272,33 +324,45 @@ def test_starts_without_a_home_directory_or_control_socket(server: Server) -> No
 
 
 def test_metrics_add_up_across_workers(server: Server) -> None:
-    before = hits_total(server)
-    pids = {requests.get(server.url + "/hit").headers["X-Worker-Pid"] for _ in range(40)}
-    assert hits_total(server) == before + 40
-    assert len(pids) >= 1
+    before = scrape(server)
+    for _ in range(40):
+        response = requests.post(server.url + "/predict", json={"features": ROW}, timeout=10)
+        assert response.status_code == 200
+    after = scrape(server)
+
+    def predicted(samples: list) -> float:
+        return sum(s.value for s in samples if s.name == "sgdserve_requests_total"
+                   and s.labels["endpoint"] == "/predict" and s.labels["status"] == "200")
+
+    def rows(samples: list) -> float:
+        return sum(s.value for s in samples if s.name == "sgdserve_rows_predicted_total")
+
+    # Whichever worker answered each request and each scrape, the totals are exact.
+    assert predicted(after) - predicted(before) == 40
+    assert rows(after) - rows(before) == 40
 
 
-def test_worker_exit_drops_its_gauges_but_not_its_counts(server: Server) -> None:
+def test_worker_exit_drops_its_gauges_but_not_its_counts(standin: Server) -> None:
     for _ in range(10):
-        requests.get(server.url + "/hit")
-    total = hits_total(server)
-    pids = model_info_pids(server)
+        requests.get(standin.url + "/hit", timeout=10)
+    total = hits_total(standin)
+    pids = model_info_pids(standin)
     assert len(pids) == 2  # one series per worker
     victim = sorted(pids)[0]
     os.kill(int(victim), signal.SIGKILL)
 
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        now = model_info_pids(server)
+        now = model_info_pids(standin)
         if victim not in now and len(now) == 2:  # the master replaced it and ran child_exit
             break
         time.sleep(0.1)
     assert victim not in now and len(now) == 2
-    assert hits_total(server) == total
+    assert hits_total(standin) == total
 
 
 def scrape(server: Server) -> list:
-    body = requests.get(server.url + "/metrics").text
+    body = requests.get(server.url + "/metrics", timeout=10).text
     return [s for family in text_string_to_metric_families(body) for s in family.samples]
 
 
@@ -313,7 +377,7 @@ def model_info_pids(server: Server) -> set[str]:
 
 
 def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path) -> None:
-    running = start_server(tmp_path, workers=1)
+    running = start_server(tmp_path, workers=1, app="standin_app:app")
     try:
         result: dict[str, requests.Response] = {}
         client = threading.Thread(
