@@ -272,7 +272,7 @@ def retrain() -> Response:
             try:
                 _write_rows(rows, data_path)
             except DataError as exc:
-                raise APIError(f"rows: {exc}", code="invalid_data") from None
+                raise APIError(str(exc), code="invalid_data") from None
         assert spec is not None
         spec["target"] = _check_columns(st, data_path, spec)
         fd = jobs.acquire_lock(store, job_id)

@@ -107,7 +107,8 @@ def from_exception(exc: Exception) -> APIError | None:
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, JobConflictError):
-        return APIError(str(exc), status_code=409, code="retrain_in_progress", job_id=exc.job_id)
+        extra = {"job_id": exc.job_id} if exc.job_id else {}
+        return APIError(str(exc), status_code=409, code="retrain_in_progress", **extra)
     if isinstance(exc, LockHeldError):
         return APIError(str(exc), status_code=409, code="store_locked")
     if isinstance(exc, VersionNotFoundError):
