@@ -1,0 +1,314 @@
+"""A real gunicorn with 4 workers: hot reload in every worker, 409, auth, metrics totals.
+
+Which workers serve which version is read from ``sgdserve_model_version_info``: a gauge with
+one series per live worker (a ``pid`` label), set by a worker when it swaps its model. So "all
+workers switched" is proven per worker, not inferred from sampling.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from service.data import write_houses_csv
+from service.model import LinearModel
+from service.store import ModelStore
+
+WORKERS = 4
+TOKEN = "gunicorn-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FEATURES = ("sqft", "bedrooms", "bathrooms", "age_years")
+ROW = {"sqft": 1500, "bedrooms": 3, "bathrooms": 2, "age_years": 20}
+RELOAD_BOUND = 2.0  # seconds: a promotion must reach every worker within this
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hand_model(intercept: float) -> LinearModel:
+    return LinearModel(
+        feature_names=FEATURES, target="price", coef=np.zeros(4), intercept=intercept,
+        x_mean=np.ones(4), x_scale=np.ones(4), y_mean=0.0, y_scale=1.0,
+        coef_std=np.zeros(4), intercept_std=0.0,
+    )
+
+
+class Server:
+    """gunicorn serving service.app:create_app() with SGDSERVE_* settings; stopped by stop()."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.store = ModelStore(tmp / "models", "house-price")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SGDSERVE_")}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env.update(
+            SGDSERVE_MODEL_DIR=str(tmp / "models"),
+            SGDSERVE_PORT=str(self.port),
+            SGDSERVE_WORKERS=str(WORKERS),
+            SGDSERVE_RELOAD_INTERVAL="1",
+            SGDSERVE_API_TOKEN=TOKEN,
+            SGDSERVE_METRICS_DIR=str(tmp / "metrics"),
+            SGDSERVE_LOG_LEVEL="warning",
+        )
+        self.log = open(tmp / "gunicorn.log", "wb")  # closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited: {self.logs()}")
+            try:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gunicorn did not answer in {timeout} s: {self.logs()}")
+
+    def logs(self) -> str:
+        self.log.flush()
+        return (self.tmp / "gunicorn.log").read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def workers_serving(self) -> dict[str, str]:
+        """pid -> the version each live worker serves, from the metrics gauge."""
+        text = requests.get(self.url + "/metrics", timeout=10).text
+        serving = {}
+        for pid, version, value in re.findall(
+            r'sgdserve_model_version_info\{pid="(\d+)",version="([^"]+)"\} (\S+)', text
+        ):
+            if float(value) == 1.0:
+                serving[pid] = version
+        return serving
+
+    def wait_all_workers_serve(self, version: str, timeout: float = 30.0) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        serving: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            serving = self.workers_serving()
+            if len(serving) == WORKERS and set(serving.values()) == {version}:
+                return serving
+            time.sleep(0.1)
+        raise AssertionError(f"workers serve {serving}, expected all {WORKERS} on {version}")
+
+
+class Traffic:
+    """Client threads posting /predict continuously; every response is recorded."""
+
+    def __init__(self, url: str, threads: int = 4):
+        self.url = url
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.results: list[tuple[float, int, str | None]] = []  # (sent at, status, version)
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        while not self.stop_event.is_set():
+            sent = time.time()
+            try:
+                r = session.post(self.url + "/predict", json={"features": ROW}, timeout=30)
+            except requests.RequestException as exc:
+                with self.lock:
+                    self.failures.append(repr(exc))
+                continue
+            body = r.json() if r.status_code == 200 else None
+            version = body["model_version"] if body else None
+            if r.status_code != 200 or version != r.headers.get("X-Model-Version"):
+                with self.lock:
+                    self.failures.append(f"{r.status_code} {r.text[:200]}")
+            with self.lock:
+                self.results.append((sent, r.status_code, version))
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.results)
+
+    def versions_sent_after(self, t: float) -> collections.Counter:
+        with self.lock:
+            return collections.Counter(v for sent, _, v in self.results if sent >= t)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gunicorn")
+    store = ModelStore(tmp / "models", "house-price")
+    first = store.save(hand_model(1.0), {"metrics": {}}, parent=None)
+    store.activate(first)
+    srv = Server(tmp)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+        deadline = time.monotonic() + 60  # a retrain child may outlive the server briefly
+        while store.is_locked() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def promotion_time(store: ModelStore) -> float:
+    """Wall-clock time at which CURRENT was last replaced."""
+    return os.stat(store.current_file).st_mtime
+
+
+def check_switch(server: Server, traffic: Traffic, new: str) -> None:
+    server.wait_all_workers_serve(new)
+    t0 = promotion_time(server.store)
+    cutoff = t0 + RELOAD_BOUND
+    # Keep traffic flowing past the bound so every worker answers after it.
+    while traffic.versions_sent_after(cutoff).total() < 200:
+        time.sleep(0.05)
+    late = traffic.versions_sent_after(cutoff)
+    assert set(late) == {new}, f"requests sent {RELOAD_BOUND} s after the promotion saw {late}"
+
+
+def test_predictions_from_every_worker(server):
+    old = server.store.active_version()
+    with Traffic(server.url) as traffic:
+        server.wait_all_workers_serve(old)
+        while traffic.count() < 100:
+            time.sleep(0.05)
+    assert traffic.failures == []
+    assert {v for _, _, v in traffic.results} == {old}
+
+
+def test_a_retrain_over_http_reaches_every_worker(server):
+    data = write_houses_csv(server.tmp / "houses.csv", 3000, seed=5).read_bytes()
+    with Traffic(server.url) as traffic:
+        r = requests.post(server.url + "/retrain?target=price&epochs=20", data=data,
+                          headers={**AUTH, "Content-Type": "text/csv"}, timeout=30)
+        assert r.status_code == 202, r.text
+        job_url = server.url + r.headers["Location"]
+        deadline = time.monotonic() + 120
+        while True:
+            job = requests.get(job_url, timeout=10).json()  # any worker answers from the file
+            if job["status"] not in ("queued", "running"):
+                break
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+        assert job["status"] == "promoted", job
+        check_switch(server, traffic, job["version"])
+    assert traffic.failures == []
+
+
+def test_a_promotion_from_another_process_reaches_every_worker(server):
+    store = server.store
+    candidate = store.save(hand_model(2.0), {"metrics": {}}, parent=store.active_version())
+    with Traffic(server.url) as traffic:
+        while traffic.count() < 50:
+            time.sleep(0.05)
+        # Another process promotes, as `sgdserve models activate` or a scheduler would.
+        code = (
+            "import sys; from service.store import ModelStore\n"
+            "s = ModelStore(sys.argv[1], 'house-price')\n"
+            "with s.lock(owner='test'):\n    s.activate(sys.argv[2])\n"
+        )
+        subprocess.run([sys.executable, "-c", code, str(store.root), candidate], check=True)
+        check_switch(server, traffic, candidate)
+    assert traffic.failures == []
+
+
+def test_a_concurrent_retrain_is_409(server):
+    data = write_houses_csv(server.tmp / "big.csv", 100_000, seed=6).read_bytes()
+    headers = {**AUTH, "Content-Type": "text/csv"}
+    first = requests.post(server.url + "/retrain?target=price&epochs=50", data=data,
+                          headers=headers, timeout=30)
+    assert first.status_code == 202, first.text
+    job_id = first.json()["job_id"]
+    second = requests.post(server.url + "/retrain?target=price", data=data[:5000].rsplit(
+        b"\n", 1)[0], headers=headers, timeout=30)
+    assert second.status_code == 409, second.text
+    assert second.json()["error"] == {
+        "code": "retrain_in_progress",
+        "message": f"retrain job {job_id} is running",
+        "job_id": job_id,
+    }
+    deadline = time.monotonic() + 120
+    while requests.get(server.url + f"/retrain/{job_id}", timeout=10).json()["status"] in (
+        "queued", "running"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"},
+                                     {"Authorization": TOKEN}])
+def test_write_endpoints_refuse_without_the_token(server, headers):
+    version = server.store.active_version()
+    r = requests.post(server.url + "/retrain", data=b"a,b\n1,2\n",
+                      headers={**headers, "Content-Type": "text/csv"}, timeout=10)
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert r.json()["error"]["code"] == "unauthorized"
+    r = requests.post(server.url + f"/models/{version}/activate", headers=headers, timeout=10)
+    assert r.status_code == 401
+    assert TOKEN not in server.logs()
+
+
+def test_metrics_totals_add_up_across_workers(server):
+    def predict_count() -> float:
+        text = requests.get(server.url + "/metrics", timeout=10).text
+        total = 0.0
+        for _status, value in re.findall(
+            r'sgdserve_requests_total\{endpoint="/predict",method="POST",status="(\d+)"\} (\S+)',
+            text,
+        ):
+            total += float(value)
+        rows = re.search(r"^sgdserve_rows_predicted_total (\S+)$", text, re.M)
+        return total, float(rows.group(1))
+
+    before, rows_before = predict_count()
+    ok = bad = 0
+    with requests.Session() as session:
+        for i in range(300):
+            payload = {"instances": [ROW] * 3} if i % 3 else {"features": {"sqft": True}}
+            r = session.post(server.url + "/predict", json=payload, timeout=10)
+            ok += r.status_code == 200
+            bad += r.status_code == 400
+    assert ok + bad == 300
+    after, rows_after = predict_count()
+    assert after - before == 300
+    assert rows_after - rows_before == 3 * ok
