@@ -1,0 +1,995 @@
+"""Read, validate and generate the tabular data sgdserve trains on.
+
+A CSV file has a header row, a target column and feature columns. :func:`read_csv` reads a file
+whole; :func:`iter_chunks` streams one that is larger than memory, chunk by chunk, with the same
+validation. Every problem is a :class:`~service.errors.DataError` whose message names the column
+and the 1-based line of the file (line 1 is the header).
+
+How the reader is fast: the file is read as bytes and parsed by numpy in pieces of about 256 KiB,
+on every core. For each field it finds the decimal point with bit tricks on 8-byte words and turns
+up to 8 integer and 8 fraction digits into an integer eight digits at a time (the SWAR method of
+simdjson); dividing that exact integer by 1e8 is one correctly rounded IEEE division, so the
+result is bit for bit what ``float(text)`` gives. Fields it cannot take that way (an exponent,
+more digits, spaces, yes/no words) go to a careful pure-Python pass, which also finds the exact
+column and line of every error. ``bench/read_bench.py`` compares it with numpy.loadtxt, the csv
+module and pandas; ``docs/benchmarks-data.md`` has the numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+
+__all__ = [
+    "HOUSE_FEATURES",
+    "TRUE_COEF",
+    "TRUE_INTERCEPT",
+    "HOUSE_NOISE",
+    "STREAM_THRESHOLD_BYTES",
+    "Fingerprint",
+    "Dataset",
+    "Chunk",
+    "ChunkReader",
+    "make_houses",
+    "write_houses_csv",
+    "make_regression",
+    "write_csv",
+    "read_csv",
+    "iter_chunks",
+    "should_stream",
+    "holdout_mask",
+    "iter_prediction_chunks",
+    "write_rows_csv",
+]
+
+# Files up to this size are read whole: the raw bytes plus the float64 matrix take about 1.9x the
+# file size at the peak (measured: 200 MB file -> 380 MB), so 512 MiB stays near 1 GiB, which a
+# small container has. Larger files stream in chunks: bounded memory, but one extra pass over the
+# file for the scaler statistics and one re-read per epoch.
+STREAM_THRESHOLD_BYTES = 512 * 1024 * 1024
+
+# --------------------------------------------------------------------------------------------
+# Synthetic house prices
+# --------------------------------------------------------------------------------------------
+
+HOUSE_FEATURES = ("sqft", "bedrooms", "bathrooms", "age_years")
+TRUE_COEF = {"sqft": 150.0, "bedrooms": 10_000.0, "bathrooms": 15_000.0, "age_years": -1_000.0}
+TRUE_INTERCEPT = 50_000.0
+HOUSE_NOISE = 25_000.0  # dollars, standard deviation of the price noise
+
+
+def make_houses(
+    n_rows: int, seed: int = 0, noise: float = HOUSE_NOISE
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Synthetic houses: features (n, 4), price (n,) rounded to cents, and the feature names."""
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be >= 1, got {n_rows}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    rng = np.random.default_rng(seed)
+    # Sizes are right-skewed like real housing stock: median about 1,800 sqft.
+    sqft = np.clip(np.round(rng.lognormal(np.log(1800.0), 0.4, n_rows)), 500, 5000)
+    # Bigger houses have more rooms; the noise keeps the features from being collinear.
+    bedrooms = np.clip(np.round(0.8 + sqft / 750.0 + rng.normal(0.0, 0.6, n_rows)), 1, 6)
+    bathrooms = np.clip(np.round(2.0 * (0.5 + sqft / 1400.0 + rng.normal(0.0, 0.35, n_rows))) / 2,
+                        1.0, 4.0)
+    age_years = rng.integers(0, 101, n_rows).astype(np.float64)
+    X = np.column_stack([sqft, bedrooms, bathrooms, age_years])
+    coef = np.array([TRUE_COEF[name] for name in HOUSE_FEATURES])
+    price = TRUE_INTERCEPT + X @ coef + rng.normal(0.0, noise, n_rows)
+    # Cents: np.round(p, 2) is the double nearest to the 2-decimal text: CSV round trips are exact.
+    return np.ascontiguousarray(X), np.round(price, 2), list(HOUSE_FEATURES)
+
+
+def write_houses_csv(path: str | os.PathLike[str], n_rows: int, seed: int = 0) -> Path:
+    """Write :func:`make_houses` rows as CSV: ``sqft,bedrooms,bathrooms,age_years,price``."""
+    X, y, names = make_houses(n_rows, seed=seed)
+    columns = {name: X[:, j] for j, name in enumerate(names)}
+    columns["price"] = y
+    return write_csv(path, columns, formats={"price": "%.2f"})
+
+
+def make_regression(
+    n_rows: int, n_features: int, seed: int = 0, noise: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Gaussian features with different raw scales and offsets; returns (X, y, coef, intercept)."""
+    if n_rows < 1 or n_features < 1:
+        raise ValueError(f"need n_rows >= 1 and n_features >= 1, got {n_rows} and {n_features}")
+    rng = np.random.default_rng(seed)
+    scale = 10.0 ** rng.uniform(-1.0, 3.0, n_features)  # 0.1 .. 1000: raw data is badly scaled
+    offset = rng.normal(0.0, 3.0, n_features) * scale
+    X = rng.standard_normal((n_rows, n_features))
+    X *= scale
+    X += offset
+    # Each feature moves y by a similar amount per standard deviation.
+    coef = rng.normal(0.0, 10.0, n_features) / scale
+    intercept = float(rng.normal(0.0, 10.0))
+    y = X @ coef + intercept + rng.normal(0.0, noise, n_rows)
+    return X, y, coef, intercept
+
+
+def write_csv(
+    path: str | os.PathLike[str],
+    columns: Mapping[str, np.ndarray],
+    formats: Mapping[str, str] | None = None,
+    default_format: str = "%.10g",
+) -> Path:
+    """Write equal-length numeric columns as CSV; integral columns print without ``.0``."""
+    path = Path(path)
+    names = list(columns)
+    arrays = [np.asarray(columns[name], dtype=np.float64) for name in names]
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1:
+        raise ValueError("columns must be 1-D arrays of the same length")
+    formats = dict(formats or {})
+    fmts = []
+    for name, values in zip(names, arrays, strict=True):
+        if name in formats:
+            fmts.append(formats[name])
+        elif np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            fmts.append("%d")
+        else:
+            fmts.append(default_format)
+    row_format = ",".join(fmts) + "\n"
+    matrix = np.column_stack(arrays)
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(",".join(names) + "\n")
+        step = 65536  # bounded memory for big files
+        for start in range(0, len(matrix), step):
+            rows = matrix[start:start + step].tolist()
+            fh.write("".join(row_format % tuple(row) for row in rows))
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets, fingerprints, chunks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What was read: file base name, data rows, the columns used and the sha256 of the bytes."""
+
+    file: str
+    rows: int
+    columns: list[str]
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "rows": self.rows, "columns": list(self.columns),
+                "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A CSV file read whole: X (n, d) float64 C-contiguous, y (n,), names and fingerprint."""
+
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: list[str]
+    target: str
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive data rows of a streamed file; ``start_row`` is the 0-based index of the first."""
+
+    X: np.ndarray
+    y: np.ndarray
+    start_row: int
+
+
+# --------------------------------------------------------------------------------------------
+# Values: what a cell may hold
+# --------------------------------------------------------------------------------------------
+
+_TRUE_WORDS = ("yes", "true", "y")
+_FALSE_WORDS = ("no", "false", "n")
+_BOOL_WORDS = {**{w: 1.0 for w in _TRUE_WORDS}, **{w: 0.0 for w in _FALSE_WORDS}}
+
+
+def _is_bool_word(text: str) -> bool:
+    return text.strip().lower() in _BOOL_WORDS
+
+
+def _convert(text: str, is_bool: bool, column: str, line: int) -> float:
+    """One cell to a float, or a DataError naming the column and line."""
+    where = f"column {column!r}, line {line}"
+    stripped = text.strip()
+    if not stripped:
+        raise DataError(f"{where}: the value is empty", column=column, line=line)
+    if is_bool:
+        value = _BOOL_WORDS.get(stripped.lower())
+        if value is None:
+            raise DataError(f"{where}: {stripped!r} is not yes/no, true/false or y/n "
+                            "(the column's first value is yes/no)", column=column, line=line)
+        return value
+    try:
+        # float() also takes '1_000' and non-ASCII digits; a CSV number has neither.
+        if "_" in stripped or not stripped.isascii():
+            raise ValueError
+        value = float(stripped)
+    except ValueError:
+        hint = " (the column's first value is a number)" if _is_bool_word(stripped) else ""
+        raise DataError(f"{where}: {stripped!r} is not a number{hint}",
+                        column=column, line=line) from None
+    if not math.isfinite(value):
+        raise DataError(f"{where}: {stripped!r} is not a finite number", column=column, line=line)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Header and layout
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Which columns of the file are read, in what order, and which hold yes/no words."""
+
+    file: str
+    header: tuple[str, ...]
+    used: tuple[int, ...]  # column indices: the features, then the target (if any)
+    names: tuple[str, ...]  # header names of ``used``
+    n_features: int
+    is_bool: tuple[bool, ...] = ()  # per used column; decided by the first data row
+
+    @property
+    def n_columns(self) -> int:
+        return len(self.header)
+
+
+def _parse_header(line: str, file: str) -> tuple[str, ...]:
+    names = next(csv.reader([line.lstrip("\ufeff")]), [])
+    names = [name.strip() for name in names]
+    if not names or names == [""]:
+        raise DataError(f"file {file!r}: line 1 is empty; the first line must be the header",
+                        line=1)
+    seen: set[str] = set()
+    for i, name in enumerate(names, 1):
+        if not name:
+            raise DataError(f"header column {i} has no name (line 1)", line=1)
+        if name in seen:
+            raise DataError(f"column {name!r} appears twice in the header (line 1)",
+                            column=name, line=1)
+        seen.add(name)
+    return tuple(names)
+
+
+def _make_layout(
+    header: tuple[str, ...], target: str | None, features: Sequence[str] | None, file: str
+) -> _Layout:
+    listing = ", ".join(header)
+    index = {name: i for i, name in enumerate(header)}
+    if target is not None and target not in index:
+        raise DataError(f"target column {target!r} is missing; the header has: {listing}",
+                        column=target, line=1)
+    if features is None:
+        if target is None:
+            raise ValueError("features are required when there is no target")
+        chosen = [name for name in header if name != target]
+        if not chosen:
+            raise DataError(f"the file has no feature columns besides the target {target!r}",
+                            column=target, line=1)
+    else:
+        if isinstance(features, str):
+            raise TypeError("features must be a list of column names, not a string")
+        chosen = list(features)
+        if not chosen:
+            raise DataError("the list of features is empty")
+        seen: set[str] = set()
+        for name in chosen:
+            if name == target:
+                raise DataError(f"target column {target!r} is also listed as a feature",
+                                column=name)
+            if name in seen:
+                raise DataError(f"feature {name!r} is listed twice", column=name)
+            seen.add(name)
+            if name not in index:
+                raise DataError(f"feature column {name!r} is missing; the header has: {listing}",
+                                column=name, line=1)
+    names = tuple(chosen) + ((target,) if target is not None else ())
+    return _Layout(file=file, header=header, used=tuple(index[n] for n in names), names=names,
+                   n_features=len(chosen))
+
+
+def _split_line(line: str) -> list[str]:
+    if '"' in line:
+        return next(csv.reader([line]), [])
+    return line.split(",")
+
+
+def _with_kinds(layout: _Layout, first_row: str, line: int) -> _Layout:
+    """Decide per used column whether it holds numbers or yes/no words, from the first data row."""
+    fields = _split_line(first_row)
+    if len(fields) != layout.n_columns:
+        raise _field_count_error(len(fields), layout, line)
+    kinds = tuple(_is_bool_word(fields[i]) for i in layout.used)
+    return _Layout(layout.file, layout.header, layout.used, layout.names, layout.n_features, kinds)
+
+
+def _field_count_error(n_fields: int, layout: _Layout, line: int) -> DataError:
+    return DataError(f"line {line} has {n_fields} fields, the header has {layout.n_columns}",
+                     line=line)
+
+
+# --------------------------------------------------------------------------------------------
+# The careful pure-Python pass: any valid file, exact errors
+# --------------------------------------------------------------------------------------------
+
+
+def _decode(data: bytes | bytearray | memoryview, first_line: int, file: str) -> str:
+    try:
+        return bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + bytes(data[: exc.start]).count(b"\n")
+        raise DataError(f"file {file!r} is not UTF-8 text (line {line})", line=line) from None
+
+
+def _parse_slow(text: str, first_line: int, layout: _Layout) -> np.ndarray:
+    """Parse complete lines into (rows, used columns) float64; blank lines are skipped."""
+    out = np.empty((text.count("\n"), len(layout.used)), np.float64)
+    row = 0
+    used = list(zip(layout.used, layout.names, layout.is_bool, strict=True))
+    for offset, line in enumerate(text.split("\n")[:-1]):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        line_no = first_line + offset
+        fields = _split_line(line)
+        if len(fields) != layout.n_columns:
+            raise _field_count_error(len(fields), layout, line_no)
+        for j, (col, name, is_bool) in enumerate(used):
+            out[row, j] = _convert(fields[col], is_bool, name, line_no)
+        row += 1
+    return out[:row]
+
+
+# --------------------------------------------------------------------------------------------
+# The fast path: numpy over 8-byte words
+# --------------------------------------------------------------------------------------------
+
+_U = np.uint64
+_ONES = _U(0x0101010101010101)
+_HIGHS = _U(0x8080808080808080)
+_DOTS = _U(0x2E2E2E2E2E2E2E2E)
+_ZEROS = _U(0x3030303030303030)
+_OVER9 = _U(0x7676767676767676)  # a byte > 9 plus 0x76 sets its high bit
+_LOWER = _U(0x2020202020202020)
+_ALL = _U(0xFFFFFFFFFFFFFFFF)
+_M2 = _U(0x00FF00FF00FF00FF)
+_M3 = _U(0x0000FFFF0000FFFF)
+_E8 = _U(100_000_000)
+_MAX_EXACT = _U(2**53)  # integers up to here are exact doubles
+_PAD = 32  # spare bytes around parsed data: the 8-byte word reads may run past a piece
+_PIECE_BYTES = 256 * 1024  # numpy temporaries of a piece stay in the CPU cache
+
+
+def _word_code(word: str) -> np.uint64:
+    return _U(int.from_bytes(word.encode(), "little"))
+
+
+_TRUE_CODES = [_word_code(w) for w in _TRUE_WORDS]
+_FALSE_CODES = [_word_code(w) for w in _FALSE_WORDS]
+
+
+def _gather(words: np.ndarray, pos: np.ndarray, extra: int = 0) -> np.ndarray:
+    """The 8 bytes at offsets ``pos + extra`` as little-endian uint64s (aligned reads, shifts)."""
+    if extra:
+        pos = pos + extra
+    q = pos >> 3
+    shift = (pos & 7).view(_U)
+    shift <<= _U(3)
+    low = words.take(q)
+    q += 1
+    high = words.take(q)
+    low >>= shift
+    np.subtract(_U(64), shift, out=shift)
+    high <<= shift  # numpy gives 0 for a shift by 64
+    low |= high
+    return low
+
+
+def _parse8(y: np.ndarray) -> np.ndarray:
+    """Eight digit values (bytes 0..9, first byte most significant) to an integer, in place."""
+    y *= _U(2561)
+    y >>= _U(8)
+    y &= _M2
+    y *= _U(6553601)
+    y >>= _U(16)
+    y &= _M3
+    y *= _U(42949672960001)
+    y >>= _U(32)
+    return y
+
+
+@dataclass
+class _Fields:
+    """The fast parser's view of a piece; every array is (rows, columns of the file)."""
+
+    values: np.ndarray  # float64; exact where ``ok``
+    ok: np.ndarray
+    starts: np.ndarray  # byte offset of each field in the buffer
+    length: np.ndarray  # its length in bytes
+    lead: np.ndarray  # its first 8 bytes as a little-endian uint64
+
+
+def _parse_fast(u8: np.ndarray, words: np.ndarray, start: int, end: int,
+                n_columns: int) -> _Fields | None:
+    """Parse the complete lines in ``u8[start:end]``, or None when they are not plain.
+
+    Plain lines have the header's number of fields separated by bare commas; blank lines,
+    quotes, spaces and wrong counts make None, and the careful pass takes the piece.
+    """
+    seg = u8[start:end]
+    # Every byte <= 44 is a candidate separator: ',' and '\n', but also space, '"', '+', '\r'...
+    seps = np.flatnonzero(seg <= 44)
+    n_fields = seps.size
+    if n_fields == 0 or n_fields % n_columns:
+        return None
+    rows = n_fields // n_columns
+    pattern = np.full(n_columns, 44, np.uint8)
+    pattern[-1] = 10
+    if not np.array_equal(seg[seps].reshape(rows, n_columns), np.broadcast_to(pattern,
+                                                                              (rows, n_columns))):
+        return None
+    starts = np.empty(n_fields, np.int64)
+    starts[0] = start
+    np.add(seps[:-1], start + 1, out=starts[1:])
+    length = seps + start
+    length -= starts
+
+    lead = _gather(words, starts)
+    sign = (lead & _U(0xFF)) == _U(0x2D)
+    # Index of the first '.' among the first 8 bytes, or 8: a zero-byte search on lead ^ '.'.
+    x = lead ^ _DOTS
+    t = x - _ONES
+    np.invert(x, out=x)
+    t &= x
+    t &= _HIGHS
+    np.subtract(_U(0), t, out=x)
+    t &= x  # lowest set bit only
+    t -= _U(1)
+    dot = np.bitwise_count(t)
+    dot >>= 3
+    d = np.minimum(dot, length)  # the point, or the end of the field when there is none
+    pos = starts + d
+    pos -= 8
+    int_raw = _gather(words, pos)  # the 8 bytes before the point
+    frac_raw = _gather(words, pos, 9)  # the 8 bytes after it
+
+    k = d - sign  # integer digits
+    shift = k.view(_U) << _U(3)
+    np.subtract(_U(64), shift, out=shift)
+    mask = _ALL << shift
+    int_raw ^= _ZEROS
+    int_raw &= mask
+    f = length - d
+    f -= 1
+    np.maximum(f, 0, out=f)  # fraction digits
+    mask = f.view(_U) << _U(3)
+    np.left_shift(_U(1), mask, out=mask)
+    mask -= _U(1)
+    frac_raw ^= _ZEROS
+    frac_raw &= mask
+
+    check = int_raw + _OVER9
+    check |= int_raw
+    x = frac_raw + _OVER9
+    check |= x
+    check |= frac_raw
+    check &= _HIGHS
+    ok = check == _U(0)  # every kept byte was a digit
+    ok &= f <= 8
+    k += f
+    ok &= k >= 1  # at least one digit
+    ok &= (d < 8) | (length <= 8)  # no point in the first 8 bytes: only short integers
+
+    value = _parse8(int_raw)
+    value *= _E8
+    value += _parse8(frac_raw)
+    ok &= value <= _MAX_EXACT
+    signed = value.view(np.int64)
+    neg = sign.view(np.uint8).astype(np.int64)
+    np.negative(neg, out=neg)
+    signed ^= neg
+    signed -= neg
+    out = signed.astype(np.float64)
+    out /= 1e8  # one correctly rounded division: equals float(text)
+    shape = (rows, n_columns)
+    return _Fields(out.reshape(shape), ok.reshape(shape), starts.reshape(shape),
+                   length.reshape(shape), lead.reshape(shape))
+
+
+def _decode_bools(
+    lead_of: np.ndarray, length: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """yes/no, true/false, y/n in any case from the first 8 bytes of each field: (value, ok)."""
+    short = length <= 5
+    mask = np.left_shift(_U(1), (np.minimum(length, 7).view(_U) << _U(3))) - _U(1)
+    word = (lead_of | _LOWER) & mask  # ASCII letters to lower case; other bytes never become one
+    true = np.zeros(word.shape, bool)
+    false = np.zeros(word.shape, bool)
+    for code in _TRUE_CODES:
+        true |= word == code
+    for code in _FALSE_CODES:
+        false |= word == code
+    return true.astype(np.float64), (true | false) & short
+
+
+def _parse_piece(
+    buf: _Buffer, start: int, end: int, first_line: int, layout: _Layout
+) -> np.ndarray:
+    """Parse the complete lines in ``buf.data[start:end]``: (rows, used columns) float64."""
+    fields = _parse_fast(buf.u8, buf.words, start, end, layout.n_columns)
+    if fields is None:
+        return _parse_slow(_decode(buf.data[start:end], first_line, layout.file), first_line,
+                           layout)
+    used = list(layout.used)
+    vals = fields.values[:, used]
+    good = fields.ok[:, used]
+    bool_cols = [j for j, is_bool in enumerate(layout.is_bool) if is_bool]
+    if bool_cols:
+        cols = [used[j] for j in bool_cols]
+        vals[:, bool_cols], good[:, bool_cols] = _decode_bools(fields.lead[:, cols],
+                                                               fields.length[:, cols])
+    bad_rows, bad_cols = np.nonzero(~good)
+    if bad_rows.size > max(64, good.size // 8):
+        # Mostly another number format (exponents, 17 digits): the careful pass does it all.
+        return _parse_slow(_decode(buf.data[start:end], first_line, layout.file), first_line,
+                           layout)
+    for r, j in zip(bad_rows.tolist(), bad_cols.tolist(), strict=True):
+        at = int(fields.starts[r, used[j]])
+        text = _decode(buf.data[at:at + int(fields.length[r, used[j]])], first_line + r,
+                       layout.file)
+        vals[r, j] = _convert(text, layout.is_bool[j], layout.names[j], first_line + r)
+    return vals
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces of a buffer, on all cores
+# --------------------------------------------------------------------------------------------
+
+
+def _workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class _Buffer:
+    """Bytes to parse with ``_PAD`` spare bytes on both sides, and numpy views of them."""
+
+    def __init__(self, size: int):
+        self.data = bytearray(_PAD + (size + _PAD + 7) // 8 * 8 + _PAD)
+        self.start = _PAD
+        self.end = _PAD + size
+        self.u8 = np.frombuffer(self.data, np.uint8)
+        self.words = np.frombuffer(self.data, np.uint64)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> _Buffer:
+        b = cls(len(data))
+        b.data[b.start:b.end] = data
+        return b
+
+
+def _normalise(buf: _Buffer) -> _Buffer:
+    """CRLF to LF, and a final newline; everything else is the careful pass's business."""
+    if buf.data.find(b"\r", buf.start, buf.end) >= 0:
+        buf = _Buffer.from_bytes(bytes(buf.data[buf.start:buf.end]).replace(b"\r\n", b"\n"))
+    if buf.end > buf.start and buf.data[buf.end - 1] != 10:
+        buf.data[buf.end] = 10  # the padding has room
+        buf.end += 1
+    return buf
+
+
+def _parse_buffer(
+    buf: _Buffer,
+    start: int,
+    first_line: int,
+    layout: _Layout,
+    pool: ThreadPoolExecutor | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Parse the lines in ``buf.data[start:buf.end]`` into X (rows, features) and y (or None)."""
+    data = buf.data
+    stop = buf.end
+    bounds: list[tuple[int, int, int]] = []  # (start, end, first line)
+    pos, line = start, first_line
+    while pos < stop:
+        cut = data.find(b"\n", min(pos + _PIECE_BYTES, stop - 1), stop)
+        cut = stop if cut < 0 else cut + 1
+        bounds.append((pos, cut, line))
+        line += data.count(b"\n", pos, cut)
+        pos = cut
+    n_lines = line - first_line
+    d = layout.n_features
+    has_target = len(layout.used) > d
+    # Pieces write straight into the result: no copy of the whole matrix at the end.
+    X = np.empty((n_lines, d), np.float64)
+    y = np.empty(n_lines, np.float64) if has_target else None
+    row_starts = [b[2] - first_line for b in bounds]
+
+    def work(i: int) -> int:
+        s, e, first = bounds[i]
+        vals = _parse_piece(buf, s, e, first, layout)
+        r0, r1 = row_starts[i], row_starts[i] + len(vals)
+        X[r0:r1] = vals[:, :d]
+        if y is not None:
+            y[r0:r1] = vals[:, d]
+        return len(vals)
+
+    if pool is None or len(bounds) < 2:
+        counts = [work(i) for i in range(len(bounds))]
+    else:
+        futures = [pool.submit(work, i) for i in range(len(bounds))]
+        try:
+            counts = [f.result() for f in futures]  # in order: the first error in the file wins
+        finally:
+            for f in futures:
+                f.cancel()
+    rows = sum(counts)
+    if rows != n_lines:  # blank lines were skipped: close the gaps
+        at = 0
+        for r0, count in zip(row_starts, counts, strict=True):
+            if at != r0:
+                X[at:at + count] = X[r0:r0 + count]
+                if y is not None:
+                    y[at:at + count] = y[r0:r0 + count]
+            at += count
+        X, y = X[:rows], (y[:rows] if y is not None else None)
+    return X, y
+
+
+def _check_rows(layout: _Layout, rows: int, y_min: float, y_max: float, target: str) -> None:
+    if rows < 2:
+        raise DataError(f"file {layout.file!r} has {rows} data row{'s' if rows != 1 else ''}; "
+                        "at least 2 are needed", line=rows + 1)
+    if y_min == y_max:
+        raise DataError(f"target column {target!r} is constant (every row is {y_min:g}); "
+                        "there is nothing to learn", column=target)
+
+
+# --------------------------------------------------------------------------------------------
+# Opening files
+# --------------------------------------------------------------------------------------------
+
+
+def _open(path: str | os.PathLike[str]):
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a directory, not a CSV file")
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+
+
+def _read_header(fh, path: str | os.PathLike[str]) -> tuple[bytes, str]:
+    """The header line's bytes (with its newline) and its text."""
+    raw = fh.readline()
+    if not raw:
+        raise DataError(f"file {str(path)!r} is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"file {str(path)!r} is not UTF-8 text (line 1)", line=1) from None
+    return raw, text.rstrip("\r\n")
+
+
+def _first_data_line(buf: _Buffer, start: int, layout: _Layout) -> tuple[str, int] | None:
+    """The first non-blank line at or after ``start`` and its offset in lines, or None."""
+    data = buf.data
+    pos, offset = start, 0
+    while pos < buf.end:
+        cut = data.find(b"\n", pos, buf.end)
+        cut = buf.end if cut < 0 else cut
+        line = _decode(memoryview(data)[pos:cut], 2 + offset, layout.file).rstrip("\r")
+        if line.strip():
+            return line, offset
+        pos, offset = cut + 1, offset + 1
+    return None
+
+
+def _hash_in_thread(view: memoryview) -> tuple[threading.Thread, list[str]]:
+    """sha256 of ``view`` on another core (hashlib lets go of the GIL) while numpy parses."""
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(hashlib.sha256(view).hexdigest()),
+                              daemon=True)
+    thread.start()
+    return thread, result
+
+
+# --------------------------------------------------------------------------------------------
+# Public readers
+# --------------------------------------------------------------------------------------------
+
+
+def read_csv(
+    path: str | os.PathLike[str], target: str, features: Sequence[str] | None = None
+) -> Dataset:
+    """Read and validate a CSV file whole: ``target`` is y, ``features`` (default: the rest) X."""
+    with _open(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        raw = _Buffer(size)
+        view = memoryview(raw.data)[raw.start:raw.end]
+        got = 0
+        while got < size:  # readinto may return less than asked
+            n = fh.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    raw.end = raw.start + got
+    view = memoryview(raw.data)[raw.start:raw.end]
+    if got == 0:
+        raise DataError(f"file {str(path)!r} is empty")
+    hasher, digest = _hash_in_thread(view)
+    try:
+        file = Path(path).name
+        header_end = raw.data.find(b"\n", raw.start, raw.end)
+        header_end = raw.end if header_end < 0 else header_end
+        header_text = _decode(raw.data[raw.start:header_end], 1, str(path)).rstrip("\r")
+        layout = _make_layout(_parse_header(header_text, file), target, features, file)
+        buf = _normalise(raw)
+        body = buf.data.find(b"\n", buf.start, buf.end) + 1 or buf.end
+        first = _first_data_line(buf, body, layout)
+        if first is None:
+            _check_rows(layout, 0, 0.0, 1.0, target)
+            raise AssertionError("unreachable")
+        layout = _with_kinds(layout, first[0], 2 + first[1])
+        with ThreadPoolExecutor(_workers()) as pool:
+            X, y = _parse_buffer(buf, body, 2, layout, pool if size > 4 * _PIECE_BYTES else None)
+        assert y is not None
+        rows = len(y)
+        _check_rows(layout, rows, float(y.min()) if rows else 0.0,
+                    float(y.max()) if rows else 1.0, target)
+    finally:
+        hasher.join()
+    fingerprint = Fingerprint(file=file, rows=rows, columns=list(layout.names), sha256=digest[0])
+    return Dataset(X=X, y=y, feature_names=list(layout.names[:layout.n_features]), target=target,
+                   fingerprint=fingerprint)
+
+
+def should_stream(path: str | os.PathLike[str]) -> bool:
+    """True when the file is larger than :data:`STREAM_THRESHOLD_BYTES` and should be streamed."""
+    try:
+        return os.stat(path).st_size > STREAM_THRESHOLD_BYTES
+    except FileNotFoundError:
+        raise DataError(f"file {str(path)!r} does not exist") from None
+
+
+class _LineChunks:
+    """Iterate over a file's data lines in chunks of at most ``chunk_rows`` lines, hashing them."""
+
+    def __init__(self, path: str | os.PathLike[str], chunk_rows: int, target: str | None,
+                 features: Sequence[str] | None):
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        self.path = path
+        self.chunk_rows = chunk_rows
+        self.file = Path(path).name
+        with _open(path) as fh:
+            _, header_text = _read_header(fh, path)
+        self.header_text = header_text.lstrip("\ufeff")
+        self.layout = _make_layout(_parse_header(header_text, self.file), target, features,
+                                   self.file)
+
+    def pieces(self, hasher: Any) -> Iterator[tuple[_Buffer, int]]:
+        """Yield (buffer of complete lines, line number of its first line)."""
+        read_size = 4 * 1024 * 1024
+        with _open(self.path) as fh:
+            header_raw, _ = _read_header(fh, self.path)
+            hasher.update(header_raw)
+            line = 2
+            pending: list[bytes] = []
+            pending_lines = 0
+            eof = False
+            while not eof:
+                block = fh.read(read_size)
+                if block:
+                    hasher.update(block)
+                    pending.append(block)
+                    pending_lines += block.count(b"\n")
+                else:
+                    eof = True
+                if pending_lines < self.chunk_rows and not eof:
+                    continue
+                data = b"".join(pending)
+                if eof and data and not data.endswith(b"\n"):
+                    data += b"\n"
+                nl = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+                pos = 0
+                i = 0
+                while len(nl) - i >= self.chunk_rows or (eof and i < len(nl)):
+                    j = min(i + self.chunk_rows, len(nl))
+                    cut = int(nl[j - 1]) + 1
+                    yield _normalise(_Buffer.from_bytes(data[pos:cut])), line
+                    line += j - i
+                    pos, i = cut, j
+                rest = data[pos:]
+                pending = [rest] if rest else []
+                pending_lines = len(nl) - i
+
+
+class ChunkReader:
+    """A CSV file read in chunks of ``chunk_rows`` rows; iterable any number of times."""
+
+    def __init__(self, path: str | os.PathLike[str], target: str,
+                 features: Sequence[str] | None = None, chunk_rows: int = 65536):
+        self._lines = _LineChunks(path, chunk_rows, target, features)
+        self._layout: _Layout | None = None
+        self.path = Path(path)
+        self.target = target
+        self.feature_names = list(self._lines.layout.names[:self._lines.layout.n_features])
+        self.chunk_rows = chunk_rows
+        self.fingerprint: Fingerprint | None = None  # known after one complete pass
+
+    def __iter__(self) -> Iterator[Chunk]:
+        hasher = hashlib.sha256()
+        layout = self._layout
+        rows = 0
+        y_min, y_max = math.inf, -math.inf
+        with ThreadPoolExecutor(_workers()) as pool:
+            for buf, line in self._lines.pieces(hasher):
+                if layout is None:
+                    first = _first_data_line(buf, buf.start, self._lines.layout)
+                    if first is None:
+                        continue
+                    layout = _with_kinds(self._lines.layout, first[0], line + first[1])
+                    self._layout = layout
+                X, y = _parse_buffer(buf, buf.start, line, layout, pool)
+                assert y is not None
+                if not len(y):
+                    continue
+                y_min, y_max = min(y_min, float(y.min())), max(y_max, float(y.max()))
+                yield Chunk(X=X, y=y, start_row=rows)
+                rows += len(y)
+        _check_rows(layout or self._lines.layout, rows, y_min if rows else 0.0,
+                    y_max if rows else 1.0, self.target)
+        digest = hasher.hexdigest()
+        if self.fingerprint is not None and self.fingerprint.sha256 != digest:
+            raise DataError(f"file {self._lines.file!r} changed between passes")
+        self.fingerprint = Fingerprint(file=self._lines.file, rows=rows,
+                                       columns=list(self._lines.layout.names), sha256=digest)
+
+
+def iter_chunks(
+    path: str | os.PathLike[str],
+    target: str,
+    features: Sequence[str] | None = None,
+    chunk_rows: int = 65536,
+) -> ChunkReader:
+    """Stream a CSV file in chunks with bounded memory; see :class:`ChunkReader`."""
+    return ChunkReader(path, target, features, chunk_rows)
+
+
+def iter_prediction_chunks(
+    path: str | os.PathLike[str], feature_names: Sequence[str], chunk_rows: int = 65536
+) -> Iterator[tuple[str, list[str], np.ndarray]]:
+    """Yield (header line, data lines, X) per chunk for batch scoring; other columns are ignored.
+
+    ``lines`` are the file's non-blank data lines without their line ends, row for row with X,
+    so a caller can write each line back with a prediction appended.
+    """
+    reader = _LineChunks(path, chunk_rows, None, list(feature_names))
+    layout: _Layout | None = None
+    hasher = hashlib.sha256()  # unused, but the reader hashes as it goes
+    with ThreadPoolExecutor(_workers()) as pool:
+        for buf, line in reader.pieces(hasher):
+            if layout is None:
+                first = _first_data_line(buf, buf.start, reader.layout)
+                if first is None:
+                    continue
+                layout = _with_kinds(reader.layout, first[0], line + first[1])
+            X, _ = _parse_buffer(buf, buf.start, line, layout, pool)
+            text = _decode(memoryview(buf.data)[buf.start:buf.end], line, reader.file)
+            lines = [s for s in text.split("\n")[:-1] if s.strip()]
+            yield reader.header_text, lines, X
+
+
+# --------------------------------------------------------------------------------------------
+# Holdout rule
+# --------------------------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    z ^= z >> _U(30)
+    z *= _U(0xBF58476D1CE4E5B9)
+    z ^= z >> _U(27)
+    z *= _U(0x94D049BB133111EB)
+    z ^= z >> _U(31)
+    return z
+
+
+def holdout_mask(start_row: int, n_rows: int, fraction: float, seed: int) -> np.ndarray:
+    """Which rows ``start_row .. start_row + n_rows - 1`` are held out: a seeded hash per row.
+
+    Row i is held out when splitmix64(key(seed) + i * golden) < fraction * 2**64, so the same rows
+    are chosen whether a file is read whole or in chunks of any size.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+    if start_row < 0 or n_rows < 0:
+        raise ValueError(f"start_row and n_rows must be >= 0, got {start_row} and {n_rows}")
+    if fraction == 1.0:
+        return np.ones(n_rows, bool)
+    key = int(_splitmix64(np.array([(seed * _GOLDEN) & _MASK64], np.uint64))[0])
+    rows = np.arange(start_row, start_row + n_rows, dtype=np.uint64)
+    rows += _U(1)
+    rows *= _U(_GOLDEN)
+    rows += _U(key)
+    threshold = _U(min(int(fraction * 2.0**64), _MASK64))
+    return _splitmix64(rows) < threshold
+
+
+# --------------------------------------------------------------------------------------------
+# JSON rows to CSV
+# --------------------------------------------------------------------------------------------
+
+
+def _cell(value: Any, index: int, key: str) -> str:
+    where = f"rows[{index}], key {key!r}"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DataError(f"{where}: {value} is not a finite number", column=key)
+        return repr(value)
+    if isinstance(value, str):
+        word = _BOOL_WORDS.get(value.strip().lower())
+        if word is not None:
+            return "1" if word else "0"
+        try:
+            _convert(value, False, key, index)
+        except DataError:
+            pass
+        else:
+            return value.strip()
+    raise DataError(f"{where}: {value!r} is not a number, a bool or yes/no", column=key)
+
+
+def write_rows_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Write JSON rows (all with the same keys) as CSV; bools and yes/no become 1/0."""
+    path = Path(path)
+    if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)) or not rows:
+        raise DataError("rows must be a non-empty list of objects")
+    if not isinstance(rows[0], Mapping):
+        raise DataError("rows[0] is not an object")
+    keys = list(rows[0])
+    if not keys:
+        raise DataError("rows[0] has no keys")
+    for key in keys:
+        if not isinstance(key, str) or not key.strip() or any(c in key for c in ',"\r\n'):
+            raise DataError(f"rows[0]: {key!r} is not a usable column name", column=str(key))
+    key_set = set(keys)
+    lines = [",".join(keys)]
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise DataError(f"rows[{i}] is not an object")
+        if row.keys() != key_set:
+            missing = [k for k in keys if k not in row]
+            if missing:
+                raise DataError(f"rows[{i}]: key {missing[0]!r} is missing", column=missing[0])
+            extra = next(k for k in row if k not in key_set)
+            raise DataError(f"rows[{i}]: key {extra!r} is not in rows[0]", column=str(extra))
+        lines.append(",".join(_cell(row[k], i, k) for k in keys))
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
