@@ -112,7 +112,6 @@ def predict() -> Response:
     if len(rows) > limit:
         raise APIError(
             f"'instances' has {len(rows)} rows; the limit is {limit} (SGDSERVE_MAX_BATCH_ROWS)",
-            status_code=413,
             code="too_many_rows",
         )
     y = _predict(model, _matrix(rows, names, single=False), rows, single=False)

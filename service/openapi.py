@@ -116,16 +116,39 @@ def _query_parameters(wait_limit: float) -> list[dict[str, Any]]:
     return params
 
 
-@functools.lru_cache(maxsize=8)
-def document(max_batch_rows: int = 10_000, wait_limit: float = 25.0) -> dict[str, Any]:
-    """The OpenAPI document for the given request limits."""
-    row = {
+def _feature_row(features: tuple[str, ...] | None) -> dict[str, Any]:
+    """One row of features: the active model's names when known, else any names."""
+    row: dict[str, Any] = {
         "type": "object",
-        "description": "Feature values by name; exactly the active model's features (GET /model).",
-        "minProperties": 1,
-        "additionalProperties": {"type": "number"},
-        "example": {"sqft": 1500, "bedrooms": 3, "bathrooms": 2, "age_years": 20},
+        "description": "Feature values by name: exactly the active model's features "
+        "(GET /model).",
     }
+    if features:
+        row.update(
+            required=list(features),
+            properties={name: {"type": "number"} for name in features},
+            additionalProperties=False,
+        )
+    else:
+        row.update(
+            minProperties=1,
+            additionalProperties={"type": "number"},
+            example={"sqft": 1500, "bedrooms": 3, "bathrooms": 2, "age_years": 20},
+        )
+    return row
+
+
+@functools.lru_cache(maxsize=32)
+def document(
+    max_batch_rows: int = 10_000,
+    wait_limit: float = 25.0,
+    features: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """The OpenAPI document for the given limits and the served model's features.
+
+    Cached per argument tuple; callers must not modify the result.
+    """
+    row = _feature_row(features)
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
@@ -321,10 +344,10 @@ def document(max_batch_rows: int = 10_000, wait_limit: float = 25.0) -> dict[str
                             {"oneOf": [_ref("Prediction"), _ref("Predictions")]}
                         ),
                     },
-                    "400": _error("Malformed JSON, or a missing, unknown, non-numeric or "
-                                  "non-finite feature (the message names row and field)."),
-                    "413": _error("Body over SGDSERVE_MAX_BODY_BYTES, or more rows than "
-                                  "SGDSERVE_MAX_BATCH_ROWS."),
+                    "400": _error("Malformed JSON, a missing, unknown, non-numeric or "
+                                  "non-finite feature (the message names row and field), an "
+                                  "empty batch, or more rows than SGDSERVE_MAX_BATCH_ROWS."),
+                    "413": _error("Body over SGDSERVE_MAX_BODY_BYTES."),
                     "415": _error("Content-Type is not application/json."),
                     "503": _error("No model has been trained yet."),
                 },
@@ -356,6 +379,12 @@ def document(max_batch_rows: int = 10_000, wait_limit: float = 25.0) -> dict[str
                         "description": "The job was started.",
                         "headers": {"Location": {"schema": {"type": "string"}}},
                         "content": _json(_ref("RetrainAccepted")),
+                        "links": {
+                            "GetRetrainJob": {
+                                "operationId": "getRetrainJob",
+                                "parameters": {"job_id": "$response.body#/job_id"},
+                            }
+                        },
                     },
                     "400": _error("Invalid parameter or data (names the parameter)."),
                     **_AUTH_ERRORS,

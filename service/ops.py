@@ -71,5 +71,10 @@ def metrics() -> Response:
 @bp.get("/openapi.json")
 def openapi() -> Response:
     """The OpenAPI document of this service."""
-    settings = state().settings
-    return json_response(document(settings.max_batch_rows, jobs.wait_limit(settings)))
+    st = state()
+    # Describe the features of the model this worker serves, so clients and fuzzers send them.
+    _, model = st.holder.get()
+    features = model.feature_names if model is not None else None
+    return json_response(
+        document(st.settings.max_batch_rows, jobs.wait_limit(st.settings), features)
+    )

@@ -255,7 +255,7 @@ def test_predict_refuses_too_many_rows(tmp_path, model):
     client = build(tmp_path, max_batch_rows=5).test_client()
     assert post_json(client, "/predict", {"instances": [ROW] * 5}).status_code == 200
     r = post_json(client, "/predict", {"instances": [ROW] * 6})
-    assert r.status_code == 413
+    assert r.status_code == 400
     error = error_of(r)
     assert error["code"] == "too_many_rows"
     assert "6 rows; the limit is 5" in error["message"]
@@ -623,3 +623,11 @@ def test_openapi_limits_follow_the_settings(tmp_path):
     doc = client.get("/openapi.json").get_json()
     assert doc["components"]["schemas"]["PredictBatch"]["properties"]["instances"]["maxItems"] == 7
     validate(document(7, 1.0))
+
+
+def test_openapi_describes_the_served_models_features(client, model):
+    doc = client.get("/openapi.json").get_json()
+    validate(doc)
+    row = doc["components"]["schemas"]["FeatureRow"]
+    assert row["required"] == list(FEATURES)
+    assert row["additionalProperties"] is False
