@@ -631,3 +631,20 @@ def test_openapi_describes_the_served_models_features(client, model):
     row = doc["components"]["schemas"]["FeatureRow"]
     assert row["required"] == list(FEATURES)
     assert row["additionalProperties"] is False
+
+
+def test_a_one_feature_model(tmp_path, store):
+    model = LinearModel(
+        feature_names=("sqft",), target="price", coef=np.array([2.0]), intercept=3.0,
+        x_mean=np.array([1.0]), x_scale=np.array([1.0]), y_mean=0.0, y_scale=1.0,
+        coef_std=np.array([2.0]), intercept_std=0.0,
+    )
+    add_version(store, model)
+    client = build(tmp_path).test_client()
+    r = post_json(client, "/predict", {"instances": [{"sqft": 1}, {"sqft": 2.5}]})
+    assert r.get_json()["predictions"] == [5.0, 8.0]
+    assert post_json(client, "/predict", {"features": {"sqft": 10}}).get_json()["prediction"] == 23
+    r = post_json(client, "/predict", {"instances": [{"sqft": 1}, {"sqft": False}]})
+    assert error_of(r)["message"] == "instances[1]: feature 'sqft' must be a number, got false"
+    r = post_json(client, "/predict", {"instances": [{"sqft": 1}, {"rooms": 1}]})
+    assert error_of(r)["message"] == "instances[1]: feature 'sqft' is missing"
