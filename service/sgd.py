@@ -18,7 +18,7 @@ import copy
 import inspect
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -606,92 +606,125 @@ class SGDRegressor:
     def _run_epochs(self, X: np.ndarray, y: np.ndarray, epochs: int, *, stopping: bool) -> None:
         n = X.shape[0]
         B = min(self._batch_size_for(n), n)
+        # The only copy made: the target, standardised (n floats, not n x d).
+        ys = (y - self.y_mean_) / self.y_scale_
+        holdout = self._validation_blocks(n, B) if stopping and self.early_stopping else None
+        rule = _StopRule(self) if stopping else None
+        for _ in range(epochs):
+            total, rows = self._pass(X, ys, B, holdout)
+            epoch_loss = self._end_epoch(total, rows)
+            if rule is None:
+                continue
+            monitored = epoch_loss
+            if holdout is not None:
+                monitored = self._holdout_loss(X, ys, holdout, B)
+                self.validation_history_.append(monitored)
+            if rule.stop(monitored):
+                break
+        self._finish(rule)
+
+    def fit_chunks(self, chunks: Callable[[], Iterable[tuple[Any, Any]]]) -> SGDRegressor:
+        """Fit on data too large for memory, read as chunks of (X, y) by calling ``chunks()``.
+
+        ``chunks`` is called once for the scaler statistics and once per epoch; each call must
+        yield the same rows. Memory stays bounded by the chunk size. The stopping rule monitors
+        the training loss (``early_stopping`` needs rows held in memory and is refused here).
+        """
+        self._validate_params()
+        if self.early_stopping:
+            raise ValueError("early_stopping is not available for a streamed fit; set it False")
+        started = False
+        for X, y in chunks():
+            X, y = _check_X_y(X, y, min_rows=1, check_finite=False)
+            if not started:
+                self._reset(X.shape[1])
+                started = True
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"a chunk has {X.shape[1]} features, the first had {self.n_features_in_}"
+                )
+            self._merge_stats(X, y)
+        if not started or self._x_stats.count < 2:
+            raise ValueError("need at least 2 rows, got fewer from the chunks")
+        self._scaler_frozen = True
+        B = self._batch_size_for(self._x_stats.count)
+        rule = _StopRule(self)
+        for _ in range(self.max_iter):
+            total, rows = 0.0, 0
+            for X, y in chunks():
+                X, y = _check_X_y(X, y, min_rows=1, check_finite=False)
+                ys = (y - self.y_mean_) / self.y_scale_
+                t, r = self._pass(X, ys, min(B, len(X)), None)
+                total, rows = total + t, rows + r
+            if rule.stop(self._end_epoch(total, rows)):
+                break
+        self._finish(rule)
+        return self
+
+    def _pass(
+        self, X: np.ndarray, ys: np.ndarray, B: int, holdout: np.ndarray | None
+    ) -> tuple[float, int]:
+        """One pass of SGD updates over ``X``; returns the summed loss met and the rows used."""
+        n = X.shape[0]
         loss = LOSSES[self.loss](self.epsilon)
         penalty = PENALTIES[self.penalty](self.alpha, self.l1_ratio)
         schedule = self._schedule
         inv_scale = 1.0 / self.x_scale_
         mu = self.x_mean_
-        # The only copy made: the target, standardised (n floats, not n x d).
-        ys = (y - self.y_mean_) / self.y_scale_
-
-        holdout = None
-        if stopping and self.early_stopping:
-            holdout = self._validation_blocks(n, B)
         avg_from = {True: 0, False: None}.get(self.average, self.average)
-
-        w = self._w.copy()
+        w = self._w  # updated in place
         b = self._b
-        best_monitored = math.inf
-        best_state = None
-        no_improvement = 0
-        converged = False
-
+        total_loss = 0.0
+        rows = 0
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for _ in range(epochs):
-                batches = self._batches(n, B, holdout)
-                total_loss = 0.0
-                rows = 0
-                for lo, hi in batches:
-                    Xb = X[lo:hi]
-                    m = hi - lo
-                    self._t += 1
-                    eta = schedule.at(self._t)
-                    v = w * inv_scale
-                    r = Xb @ v
-                    r += b - float(mu @ v)
-                    r -= ys[lo:hi]
-                    total_loss += float(loss.value(r).sum())
-                    g = loss.dloss(r)
-                    gsum = float(g.sum())
-                    grad = (g @ Xb - mu * gsum) * inv_scale
-                    grad /= m
-                    smooth = penalty.smooth_gradient(w)
-                    if smooth is not None:
-                        grad += smooth
-                    w -= eta * grad
-                    penalty.prox(w, eta)
-                    b -= eta * gsum / m
-                    rows += m
-                    self._rows_seen += m
-                    if avg_from is not None and self._rows_seen > avg_from:
-                        if self._avg is None:
-                            self._avg = _Average(w.copy(), b, 1)
-                        else:
-                            self._avg.add(w, b)
+            for lo, hi in self._batches(n, B, holdout):
+                Xb = X[lo:hi]
+                m = hi - lo
+                self._t += 1
+                eta = schedule.at(self._t)
+                v = w * inv_scale
+                r = Xb @ v
+                r += b - float(mu @ v)
+                r -= ys[lo:hi]
+                total_loss += float(loss.value(r).sum())
+                g = loss.dloss(r)
+                gsum = float(g.sum())
+                grad = (g @ Xb - mu * gsum) * inv_scale
+                grad /= m
+                smooth = penalty.smooth_gradient(w)
+                if smooth is not None:
+                    grad += smooth
+                w -= eta * grad
+                penalty.prox(w, eta)
+                b -= eta * gsum / m
+                rows += m
+                self._rows_seen += m
+                if avg_from is not None and self._rows_seen > avg_from:
+                    if self._avg is None:
+                        self._avg = _Average(w.copy(), b, 1)
+                    else:
+                        self._avg.add(w, b)
+        self._b = float(b)
+        return total_loss, rows
 
-                epoch_loss = total_loss / rows + penalty.value(w)
-                self.n_iter_ += 1
-                self.loss_history_.append(epoch_loss)
-                if not (math.isfinite(epoch_loss) and np.isfinite(w).all() and math.isfinite(b)):
-                    self._diverged(epoch_loss)
-                if not stopping or self.tol is None:
-                    continue
+    def _end_epoch(self, total_loss: float, rows: int) -> float:
+        """Record an epoch's mean loss (plus penalty); refuse non-finite results."""
+        penalty = PENALTIES[self.penalty](self.alpha, self.l1_ratio)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+            epoch_loss = total_loss / max(rows, 1) + penalty.value(self._w)
+        self.n_iter_ += 1
+        self.loss_history_.append(epoch_loss)
+        if not (
+            math.isfinite(epoch_loss) and np.isfinite(self._w).all() and math.isfinite(self._b)
+        ):
+            self._diverged(epoch_loss)
+        return epoch_loss
 
-                if holdout is not None:
-                    vw, vb = (self._avg.w, self._avg.b) if self._avg is not None else (w, b)
-                    monitored = self._holdout_loss(X, ys, holdout, B, vw, vb, loss)
-                    self.validation_history_.append(monitored)
-                else:
-                    monitored = epoch_loss
-                if monitored < best_monitored - self.tol:
-                    no_improvement = 0
-                else:
-                    no_improvement += 1
-                if monitored < best_monitored:
-                    best_monitored = monitored
-                    if holdout is not None:
-                        best_state = (w.copy(), b, self._avg and self._avg.copy())
-                if no_improvement >= self.n_iter_no_change:
-                    no_improvement = 0
-                    if not schedule.on_plateau():
-                        converged = True
-                        break
-
-        if best_state is not None:  # early stopping keeps the best validation epoch
-            w, b, self._avg = best_state
-        self._w, self._b = w, float(b)
+    def _finish(self, rule: _StopRule | None) -> None:
+        if rule is not None and rule.best_state is not None:
+            self._w, self._b, self._avg = rule.best_state  # the best validation epoch
         self._publish()
-        if stopping and self.tol is not None and not converged:
+        if rule is not None and self.tol is not None and not rule.converged:
             warnings.warn(
                 f"SGD reached max_iter={self.max_iter} epochs without converging; "
                 "increase max_iter or tol",
@@ -712,7 +745,9 @@ class SGDRegressor:
         mask[self._rng.choice(n_blocks, n_val, replace=False)] = True
         return mask
 
-    def _holdout_loss(self, X, ys, holdout, B, w, b, loss) -> float:
+    def _holdout_loss(self, X, ys, holdout, B) -> float:
+        loss = LOSSES[self.loss](self.epsilon)
+        w, b = (self._avg.w, self._avg.b) if self._avg is not None else (self._w, self._b)
         v = w / self.x_scale_
         c = b - float(self.x_mean_ @ v)
         total, count = 0.0, 0
@@ -741,6 +776,36 @@ class SGDRegressor:
         self.intercept_ = float(
             self.y_mean_ + self.y_scale_ * self.intercept_std_ - coef @ self.x_mean_
         )
+
+
+class _StopRule:
+    """Stop, or let the schedule adapt, after ``n_iter_no_change`` epochs without improvement."""
+
+    def __init__(self, reg: SGDRegressor):
+        self.reg = reg
+        self.best = math.inf
+        self.best_state = None
+        self.no_improvement = 0
+        self.converged = False
+
+    def stop(self, monitored: float) -> bool:
+        reg = self.reg
+        if reg.tol is None:
+            return False
+        if monitored < self.best - reg.tol:
+            self.no_improvement = 0
+        else:
+            self.no_improvement += 1
+        if monitored < self.best:
+            self.best = monitored
+            if reg.early_stopping:
+                self.best_state = (reg._w.copy(), reg._b, reg._avg and reg._avg.copy())
+        if self.no_improvement >= reg.n_iter_no_change:
+            self.no_improvement = 0
+            if not reg._schedule.on_plateau():
+                self.converged = True
+                return True
+        return False
 
 
 class _Average:
