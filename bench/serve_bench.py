@@ -1,6 +1,6 @@
 """Serving benchmark: sgdserve's POST /predict against bare Flask endpoints, side by side.
 
-    python bench/serve_bench.py [--duration 5] [--connections 16] [--workers 2]
+    python bench/serve_bench.py [--duration 5] [--rounds 3] [--connections 16] [--workers 2]
                                 [--worker-classes sync,gthread] [--threads 4]
                                 [--output docs/benchmarks-serving.md]
 
@@ -156,8 +156,28 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
-    server_p50_ms: float | None
-    server_p99_ms: float | None
+    server_ms: list[float]
+    cpu_ms: float  # CPU time of the workers per request: robust when other work shares the cores
+
+    @property
+    def server_p50_ms(self) -> float | None:
+        return statistics.median(self.server_ms) if self.server_ms else None
+
+    @property
+    def server_p99_ms(self) -> float | None:
+        return percentile(self.server_ms, 99) if self.server_ms else None
+
+
+def combine(results: list[Result]) -> Result:
+    """Median of the rounds' client numbers; server times pooled over all rounds."""
+    return Result(
+        rps=statistics.median(r.rps for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        errors=sum(r.errors for r in results),
+        server_ms=[t for r in results for t in r.server_ms],
+        cpu_ms=statistics.median(r.cpu_ms for r in results),
+    )
 
 
 class Server:
@@ -201,6 +221,17 @@ class Server:
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
                              capture_output=True, text=True).stdout
         return [int(pid) for pid in out.split()]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the workers so far (the master is idle and left out)."""
+        total = 0
+        for pid in self.worker_pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
 
     def log_size(self) -> int:
         return self.log.stat().st_size
@@ -249,6 +280,7 @@ def post(url: str, body: bytes) -> int:
 
 def run_wrk(server: Server, script: Path, duration: int, connections: int) -> Result:
     since = server.log_size()
+    cpu_before = server.cpu_seconds()
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
          server.url + "/predict"],
@@ -259,20 +291,70 @@ def run_wrk(server: Server, script: Path, duration: int, connections: int) -> Re
         raise SystemExit(f"wrk failed:\n{done.stdout}\n{done.stderr}")
     raw = json.loads(match.group(1))
     time.sleep(0.2)  # let the last access-log lines reach the file
+    cpu = server.cpu_seconds() - cpu_before
     server_ms = server.server_times(since)
     return Result(
         rps=raw["requests"] / (raw["duration_us"] / 1e6),
         p50_ms=raw["p50_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
         errors=raw["errors"] + raw["non2xx"],
-        server_p50_ms=statistics.median(server_ms) if server_ms else None,
-        server_p99_ms=percentile(server_ms, 99) if server_ms else None,
+        server_ms=server_ms,
+        cpu_ms=cpu * 1000 / max(raw["requests"], 1),
     )
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def inprocess_costs(model_dir: Path, bodies: dict[str, bytes]) -> dict[str, dict[str, float]]:
+    """Milliseconds per request of each app called directly, per case (median of 5 rounds)."""
+    import io
+
+    metrics_dir = tempfile.mkdtemp(prefix="sgdserve-bench-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # as under gunicorn
+    try:
+        from service.app import create_app
+
+        apps = {
+            "bare-stdlib": bare_app("stdlib"),
+            "bare-orjson": bare_app("orjson"),
+            "sgdserve": create_app({"model_dir": model_dir}),
+        }
+
+        def call(app, body: bytes) -> None:
+            environ = {
+                "REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "QUERY_STRING": "",
+                "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000",
+                "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1:8000",
+                "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+                "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+                "wsgi.errors": sys.stderr,
+            }
+            status = []
+            out = app(environ, lambda s, h, exc=None: status.append(s))
+            b"".join(out)
+            getattr(out, "close", lambda: None)()
+            if not status[0].startswith("200"):
+                raise SystemExit(f"in-process call failed: {status[0]}")
+
+        costs: dict[str, dict[str, float]] = {}
+        for case, calls in (("single", 2000), ("batch", 20)):
+            samples: dict[str, list[float]] = {name: [] for name in apps}
+            for app in apps.values():
+                call(app, bodies[case])  # warm-up
+            for _ in range(5):
+                for name, app in apps.items():
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        call(app, bodies[case])
+                    samples[name].append((time.perf_counter() - start) * 1000 / calls)
+            costs[case] = {name: statistics.median(found) for name, found in samples.items()}
+        return costs
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -314,6 +396,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-classes", default="sync,gthread")
     parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs per case; the table shows the median")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks-serving.md")
     parser.add_argument("--no-output", action="store_true", help="print only")
     args = parser.parse_args()
@@ -352,23 +436,38 @@ def main() -> int:
             SGDSERVE_WORKERS=str(args.workers),
             SGDSERVE_LOG_LEVEL="warning",
         )
-        results: dict[tuple[str, str, str], Result] = {}
+        load_before = os.getloadavg()
+        runs: dict[tuple[str, str, str], list[Result]] = {}
         for worker_class in args.worker_classes.split(","):
             env = dict(base_env, SGDSERVE_WORKER_CLASS=worker_class,
                        SGDSERVE_THREADS=str(args.threads if worker_class == "gthread" else 1))
-            for name, app in APPS.items():
-                server = Server(app, env, work, f"{worker_class}-{name}")
-                try:
+            # All three servers up at once (idle workers cost nothing) and the apps interleaved
+            # case by case, so a change in the machine's load hits every app alike.
+            servers = {name: Server(app, env, work, f"{worker_class}-{name}")
+                       for name, app in APPS.items()}
+            try:
+                for server in servers.values():
                     server.wait_ready("/predict", bodies["single"])
+                for round_ in range(args.rounds):
                     for case in CASES:
                         script = scripts["single" if case == "single" else "batch"]
                         connections = 1 if case == "batch-1conn" else args.connections
-                        run_wrk(server, script, 1, connections)  # warm-up, not recorded
-                        result = run_wrk(server, script, args.duration, connections)
-                        results[(worker_class, name, case)] = result
-                        print(f"{worker_class:8} {name:12} {case:12} {fmt(result)}", flush=True)
-                finally:
+                        names = list(servers)
+                        names = names[round_ % len(names):] + names[:round_ % len(names)]
+                        for name in names:
+                            if round_ == 0:
+                                run_wrk(servers[name], script, 1, connections)  # warm-up
+                            result = run_wrk(servers[name], script, args.duration, connections)
+                            runs.setdefault((worker_class, name, case), []).append(result)
+                            print(f"{worker_class:8} {name:12} {case:12} round {round_ + 1} "
+                                  f"{fmt(result)}", flush=True)
+            finally:
+                for server in servers.values():
                     server.stop()
+        results = {key: combine(found) for key, found in runs.items()}
+        args.load = (load_before, os.getloadavg())
+        print("in-process app cost (no gunicorn, no sockets)...", flush=True)
+        args.inprocess = inprocess_costs(work / "models", bodies)
 
     report = render(results, args, machine())
     print()
@@ -383,24 +482,31 @@ def fmt(r: Result) -> str:
     server = (f"server p50 {r.server_p50_ms:.2f} ms p99 {r.server_p99_ms:.2f} ms"
               if r.server_p50_ms is not None else "no server times")
     return (f"{r.rps:8.0f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  "
-            f"errors {r.errors}  {server}")
+            f"errors {r.errors}  {server}  cpu {r.cpu_ms:.3f} ms/req")
 
 
 def render(results: dict, args: argparse.Namespace, machine_line: str) -> str:
-    command = (f"python bench/serve_bench.py --duration {args.duration:g} --connections "
-               f"{args.connections} --workers {args.workers} --worker-classes "
+    command = (f"python bench/serve_bench.py --duration {args.duration} --rounds {args.rounds} "
+               f"--connections {args.connections} --workers {args.workers} --worker-classes "
                f"{args.worker_classes} --threads {args.threads}")
+    (b1, b5, _), (a1, a5, _) = args.load
     lines = [
         BEGIN,
         "",
         f"Machine: {machine_line}.",
         "",
-        f"Command: `{command}` (wrk with 1 thread on the same host; {args.workers} workers; "
-        f"gthread with {args.threads} threads; {args.duration:g} s per case after a 1 s warm-up).",
+        f"Command: `{command}`: wrk with 1 thread on the same host; {args.workers} workers; "
+        f"gthread with {args.threads} threads; {args.duration} s per case after a 1 s warm-up, "
+        f"{args.rounds} rounds with the apps interleaved; client numbers are the median round, "
+        "server times (gunicorn access log `duration_s`) pooled over the rounds.",
+        "",
+        f"Load average (1 min, 5 min) of the machine: {b1:.1f}, {b5:.1f} before the run, "
+        f"{a1:.1f}, {a5:.1f} after, on {os.cpu_count()} cores (above the core count, other work "
+        "shared the machine: compare the apps within one run, not across runs).",
         "",
         "| workers | app | case | requests/s | p50 ms | p99 ms | server p50 ms | "
-        "server p99 ms | errors |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "server p99 ms | worker CPU ms/request | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (worker_class, name, case), r in results.items():
         server50 = f"{r.server_p50_ms:.2f}" if r.server_p50_ms is not None else "-"
@@ -410,7 +516,7 @@ def render(results: dict, args: argparse.Namespace, machine_line: str) -> str:
                  "batch-1conn": "10,000 rows"}[case] + f", {conns} conn"
         lines.append(
             f"| {worker_class} | {name} | {label} | {r.rps:,.0f} | {r.p50_ms:.2f} | "
-            f"{r.p99_ms:.2f} | {server50} | {server99} | {r.errors} |"
+            f"{r.p99_ms:.2f} | {server50} | {server99} | {r.cpu_ms:.3f} | {r.errors} |"
         )
     lines += ["", "Targets (sgdserve against the bare endpoints, same worker class):", ""]
     lines += ["| workers | check | value | target | met |", "|---|---|---:|---:|---|"]
@@ -426,6 +532,9 @@ def render(results: dict, args: argparse.Namespace, machine_line: str) -> str:
                          f">= 0.85x | {'yes' if ratio >= 0.85 else 'NO'} |")
             lines.append(f"| {worker_class} | 1-row requests/s vs bare orjson | "
                          f"{ours.rps / fast.rps:.2f}x | (info) | |")
+            ratio = stdlib.cpu_ms / ours.cpu_ms
+            lines.append(f"| {worker_class} | 1-row capacity vs bare stdlib (CPU per request) | "
+                         f"{ratio:.2f}x | >= 0.85x | {'yes' if ratio >= 0.85 else 'NO'} |")
         ours_b, stdlib_b = get("sgdserve", "batch-1conn"), get("bare-stdlib", "batch-1conn")
         if ours_b and ours_b.server_p50_ms is not None:
             lines.append(f"| {worker_class} | 10,000-row server time p50 (1 conn) | "
@@ -435,11 +544,32 @@ def render(results: dict, args: argparse.Namespace, machine_line: str) -> str:
             ratio = ours_b.p50_ms / stdlib_b.p50_ms
             lines.append(f"| {worker_class} | 10,000-row round trip p50 vs bare stdlib (1 conn) "
                          f"| {ratio:.2f}x | <= 0.5x | {'yes' if ratio <= 0.5 else 'NO'} |")
+        fast_b = get("bare-orjson", "batch-1conn")
+        if ours_b and stdlib_b and fast_b:
+            lines.append(f"| {worker_class} | 10,000-row worker CPU per request: sgdserve / "
+                         f"bare stdlib / bare orjson | {ours_b.cpu_ms:.1f} / {stdlib_b.cpu_ms:.1f}"
+                         f" / {fast_b.cpu_ms:.1f} ms | (info) | |")
         ours_t, stdlib_t = get("sgdserve", "batch"), get("bare-stdlib", "batch")
         if ours_t and stdlib_t:
             ratio = ours_t.rps / stdlib_t.rps
             lines.append(f"| {worker_class} | 10,000-row requests/s vs bare stdlib "
                          f"({args.connections} conn) | {ratio:.2f}x | (info) | |")
+    lines += [
+        "",
+        "The apps alone, called in one process as WSGI callables (no gunicorn, no sockets, "
+        "sgdserve with its metrics in multiprocess mode): the median over 5 interleaved "
+        "repetitions of wall time per request. This is what api.py adds to a request, and the "
+        "part of the server time the app controls.",
+        "",
+        "| case | bare-stdlib ms | bare-orjson ms | sgdserve ms | sgdserve / bare-stdlib |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for case, costs in args.inprocess.items():
+        label = "1 row" if case == "single" else "10,000 rows"
+        lines.append(
+            f"| {label} | {costs['bare-stdlib']:.3f} | {costs['bare-orjson']:.3f} | "
+            f"{costs['sgdserve']:.3f} | {costs['sgdserve'] / costs['bare-stdlib']:.2f}x |"
+        )
     lines += ["", END]
     return "\n".join(lines)
 
