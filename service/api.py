@@ -126,7 +126,7 @@ def _predict(model: Any, X: np.ndarray, rows: list[Any], *, single: bool) -> np.
     with np.errstate(over="ignore", invalid="ignore"):  # checked below, not warned about
         y = model.predict(X)
     # One check covers the inputs too: a non-finite feature makes its prediction non-finite.
-    if not np.isfinite(y).all():
+    if not (math.isfinite(y[0]) if single else np.isfinite(y).all()):
         error = _explain(rows, model.feature_names, single)
         if error is None:
             i = int(np.flatnonzero(~np.isfinite(y))[0])
