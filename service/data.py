@@ -21,7 +21,6 @@ import csv
 import hashlib
 import math
 import os
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -445,6 +444,8 @@ def _parse_fast(u8: np.ndarray, words: np.ndarray, start: int, end: int,
     if not np.array_equal(seg[seps].reshape(rows, n_columns), np.broadcast_to(pattern,
                                                                               (rows, n_columns))):
         return None
+    # Now every other byte is > 44; with none > 57 ('9') the fields hold only '-./0-9'.
+    only_digits_dots_minus = int(seg.max()) <= 57
     starts = np.empty(n_fields, np.int64)
     starts[0] = start
     np.add(seps[:-1], start + 1, out=starts[1:])
@@ -452,7 +453,7 @@ def _parse_fast(u8: np.ndarray, words: np.ndarray, start: int, end: int,
     length -= starts
 
     lead = _gather(words, starts)
-    sign = (lead & _U(0xFF)) == _U(0x2D)
+    sign = lead.view(np.uint8)[::8] == 0x2D  # the first byte of each field
     # Index of the first '.' among the first 8 bytes, or 8: a zero-byte search on lead ^ '.'.
     x = lead ^ _DOTS
     t = x - _ONES
@@ -465,10 +466,27 @@ def _parse_fast(u8: np.ndarray, words: np.ndarray, start: int, end: int,
     dot = np.bitwise_count(t)
     dot >>= 3
     d = np.minimum(dot, length)  # the point, or the end of the field when there is none
+
+    # The 8 bytes before the point and the 8 after it lie in 3 aligned words from q.
     pos = starts + d
     pos -= 8
-    int_raw = _gather(words, pos)  # the 8 bytes before the point
-    frac_raw = _gather(words, pos, 9)  # the 8 bytes after it
+    q = pos >> 3
+    shift = (pos & 7).view(_U)
+    shift <<= _U(3)
+    w0 = words.take(q)
+    q += 1
+    w1 = words.take(q)
+    q += 1
+    w2 = words.take(q)
+    back = _U(64) - shift
+    int_raw = w0 >> shift
+    w0 = w1 << back
+    int_raw |= w0
+    shift += _U(8)
+    back -= _U(8)
+    frac_raw = w1 >> shift  # numpy shifts by 64 give 0
+    w2 <<= back
+    frac_raw |= w2
 
     k = d - sign  # integer digits
     shift = k.view(_U) << _U(3)
@@ -485,12 +503,17 @@ def _parse_fast(u8: np.ndarray, words: np.ndarray, start: int, end: int,
     frac_raw ^= _ZEROS
     frac_raw &= mask
 
-    check = int_raw + _OVER9
-    check |= int_raw
-    x = frac_raw + _OVER9
-    check |= x
-    check |= frac_raw
-    check &= _HIGHS
+    if only_digits_dots_minus:
+        # Kept bytes are digits 0..9 or '-' '.' '/' (0x1D..0x1F after ^ '0'): bit 4 tells.
+        check = int_raw | frac_raw
+        check &= _U(0x1010101010101010)
+    else:
+        check = int_raw + _OVER9
+        check |= int_raw
+        x = frac_raw + _OVER9
+        check |= x
+        check |= frac_raw
+        check &= _HIGHS
     ok = check == _U(0)  # every kept byte was a digit
     ok &= f <= 8
     k += f
@@ -529,6 +552,50 @@ def _decode_bools(
     return true.astype(np.float64), (true | false) & short
 
 
+_POW10 = np.array([10**i for i in range(17)], np.uint64)
+_POW10F = _POW10.astype(np.float64)  # exact: 10**16 < 2**53 * 2**16 and 5**16 < 2**53
+_EXACT_INT_LIMIT = np.array([2**53 // 10**i for i in range(17)], np.uint64)
+
+
+def _parse_long(
+    words: np.ndarray, starts: np.ndarray, length: np.ndarray, lead: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fields with up to 8 integer and 16 fraction digits (0.0001234567), exactly: (values, ok).
+
+    Run on the few fields the fast pass left; the value is M / 10**f with the integer M exact,
+    so one correctly rounded division again.
+    """
+    sign = (lead & _U(0xFF)) == _U(0x2D)
+    x = lead ^ _DOTS
+    t = (x - _ONES) & ~x & _HIGHS
+    t &= _U(0) - t
+    dot = np.bitwise_count(t - _U(1)) >> 3
+    d = np.minimum(dot, length)
+    pos = starts + d - 8
+    k = d - sign
+    int_raw = (_gather(words, pos) ^ _ZEROS) & (_ALL << (_U(64) - (k.view(_U) << _U(3))))
+    f = np.maximum(length - d - 1, 0)
+    f1 = np.minimum(f, 8).view(_U) << _U(3)
+    f2 = np.clip(f - 8, 0, 8).view(_U) << _U(3)
+    frac1 = (_gather(words, pos, 9) ^ _ZEROS) & ((_U(1) << f1) - _U(1))
+    frac2 = (_gather(words, pos, 17) ^ _ZEROS) & ((_U(1) << f2) - _U(1))
+    bad = (int_raw + _OVER9) | int_raw | (frac1 + _OVER9) | frac1 | (frac2 + _OVER9) | frac2
+    ok = (bad & _HIGHS) == _U(0)
+    ok &= (f <= 16) & (k + f >= 1) & ((d < 8) | (length <= 8))
+    fc = np.minimum(f, 16)
+    whole = _parse8(int_raw)
+    frac = _parse8(frac1) * _E8 + _parse8(frac2)  # 16 digits, left-aligned
+    frac //= _POW10[16 - fc]  # the fraction's own digits; exact, the rest were zeros
+    ok &= whole <= _EXACT_INT_LIMIT[fc]
+    whole *= _POW10[fc]
+    whole += frac
+    ok &= whole <= _MAX_EXACT
+    value = whole.astype(np.float64)
+    value /= _POW10F[fc]
+    np.negative(value, out=value, where=sign)
+    return value, ok
+
+
 def _parse_piece(
     buf: _Buffer, start: int, end: int, first_line: int, layout: _Layout
 ) -> np.ndarray:
@@ -538,14 +605,24 @@ def _parse_piece(
         return _parse_slow(_decode(buf.data[start:end], first_line, layout.file), first_line,
                            layout)
     used = list(layout.used)
-    vals = fields.values[:, used]
-    good = fields.ok[:, used]
+    if used == list(range(layout.n_columns)):  # every column, in file order: no copies
+        vals, good = fields.values, fields.ok
+    else:
+        vals, good = fields.values[:, used], fields.ok[:, used]
     bool_cols = [j for j, is_bool in enumerate(layout.is_bool) if is_bool]
     if bool_cols:
         cols = [used[j] for j in bool_cols]
         vals[:, bool_cols], good[:, bool_cols] = _decode_bools(fields.lead[:, cols],
                                                                fields.length[:, cols])
     bad_rows, bad_cols = np.nonzero(~good)
+    if bad_rows.size:
+        numeric = ~np.array(layout.is_bool, bool)[bad_cols]
+        rows_n, cols_n = bad_rows[numeric], np.array(used)[bad_cols[numeric]]
+        value, ok = _parse_long(buf.words, fields.starts[rows_n, cols_n],
+                                fields.length[rows_n, cols_n], fields.lead[rows_n, cols_n])
+        vals[rows_n[ok], bad_cols[numeric][ok]] = value[ok]
+        good[rows_n[ok], bad_cols[numeric][ok]] = True
+        bad_rows, bad_cols = np.nonzero(~good)
     if bad_rows.size > max(64, good.size // 8):
         # Mostly another number format (exponents, 17 digits): the careful pass does it all.
         return _parse_slow(_decode(buf.data[start:end], first_line, layout.file), first_line,
@@ -559,8 +636,12 @@ def _parse_piece(
 
 
 # --------------------------------------------------------------------------------------------
-# Pieces of a buffer, on all cores
+# Blocks of a file, pieces of a block, on all cores
 # --------------------------------------------------------------------------------------------
+
+# The file is read in blocks into one reused buffer: fresh memory is slow to touch (page faults),
+# and a 200 MB file then costs 8 MiB of buffer rather than 200 MB.
+_BLOCK_BYTES = 8 * 1024 * 1024
 
 
 def _workers() -> int:
@@ -568,101 +649,39 @@ def _workers() -> int:
 
 
 class _Buffer:
-    """Bytes to parse with ``_PAD`` spare bytes on both sides, and numpy views of them."""
+    """A byte buffer with ``_PAD`` spare bytes on both sides, and numpy views of it."""
 
-    def __init__(self, size: int):
-        self.data = bytearray(_PAD + (size + _PAD + 7) // 8 * 8 + _PAD)
-        self.start = _PAD
-        self.end = _PAD + size
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.data = bytearray(_PAD + (capacity + 7) // 8 * 8 + _PAD)
+        self.start = self.end = _PAD
         self.u8 = np.frombuffer(self.data, np.uint8)
         self.words = np.frombuffer(self.data, np.uint64)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> _Buffer:
-        b = cls(len(data))
-        b.data[b.start:b.end] = data
-        return b
+        buf = cls(len(data))
+        buf.data[_PAD:_PAD + len(data)] = data
+        buf.end = _PAD + len(data)
+        return buf
 
 
-def _normalise(buf: _Buffer) -> _Buffer:
-    """CRLF to LF, and a final newline; everything else is the careful pass's business."""
-    if buf.data.find(b"\r", buf.start, buf.end) >= 0:
-        buf = _Buffer.from_bytes(bytes(buf.data[buf.start:buf.end]).replace(b"\r\n", b"\n"))
-    if buf.end > buf.start and buf.data[buf.end - 1] != 10:
-        buf.data[buf.end] = 10  # the padding has room
-        buf.end += 1
-    return buf
+@dataclass
+class _Block:
+    """Complete lines of a file in a buffer, cut into pieces for the workers."""
 
+    buf: _Buffer
+    pieces: list[tuple[int, int, int, int]]  # (start, end, first line, line offset in block)
+    n_lines: int
+    first_line: int
 
-def _parse_buffer(
-    buf: _Buffer,
-    start: int,
-    first_line: int,
-    layout: _Layout,
-    pool: ThreadPoolExecutor | None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Parse the lines in ``buf.data[start:buf.end]`` into X (rows, features) and y (or None)."""
-    data = buf.data
-    stop = buf.end
-    bounds: list[tuple[int, int, int]] = []  # (start, end, first line)
-    pos, line = start, first_line
-    while pos < stop:
-        cut = data.find(b"\n", min(pos + _PIECE_BYTES, stop - 1), stop)
-        cut = stop if cut < 0 else cut + 1
-        bounds.append((pos, cut, line))
-        line += data.count(b"\n", pos, cut)
-        pos = cut
-    n_lines = line - first_line
-    d = layout.n_features
-    has_target = len(layout.used) > d
-    # Pieces write straight into the result: no copy of the whole matrix at the end.
-    X = np.empty((n_lines, d), np.float64)
-    y = np.empty(n_lines, np.float64) if has_target else None
-    row_starts = [b[2] - first_line for b in bounds]
+    @property
+    def start(self) -> int:
+        return self.pieces[0][0]
 
-    def work(i: int) -> int:
-        s, e, first = bounds[i]
-        vals = _parse_piece(buf, s, e, first, layout)
-        r0, r1 = row_starts[i], row_starts[i] + len(vals)
-        X[r0:r1] = vals[:, :d]
-        if y is not None:
-            y[r0:r1] = vals[:, d]
-        return len(vals)
-
-    if pool is None or len(bounds) < 2:
-        counts = [work(i) for i in range(len(bounds))]
-    else:
-        futures = [pool.submit(work, i) for i in range(len(bounds))]
-        try:
-            counts = [f.result() for f in futures]  # in order: the first error in the file wins
-        finally:
-            for f in futures:
-                f.cancel()
-    rows = sum(counts)
-    if rows != n_lines:  # blank lines were skipped: close the gaps
-        at = 0
-        for r0, count in zip(row_starts, counts, strict=True):
-            if at != r0:
-                X[at:at + count] = X[r0:r0 + count]
-                if y is not None:
-                    y[at:at + count] = y[r0:r0 + count]
-            at += count
-        X, y = X[:rows], (y[:rows] if y is not None else None)
-    return X, y
-
-
-def _check_rows(layout: _Layout, rows: int, y_min: float, y_max: float, target: str) -> None:
-    if rows < 2:
-        raise DataError(f"file {layout.file!r} has {rows} data row{'s' if rows != 1 else ''}; "
-                        "at least 2 are needed", line=rows + 1)
-    if y_min == y_max:
-        raise DataError(f"target column {target!r} is constant (every row is {y_min:g}); "
-                        "there is nothing to learn", column=target)
-
-
-# --------------------------------------------------------------------------------------------
-# Opening files
-# --------------------------------------------------------------------------------------------
+    @property
+    def end(self) -> int:
+        return self.pieces[-1][1]
 
 
 def _open(path: str | os.PathLike[str]):
@@ -677,39 +696,180 @@ def _open(path: str | os.PathLike[str]):
         raise DataError(f"cannot read {str(path)!r}: {exc.strerror}") from None
 
 
-def _read_header(fh, path: str | os.PathLike[str]) -> tuple[bytes, str]:
-    """The header line's bytes (with its newline) and its text."""
-    raw = fh.readline()
-    if not raw:
-        raise DataError(f"file {str(path)!r} is empty")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"file {str(path)!r} is not UTF-8 text (line 1)", line=1) from None
-    return raw, text.rstrip("\r\n")
+class _FileBlocks:
+    """A CSV file as its header line and then blocks of complete data lines; hashes every byte."""
+
+    def __init__(self, path: str | os.PathLike[str], block_bytes: int | None = None):
+        block_bytes = block_bytes or _BLOCK_BYTES
+        self.path = str(path)
+        self.file = Path(path).name
+        self._fh = _open(path)
+        try:
+            self.size = os.fstat(self._fh.fileno()).st_size
+            self.hasher = hashlib.sha256()
+            self._buf = _Buffer(block_bytes)
+            self._unhashed = (0, 0)
+            self._eof = False
+            while not self._eof and self._buf.data.find(b"\n", _PAD, self._buf.end) < 0:
+                self._fill()
+            buf = self._buf
+            if buf.end == _PAD:
+                raise DataError(f"file {self.path!r} is empty")
+            cut = buf.data.find(b"\n", _PAD, buf.end)
+            cut = buf.end if cut < 0 else cut
+            try:
+                text = buf.data[_PAD:cut].decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"file {self.path!r} is not UTF-8 text (line 1)", line=1) from None
+            self.header_text = text.rstrip("\r").lstrip("\ufeff")
+            buf.start = min(cut + 1, buf.end)
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def __enter__(self) -> _FileBlocks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+    def hash_pending(self) -> None:
+        """Hash the bytes read since the last call (callers overlap this with parsing)."""
+        at, n = self._unhashed
+        if n:
+            self.hasher.update(memoryview(self._buf.data)[at:at + n])
+            self._unhashed = (0, 0)
+
+    def _fill(self) -> None:
+        """Move the unparsed tail to the front and read more after it; grow for long lines."""
+        self.hash_pending()
+        buf = self._buf
+        carry = buf.end - buf.start
+        if carry >= buf.capacity // 2:  # a line longer than half the buffer: make room
+            bigger = _Buffer(buf.capacity * 2)
+            bigger.data[_PAD:_PAD + carry] = buf.data[buf.start:buf.end]
+            bigger.end = _PAD + carry
+            self._buf = buf = bigger
+        elif buf.start != _PAD:
+            buf.data[_PAD:_PAD + carry] = buf.data[buf.start:buf.end]
+            buf.start, buf.end = _PAD, _PAD + carry
+        view = memoryview(buf.data)[buf.end:_PAD + buf.capacity]
+        n = self._fh.readinto(view)
+        if not n:
+            self._eof = True
+            return
+        self._unhashed = (buf.end, n)
+        buf.end += n
+
+    def __iter__(self) -> Iterator[_Block]:
+        line = 2
+        while True:
+            buf = self._buf
+            if self._eof:
+                if buf.end > buf.start and buf.data[buf.end - 1] != 10:
+                    buf.data[buf.end] = 10  # a last line without a newline; the padding has room
+                    buf.end += 1
+                cut = buf.end
+            else:
+                cut = buf.data.rfind(b"\n", buf.start, buf.end) + 1
+            if cut > buf.start:
+                block = _make_block(buf, buf.start, cut, line)
+                buf.start = cut
+                yield block
+                line += block.n_lines
+            if self._eof:
+                self.hash_pending()
+                return
+            self._fill()
 
 
-def _first_data_line(buf: _Buffer, start: int, layout: _Layout) -> tuple[str, int] | None:
-    """The first non-blank line at or after ``start`` and its offset in lines, or None."""
-    data = buf.data
+def _make_block(buf: _Buffer, start: int, end: int, first_line: int) -> _Block:
+    if buf.data.find(b"\r", start, end) >= 0:  # CRLF: a private copy without the CRs
+        buf = _Buffer.from_bytes(bytes(buf.data[start:end]).replace(b"\r\n", b"\n"))
+        start, end = buf.start, buf.end
+    pieces = []
     pos, offset = start, 0
-    while pos < buf.end:
-        cut = data.find(b"\n", pos, buf.end)
-        cut = buf.end if cut < 0 else cut
-        line = _decode(memoryview(data)[pos:cut], 2 + offset, layout.file).rstrip("\r")
-        if line.strip():
-            return line, offset
-        pos, offset = cut + 1, offset + 1
+    data, u8 = buf.data, buf.u8
+    while pos < end:
+        cut = data.find(b"\n", min(pos + _PIECE_BYTES, end - 1), end) + 1
+        pieces.append((pos, cut, first_line + offset, offset))
+        offset += int(np.count_nonzero(u8[pos:cut] == 10))
+        pos = cut
+    return _Block(buf, pieces, offset, first_line)
+
+
+def _first_data_line(block: _Block, file: str) -> tuple[str, int] | None:
+    """The first non-blank line of a block and its line number, or None."""
+    data, pos = block.buf.data, block.start
+    line = block.first_line
+    while pos < block.end:
+        cut = data.find(b"\n", pos, block.end)
+        text = _decode(data[pos:cut], line, file)
+        if text.strip():
+            return text, line
+        pos, line = cut + 1, line + 1
     return None
 
 
-def _hash_in_thread(view: memoryview) -> tuple[threading.Thread, list[str]]:
-    """sha256 of ``view`` on another core (hashlib lets go of the GIL) while numpy parses."""
-    result: list[str] = []
-    thread = threading.Thread(target=lambda: result.append(hashlib.sha256(view).hexdigest()),
-                              daemon=True)
-    thread.start()
-    return thread, result
+def _parse_block(
+    block: _Block,
+    layout: _Layout,
+    pool: ThreadPoolExecutor | None,
+    X: np.ndarray,
+    y: np.ndarray | None,
+    row0: int,
+    while_waiting: Any = None,
+) -> int:
+    """Parse a block into ``X[row0:]`` (and ``y``); returns the rows written (blank lines skip)."""
+    d = layout.n_features
+
+    def work(i: int) -> int:
+        s, e, first, offset = block.pieces[i]
+        vals = _parse_piece(block.buf, s, e, first, layout)
+        r0 = row0 + offset
+        X[r0:r0 + len(vals)] = vals[:, :d]
+        if y is not None:
+            y[r0:r0 + len(vals)] = vals[:, d]
+        return len(vals)
+
+    if pool is None or len(block.pieces) < 2:
+        if while_waiting is not None:
+            while_waiting()
+        counts = [work(i) for i in range(len(block.pieces))]
+    else:
+        futures = [pool.submit(work, i) for i in range(len(block.pieces))]
+        try:
+            if while_waiting is not None:
+                while_waiting()
+            counts = [f.result() for f in futures]  # in order: the first error in the file wins
+        finally:
+            for f in futures:
+                f.cancel()
+    rows = sum(counts)
+    if rows != block.n_lines:  # blank lines were skipped: close the gaps
+        at = row0
+        for (_, _, _, offset), count in zip(block.pieces, counts, strict=True):
+            if at != row0 + offset:
+                X[at:at + count] = X[row0 + offset:row0 + offset + count]
+                if y is not None:
+                    y[at:at + count] = y[row0 + offset:row0 + offset + count]
+            at += count
+    return rows
+
+
+def _check_rows(layout: _Layout, rows: int, y_min: float, y_max: float, target: str) -> None:
+    if rows < 2:
+        raise DataError(f"file {layout.file!r} has {rows} data row{'s' if rows != 1 else ''}; "
+                        "at least 2 are needed", line=rows + 1)
+    if y_min == y_max:
+        raise DataError(f"target column {target!r} is constant (every row is {y_min:g}); "
+                        "there is nothing to learn", column=target)
+
+
+def _grow(a: np.ndarray, rows: int, capacity: int) -> np.ndarray:
+    bigger = np.empty((capacity,) + a.shape[1:], a.dtype)
+    bigger[:rows] = a[:rows]
+    return bigger
 
 
 # --------------------------------------------------------------------------------------------
@@ -721,44 +881,35 @@ def read_csv(
     path: str | os.PathLike[str], target: str, features: Sequence[str] | None = None
 ) -> Dataset:
     """Read and validate a CSV file whole: ``target`` is y, ``features`` (default: the rest) X."""
-    with _open(path) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        raw = _Buffer(size)
-        view = memoryview(raw.data)[raw.start:raw.end]
-        got = 0
-        while got < size:  # readinto may return less than asked
-            n = fh.readinto(view[got:])
-            if not n:
-                break
-            got += n
-    raw.end = raw.start + got
-    view = memoryview(raw.data)[raw.start:raw.end]
-    if got == 0:
-        raise DataError(f"file {str(path)!r} is empty")
-    hasher, digest = _hash_in_thread(view)
-    try:
-        file = Path(path).name
-        header_end = raw.data.find(b"\n", raw.start, raw.end)
-        header_end = raw.end if header_end < 0 else header_end
-        header_text = _decode(raw.data[raw.start:header_end], 1, str(path)).rstrip("\r")
-        layout = _make_layout(_parse_header(header_text, file), target, features, file)
-        buf = _normalise(raw)
-        body = buf.data.find(b"\n", buf.start, buf.end) + 1 or buf.end
-        first = _first_data_line(buf, body, layout)
-        if first is None:
-            _check_rows(layout, 0, 0.0, 1.0, target)
-            raise AssertionError("unreachable")
-        layout = _with_kinds(layout, first[0], 2 + first[1])
+    with _FileBlocks(path) as blocks:
+        layout = _make_layout(_parse_header(blocks.header_text, blocks.file), target, features,
+                              blocks.file)
+        d = layout.n_features
+        X = np.empty((0, d))
+        y = np.empty(0)
+        rows = 0
         with ThreadPoolExecutor(_workers()) as pool:
-            X, y = _parse_buffer(buf, body, 2, layout, pool if size > 4 * _PIECE_BYTES else None)
-        assert y is not None
-        rows = len(y)
-        _check_rows(layout, rows, float(y.min()) if rows else 0.0,
-                    float(y.max()) if rows else 1.0, target)
-    finally:
-        hasher.join()
-    fingerprint = Fingerprint(file=file, rows=rows, columns=list(layout.names), sha256=digest[0])
-    return Dataset(X=X, y=y, feature_names=list(layout.names[:layout.n_features]), target=target,
+            for block in blocks:
+                if not layout.is_bool:
+                    first = _first_data_line(block, blocks.file)
+                    if first is None:
+                        continue
+                    layout = _with_kinds(layout, *first)
+                if rows + block.n_lines > len(y):
+                    # Guess the total from this block's bytes per line; untouched rows of a
+                    # generous guess cost no memory, too small a guess costs one copy.
+                    per_line = (block.end - block.start) / block.n_lines
+                    guess = int(blocks.size / per_line * 1.1) + 1024
+                    capacity = max(rows + block.n_lines, guess, len(y) * 3 // 2)
+                    X, y = _grow(X, rows, capacity), _grow(y, rows, capacity)
+                rows += _parse_block(block, layout, pool, X, y, rows, blocks.hash_pending)
+        digest = blocks.hasher.hexdigest()
+    X, y = X[:rows], y[:rows]
+    _check_rows(layout, rows, float(y.min()) if rows else 0.0, float(y.max()) if rows else 1.0,
+                target)
+    fingerprint = Fingerprint(file=blocks.file, rows=rows, columns=list(layout.names),
+                              sha256=digest)
+    return Dataset(X=X, y=y, feature_names=list(layout.names[:d]), target=target,
                    fingerprint=fingerprint)
 
 
@@ -770,57 +921,24 @@ def should_stream(path: str | os.PathLike[str]) -> bool:
         raise DataError(f"file {str(path)!r} does not exist") from None
 
 
-class _LineChunks:
-    """Iterate over a file's data lines in chunks of at most ``chunk_rows`` lines, hashing them."""
-
-    def __init__(self, path: str | os.PathLike[str], chunk_rows: int, target: str | None,
-                 features: Sequence[str] | None):
-        if chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-        self.path = path
-        self.chunk_rows = chunk_rows
-        self.file = Path(path).name
-        with _open(path) as fh:
-            _, header_text = _read_header(fh, path)
-        self.header_text = header_text.lstrip("\ufeff")
-        self.layout = _make_layout(_parse_header(header_text, self.file), target, features,
-                                   self.file)
-
-    def pieces(self, hasher: Any) -> Iterator[tuple[_Buffer, int]]:
-        """Yield (buffer of complete lines, line number of its first line)."""
-        read_size = 4 * 1024 * 1024
-        with _open(self.path) as fh:
-            header_raw, _ = _read_header(fh, self.path)
-            hasher.update(header_raw)
-            line = 2
-            pending: list[bytes] = []
-            pending_lines = 0
-            eof = False
-            while not eof:
-                block = fh.read(read_size)
-                if block:
-                    hasher.update(block)
-                    pending.append(block)
-                    pending_lines += block.count(b"\n")
-                else:
-                    eof = True
-                if pending_lines < self.chunk_rows and not eof:
+def _iter_row_blocks(
+    path: str | os.PathLike[str], header_layout: _Layout, pool: ThreadPoolExecutor
+) -> Iterator[tuple[_FileBlocks, _Block, np.ndarray, np.ndarray | None, int]]:
+    """Yield (file, block, X, y, rows) for each block of a file, parsed."""
+    with _FileBlocks(path) as blocks:
+        if _parse_header(blocks.header_text, blocks.file) != header_layout.header:
+            raise DataError(f"file {blocks.file!r} changed: its header is different now", line=1)
+        layout = header_layout
+        for block in blocks:
+            if not layout.is_bool:
+                first = _first_data_line(block, blocks.file)
+                if first is None:
                     continue
-                data = b"".join(pending)
-                if eof and data and not data.endswith(b"\n"):
-                    data += b"\n"
-                nl = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
-                pos = 0
-                i = 0
-                while len(nl) - i >= self.chunk_rows or (eof and i < len(nl)):
-                    j = min(i + self.chunk_rows, len(nl))
-                    cut = int(nl[j - 1]) + 1
-                    yield _normalise(_Buffer.from_bytes(data[pos:cut])), line
-                    line += j - i
-                    pos, i = cut, j
-                rest = data[pos:]
-                pending = [rest] if rest else []
-                pending_lines = len(nl) - i
+                layout = _with_kinds(layout, *first)
+            X = np.empty((block.n_lines, layout.n_features))
+            y = np.empty(block.n_lines) if len(layout.used) > layout.n_features else None
+            rows = _parse_block(block, layout, pool, X, y, 0, blocks.hash_pending)
+            yield blocks, block, X, y, rows
 
 
 class ChunkReader:
@@ -828,41 +946,53 @@ class ChunkReader:
 
     def __init__(self, path: str | os.PathLike[str], target: str,
                  features: Sequence[str] | None = None, chunk_rows: int = 65536):
-        self._lines = _LineChunks(path, chunk_rows, target, features)
-        self._layout: _Layout | None = None
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        with _FileBlocks(path, block_bytes=64 * 1024) as blocks:
+            self._layout = _make_layout(_parse_header(blocks.header_text, blocks.file), target,
+                                        features, blocks.file)
         self.path = Path(path)
         self.target = target
-        self.feature_names = list(self._lines.layout.names[:self._lines.layout.n_features])
+        self.feature_names = list(self._layout.names[:self._layout.n_features])
         self.chunk_rows = chunk_rows
         self.fingerprint: Fingerprint | None = None  # known after one complete pass
 
     def __iter__(self) -> Iterator[Chunk]:
-        hasher = hashlib.sha256()
-        layout = self._layout
-        rows = 0
+        size, d = self.chunk_rows, self._layout.n_features
+        rows = 0  # rows yielded
         y_min, y_max = math.inf, -math.inf
+        X_part, y_part, filled = np.empty((size, d)), np.empty(size), 0
+        digest = ""
         with ThreadPoolExecutor(_workers()) as pool:
-            for buf, line in self._lines.pieces(hasher):
-                if layout is None:
-                    first = _first_data_line(buf, buf.start, self._lines.layout)
-                    if first is None:
-                        continue
-                    layout = _with_kinds(self._lines.layout, first[0], line + first[1])
-                    self._layout = layout
-                X, y = _parse_buffer(buf, buf.start, line, layout, pool)
+            for blocks, _, X, y, n in _iter_row_blocks(self.path, self._layout, pool):
                 assert y is not None
-                if not len(y):
-                    continue
-                y_min, y_max = min(y_min, float(y.min())), max(y_max, float(y.max()))
-                yield Chunk(X=X, y=y, start_row=rows)
-                rows += len(y)
-        _check_rows(layout or self._lines.layout, rows, y_min if rows else 0.0,
-                    y_max if rows else 1.0, self.target)
-        digest = hasher.hexdigest()
-        if self.fingerprint is not None and self.fingerprint.sha256 != digest:
-            raise DataError(f"file {self._lines.file!r} changed between passes")
-        self.fingerprint = Fingerprint(file=self._lines.file, rows=rows,
-                                       columns=list(self._lines.layout.names), sha256=digest)
+                if n:
+                    y_min, y_max = min(y_min, float(y[:n].min())), max(y_max, float(y[:n].max()))
+                i = 0
+                while i < n:
+                    if filled == 0 and n - i >= size:  # a whole chunk: hand out a view
+                        yield Chunk(X=X[i:i + size], y=y[i:i + size], start_row=rows)
+                        rows, i = rows + size, i + size
+                        continue
+                    take = min(size - filled, n - i)
+                    X_part[filled:filled + take] = X[i:i + take]
+                    y_part[filled:filled + take] = y[i:i + take]
+                    filled, i = filled + take, i + take
+                    if filled == size:
+                        yield Chunk(X=X_part, y=y_part, start_row=rows)
+                        rows += size
+                        X_part, y_part, filled = np.empty((size, d)), np.empty(size), 0
+                digest = blocks.hasher  # the last block's file object hashes the whole file
+            if filled:
+                yield Chunk(X=X_part[:filled], y=y_part[:filled], start_row=rows)
+                rows += filled
+        _check_rows(self._layout, rows, y_min if rows else 0.0, y_max if rows else 1.0,
+                    self.target)
+        sha256 = digest.hexdigest() if digest else hashlib.sha256(b"").hexdigest()
+        if self.fingerprint is not None and self.fingerprint.sha256 != sha256:
+            raise DataError(f"file {self._layout.file!r} changed between passes")
+        self.fingerprint = Fingerprint(file=self._layout.file, rows=rows,
+                                       columns=list(self._layout.names), sha256=sha256)
 
 
 def iter_chunks(
@@ -880,23 +1010,22 @@ def iter_prediction_chunks(
 ) -> Iterator[tuple[str, list[str], np.ndarray]]:
     """Yield (header line, data lines, X) per chunk for batch scoring; other columns are ignored.
 
-    ``lines`` are the file's non-blank data lines without their line ends, row for row with X,
-    so a caller can write each line back with a prediction appended.
+    ``lines`` are the file's non-blank data lines without their line ends, row for row with X
+    (at most ``chunk_rows`` of them), so a caller can write each line back with a prediction.
     """
-    reader = _LineChunks(path, chunk_rows, None, list(feature_names))
-    layout: _Layout | None = None
-    hasher = hashlib.sha256()  # unused, but the reader hashes as it goes
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    with _FileBlocks(path, block_bytes=64 * 1024) as blocks:
+        header_text = blocks.header_text
+        layout = _make_layout(_parse_header(header_text, blocks.file), None, list(feature_names),
+                              blocks.file)
     with ThreadPoolExecutor(_workers()) as pool:
-        for buf, line in reader.pieces(hasher):
-            if layout is None:
-                first = _first_data_line(buf, buf.start, reader.layout)
-                if first is None:
-                    continue
-                layout = _with_kinds(reader.layout, first[0], line + first[1])
-            X, _ = _parse_buffer(buf, buf.start, line, layout, pool)
-            text = _decode(memoryview(buf.data)[buf.start:buf.end], line, reader.file)
-            lines = [s for s in text.split("\n")[:-1] if s.strip()]
-            yield reader.header_text, lines, X
+        for blocks, block, X, _, n in _iter_row_blocks(path, layout, pool):
+            text = _decode(block.buf.data[block.start:block.end], block.first_line, blocks.file)
+            lines = [line for line in text.split("\n")[:-1] if line.strip()]
+            for i in range(0, n, chunk_rows):
+                j = min(i + chunk_rows, n)
+                yield header_text, lines[i:j], X[i:j]
 
 
 # --------------------------------------------------------------------------------------------

@@ -180,7 +180,11 @@ def test_short_decimals_are_bit_exact_on_the_fast_path(tmp_path):
     assert np.array_equal(ds.X, expected[:, :3]) and np.array_equal(ds.y, expected[:, 3])
 
 
-def test_threaded_read_of_a_larger_file_matches_the_written_values(wide_csv):
+@pytest.mark.parametrize("block_bytes", [None, 1000, 300_000])
+def test_threaded_read_of_a_larger_file_matches_the_written_values(wide_csv, monkeypatch,
+                                                                    block_bytes):
+    if block_bytes:  # blocks smaller than a line, and blocks that split the file unevenly
+        monkeypatch.setattr(data, "_BLOCK_BYTES", block_bytes)
     ds = read_csv(wide_csv, "y")
     lines = wide_csv.read_text().splitlines()[1:]
     expected = np.array([[float(t) for t in line.split(",")] for line in lines])
@@ -377,7 +381,10 @@ def test_chunks_equal_the_whole_file(houses_csv, chunk_rows):
     assert reader.fingerprint == whole.fingerprint
 
 
-def test_chunks_of_a_larger_file_and_a_second_pass(wide_csv):
+@pytest.mark.parametrize("block_bytes", [None, 4096, 100_000])
+def test_chunks_of_a_larger_file_and_a_second_pass(wide_csv, monkeypatch, block_bytes):
+    if block_bytes:
+        monkeypatch.setattr(data, "_BLOCK_BYTES", block_bytes)
     whole = read_csv(wide_csv, "y", features=["x5", "x0"])
     reader = iter_chunks(wide_csv, "y", features=["x5", "x0"], chunk_rows=10_000)
     for _ in range(2):  # the trainer passes once for the scaler, then once per epoch
@@ -397,7 +404,8 @@ def test_chunks_with_blank_lines_crlf_and_no_final_newline(tmp_path):
     assert sum(len(c.y) for c in chunks) == 4
 
 
-def test_streamed_error_after_good_chunks_has_the_file_line(houses_csv, tmp_path):
+def test_streamed_error_after_good_chunks_has_the_file_line(houses_csv, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_BLOCK_BYTES", 16 * 1024)  # errors surface block by block
     lines = houses_csv.read_text().splitlines()
     lines[2500] = lines[2500].replace(",", ",x", 1)
     path = write(tmp_path, "\n".join(lines) + "\n")
