@@ -180,7 +180,7 @@ def test_short_decimals_are_bit_exact_on_the_fast_path(tmp_path):
     assert np.array_equal(ds.X, expected[:, :3]) and np.array_equal(ds.y, expected[:, 3])
 
 
-@pytest.mark.parametrize("block_bytes", [None, 1000, 300_000])
+@pytest.mark.parametrize("block_bytes", [None, 3000, 300_000])
 def test_threaded_read_of_a_larger_file_matches_the_written_values(wide_csv, monkeypatch,
                                                                     block_bytes):
     if block_bytes:  # blocks smaller than a line, and blocks that split the file unevenly
@@ -381,7 +381,7 @@ def test_chunks_equal_the_whole_file(houses_csv, chunk_rows):
     assert reader.fingerprint == whole.fingerprint
 
 
-@pytest.mark.parametrize("block_bytes", [None, 4096, 100_000])
+@pytest.mark.parametrize("block_bytes", [None, 20_000, 100_000])
 def test_chunks_of_a_larger_file_and_a_second_pass(wide_csv, monkeypatch, block_bytes):
     if block_bytes:
         monkeypatch.setattr(data, "_BLOCK_BYTES", block_bytes)
@@ -548,3 +548,25 @@ def test_plain_numbers_never_need_the_careful_pass(houses_csv, monkeypatch):
     columns["y"] = y
     path = write_csv(houses_csv.parent / "plain.csv", columns, default_format="%.4f")
     assert read_csv(path, "y").fingerprint.rows == 30_000
+
+
+def test_numpy_savetxt_default_format_and_its_errors(tmp_path):
+    X, y, _, _ = make_regression(5000, 3, seed=2)
+    matrix = np.column_stack([X, y])
+    path = tmp_path / "savetxt.csv"
+    np.savetxt(path, matrix, delimiter=",", header="a,b,c,y", comments="")  # '%.18e'
+    ds = read_csv(path, "y")
+    assert np.array_equal(ds.X, X) and np.array_equal(ds.y, y)
+    lines = path.read_text().splitlines()
+    for bad, pattern in [("nan", r"'nan' is not a finite number"),
+                         ("1.5e", r"'1.5e' is not a number")]:
+        changed = list(lines)
+        changed[4321] = changed[4321].rsplit(",", 1)[0] + "," + bad
+        write(tmp_path, "\n".join(changed) + "\n", "bad.csv")
+        with pytest.raises(DataError, match=rf"column 'y', line 4322: {pattern}"):
+            read_csv(tmp_path / "bad.csv", "y")
+    changed = list(lines)
+    changed[1234] += ",7"
+    write(tmp_path, "\n".join(changed) + "\n", "bad.csv")
+    with pytest.raises(DataError, match=r"^line 1235 has 5 fields, the header has 4$"):
+        read_csv(tmp_path / "bad.csv", "y", features=["a"])
