@@ -188,7 +188,7 @@ def test_a_failing_job_ends_failed_with_the_reason(client, store):
 
 
 def test_a_second_retrain_while_one_runs_is_409_naming_the_job(client, store, csv_bytes):
-    big = write_houses_csv(store.root.parent / "big.csv", 100_000, seed=4).read_bytes()
+    big = write_houses_csv(store.root.parent / "big.csv", 20_000, seed=4).read_bytes()
     first = client.post("/retrain?target=price&epochs=50", data=big, content_type="text/csv",
                         headers=AUTH)
     assert first.status_code == 202
