@@ -193,7 +193,7 @@ def _fit_in_memory(reg, path, target, features, fraction, seed, progress) -> _Sp
         progress("read", 0, 1)
     ds = data_module.read_csv(path, target, features)
     mask = _holdout(0, len(ds.y), fraction, seed)
-    if len(ds.y) - int(mask.sum()) < 2:
+    if not mask.any() or len(ds.y) - int(mask.sum()) < 2:  # 2 rows: none held out
         raise DataError(f"need at least 3 data rows to train and evaluate, got {len(ds.y)}")
     keep = ~mask
     X_train, y_train = ds.X[keep], ds.y[keep]
