@@ -279,10 +279,10 @@ def _gate(store, candidate: LinearModel, split: _Split, cand: Mapping[str, Any],
     if set(active.feature_names) != set(candidate.feature_names) or (
         active.target != candidate.target
     ):
-        what = (
-            f"features {list(candidate.feature_names)} -> {list(active.feature_names)}"
+        what = (  # active -> candidate: what promoting it would change
+            f"features {list(active.feature_names)} -> {list(candidate.feature_names)}"
             if set(active.feature_names) != set(candidate.feature_names)
-            else f"target {candidate.target!r} -> {active.target!r}"
+            else f"target {active.target!r} -> {candidate.target!r}"
         )
         if force:
             reason = f"forced: the candidate differs from the active model ({what})"
