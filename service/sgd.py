@@ -371,10 +371,13 @@ class SGDRegressor:
     max_iter : int
         Maximum number of epochs (passes over the data).
     tol : float or None
-        An epoch "improves" when the monitored loss drops by more than ``tol``; None disables
-        the stopping rule and runs ``max_iter`` epochs.
+        An epoch "improves" when the monitored loss drops by more than ``tol`` times the best
+        loss so far (relative, so it means the same on any data). None disables the stopping
+        rule and runs ``max_iter`` epochs.
     n_iter_no_change : int
-        Epochs without improvement before the schedule adapts or training stops.
+        Epochs without improvement that make a plateau. At a plateau the schedule adapts
+        (adaptive divides the step by 5) or, when it cannot or the previous adaptation brought
+        no improvement, training stops.
     early_stopping : bool
         Monitor the loss on a held-out ``validation_fraction`` instead of the training loss, and
         keep the weights of the best validation epoch.
