@@ -12,8 +12,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Trains the default model from the bundled sample when the store is empty, then serves it on
+# http://127.0.0.1:8000 with a local API token for the write endpoints (kept in .sgdserve-token).
 run: $(STAMP)
-	$(BIN)/python -m service.cli demo
+	@$(BIN)/sgdserve train --sample --if-empty
+	@test -s .sgdserve-token || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > .sgdserve-token
+	@echo "API token for POST /retrain and /models/<id>/activate: $${SGDSERVE_API_TOKEN:-$$(cat .sgdserve-token)}"
+	SGDSERVE_API_TOKEN=$${SGDSERVE_API_TOKEN:-$$(cat .sgdserve-token)} $(BIN)/sgdserve serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
