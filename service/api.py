@@ -305,7 +305,16 @@ def retrain() -> Response:
             os.close(fd)
         jobs.remove_job_dir(directory)
         raise
-    jobs.start(store, job_id, fd, on_exit=st.job_finished)
+    try:
+        jobs.start(store, job_id, fd, on_exit=st.job_finished)  # closes fd, here or in the child
+    except OSError as exc:  # fork/exec failed: the job is already marked failed
+        jobs.remove_job_dir(directory)
+        raise APIError(
+            f"cannot start the training process: {exc.strerror or exc}",
+            status_code=503,
+            code="unavailable",
+            job_id=job_id,
+        ) from None
 
     status_url = url_for("api.retrain_status", job_id=job_id)
     if wait > 0:

@@ -392,6 +392,7 @@ def document(
                     "413": _error("Upload over SGDSERVE_MAX_UPLOAD_BYTES (JSON rows: over "
                                   "SGDSERVE_MAX_BODY_BYTES)."),
                     "415": _error("Unsupported Content-Type."),
+                    "503": _error("The training process could not be started."),
                 },
             }
         },

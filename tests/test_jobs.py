@@ -458,3 +458,20 @@ def test_parse_params_maps_names_onto_the_regressor():
                    "penalty": "none", "alpha": 0.0},
     }
     assert orjson.loads(orjson.dumps(spec)) == spec  # stored in the job file as JSON
+
+
+def test_a_training_process_that_cannot_start_is_503_and_releases_the_lock(
+    client, store, csv_bytes, monkeypatch
+):
+    def no_fork(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", no_fork)
+    r = post_retrain(client, "csv", csv_bytes)
+    assert r.status_code == 503
+    error = error_of(r)
+    assert error["code"] == "unavailable"
+    assert "Resource temporarily unavailable" in error["message"]
+    assert store.read_job(error["job_id"])["status"] == "failed"
+    assert store.is_locked() is None
+    assert list_job_dirs(store) == []
