@@ -5,14 +5,17 @@ whole; :func:`iter_chunks` streams one that is larger than memory, chunk by chun
 validation. Every problem is a :class:`~service.errors.DataError` whose message names the column
 and the 1-based line of the file (line 1 is the header).
 
-How the reader is fast: the file is read as bytes and parsed by numpy in pieces of about 256 KiB,
-on every core. For each field it finds the decimal point with bit tricks on 8-byte words and turns
+How the reader is fast. The file is read in 8 MiB blocks into one reused buffer (hashed while
+the blocks are parsed), and each block is cut into pieces of about 256 KiB that numpy parses on
+every core. For each field it finds the decimal point with bit tricks on 8-byte words and turns
 up to 8 integer and 8 fraction digits into an integer eight digits at a time (the SWAR method of
 simdjson); dividing that exact integer by 1e8 is one correctly rounded IEEE division, so the
-result is bit for bit what ``float(text)`` gives. Fields it cannot take that way (an exponent,
-more digits, spaces, yes/no words) go to a careful pure-Python pass, which also finds the exact
-column and line of every error. ``bench/read_bench.py`` compares it with numpy.loadtxt, the csv
-module and pandas; ``docs/benchmarks-data.md`` has the numbers.
+result is bit for bit what ``float(text)`` gives. The few fields it leaves (longer fractions,
+exponents, yes/no words with spaces) get a second vectorised pass and then ``float()``; pieces
+in another number format altogether go to numpy.loadtxt; and anything odd (quotes, blank lines,
+wrong field counts, bad values) to a careful pure-Python pass that finds the exact column and
+line of the error. ``bench/read_bench.py`` compares it with numpy.loadtxt, the csv module and
+pandas; ``docs/benchmarks-data.md`` has the numbers.
 """
 
 from __future__ import annotations
@@ -54,10 +57,11 @@ __all__ = [
     "write_rows_csv",
 ]
 
-# Files up to this size are read whole: the raw bytes plus the float64 matrix take about 1.9x the
-# file size at the peak (measured: 200 MB file -> 380 MB), so 512 MiB stays near 1 GiB, which a
-# small container has. Larger files stream in chunks: bounded memory, but one extra pass over the
-# file for the scaler statistics and one re-read per epoch.
+# Files up to this size are read whole. Reading whole holds the float64 values (8 bytes per
+# value, about 0.85x the size of a CSV with 7-digit numbers) plus an 8 MiB buffer: measured 182 MB
+# at the peak for a 204 MB file, so 512 MiB needs about 0.5 GB, which a small container has.
+# Larger files stream in chunks with bounded memory (60 MB for 65,536-row chunks), at the price
+# of re-reading and re-parsing the file on every pass (the scaler's, then one per epoch).
 STREAM_THRESHOLD_BYTES = 512 * 1024 * 1024
 
 # --------------------------------------------------------------------------------------------
@@ -453,7 +457,22 @@ def _parse_fast(u8: np.ndarray, words: np.ndarray, start: int, end: int,
     length = seps + start
     length -= starts
 
-    lead = _gather(words, starts)
+    # The first 16 bytes of each field: 3 aligned words and shifts.
+    q = starts >> 3
+    shift = (starts & 7).view(_U)
+    shift <<= _U(3)
+    back = _U(64) - shift  # a shift by 64 gives 0 in numpy
+    w0 = words.take(q)
+    q += 1
+    w1 = words.take(q)
+    q += 1
+    w2 = words.take(q)
+    lead = w0 >> shift
+    w0 = w1 << back
+    lead |= w0
+    second = w1 >> shift
+    w2 <<= back
+    second |= w2
     sign = lead.view(np.uint8)[::8] == 0x2D  # the first byte of each field
     # Index of the first '.' among the first 8 bytes, or 8: a zero-byte search on lead ^ '.'.
     x = lead ^ _DOTS
@@ -468,26 +487,15 @@ def _parse_fast(u8: np.ndarray, words: np.ndarray, start: int, end: int,
     dot >>= 3
     d = np.minimum(dot, length)  # the point, or the end of the field when there is none
 
-    # The 8 bytes before the point and the 8 after it lie in 3 aligned words from q.
-    pos = starts + d
-    pos -= 8
-    q = pos >> 3
-    shift = (pos & 7).view(_U)
-    shift <<= _U(3)
-    w0 = words.take(q)
-    q += 1
-    w1 = words.take(q)
-    q += 1
-    w2 = words.take(q)
-    back = _U(64) - shift
-    int_raw = w0 >> shift
-    w0 = w1 << back
-    int_raw |= w0
-    shift += _U(8)
-    back -= _U(8)
-    frac_raw = w1 >> shift  # numpy shifts by 64 give 0
-    w2 <<= back
-    frac_raw |= w2
+    # The 8 bytes before the point (d <= 8: all in lead) and the 8 after it (lead and second).
+    d8 = d.view(_U) << _U(3)
+    shift = _U(64) - d8
+    int_raw = lead << shift
+    d8 += _U(8)
+    frac_raw = lead >> d8
+    np.subtract(_U(64), d8, out=d8)
+    second <<= d8
+    frac_raw |= second
 
     k = d - sign  # integer digits
     shift = k.view(_U) << _U(3)
@@ -630,13 +638,25 @@ def _parse_other(
     return _parse_slow(text, first_line, layout)
 
 
+@dataclass
+class _Pending:
+    """Numeric fields of a piece the fast pass left, for one batched pass per block."""
+
+    rows: np.ndarray  # row in the piece
+    cols: np.ndarray  # index into the used columns
+    starts: np.ndarray
+    length: np.ndarray
+    lead: np.ndarray
+
+
 def _parse_piece(
     buf: _Buffer, start: int, end: int, first_line: int, layout: _Layout
-) -> np.ndarray:
-    """Parse the complete lines in ``buf.data[start:end]``: (rows, used columns) float64."""
+) -> tuple[np.ndarray, _Pending | None]:
+    """Parse the lines in ``buf.data[start:end]``: (rows, used columns) float64 and the fields
+    still to do (bad or unusual numbers; see :func:`_finish_pending`)."""
     fields = _parse_fast(buf.u8, buf.words, start, end, layout.n_columns)
     if fields is None:
-        return _parse_other(buf, start, end, first_line, layout)
+        return _parse_other(buf, start, end, first_line, layout), None
     used = list(layout.used)
     if used == list(range(layout.n_columns)):  # every column, in file order: no copies
         vals, good = fields.values, fields.ok
@@ -647,25 +667,42 @@ def _parse_piece(
         cols = [used[j] for j in bool_cols]
         vals[:, bool_cols], good[:, bool_cols] = _decode_bools(fields.lead[:, cols],
                                                                fields.length[:, cols])
+    if good.all():
+        return vals, None
     bad_rows, bad_cols = np.nonzero(~good)
-    if bad_rows.size:
-        numeric = ~np.array(layout.is_bool, bool)[bad_cols]
-        rows_n, cols_n = bad_rows[numeric], np.array(used)[bad_cols[numeric]]
-        value, ok = _parse_long(buf.words, fields.starts[rows_n, cols_n],
-                                fields.length[rows_n, cols_n], fields.lead[rows_n, cols_n])
-        vals[rows_n[ok], bad_cols[numeric][ok]] = value[ok]
-        good[rows_n[ok], bad_cols[numeric][ok]] = True
-        bad_rows, bad_cols = np.nonzero(~good)
     if bad_rows.size > max(64, good.size // 8):
         # Mostly another number format (exponents, 17 digits): numpy's own parser, or the
         # careful pass.
-        return _parse_other(buf, start, end, first_line, layout)
-    for r, j in zip(bad_rows.tolist(), bad_cols.tolist(), strict=True):
-        at = int(fields.starts[r, used[j]])
-        text = _decode(buf.data[at:at + int(fields.length[r, used[j]])], first_line + r,
-                       layout.file)
-        vals[r, j] = _convert(text, layout.is_bool[j], layout.names[j], first_line + r)
-    return vals
+        return _parse_other(buf, start, end, first_line, layout), None
+    file_cols = np.array(used)[bad_cols]
+    return vals, _Pending(bad_rows, bad_cols, fields.starts[bad_rows, file_cols],
+                          fields.length[bad_rows, file_cols], fields.lead[bad_rows, file_cols])
+
+
+def _finish_pending(
+    buf: _Buffer, layout: _Layout, pending: list[tuple[int, int, _Pending]]
+) -> list[tuple[int, int, float]]:
+    """Values for the fields the fast pass left, as (piece index, row, column, value) in file
+    order; raises the DataError of the first bad one. One vectorised pass for the whole block
+    (numpy calls on a few hundred fields cost their overhead, not their work)."""
+    if not pending:
+        return []
+    piece = np.concatenate([np.full(len(p.rows), i) for i, _, p in pending])
+    rows = np.concatenate([p.rows for _, _, p in pending])
+    cols = np.concatenate([p.cols for _, _, p in pending])
+    starts = np.concatenate([p.starts for _, _, p in pending])
+    length = np.concatenate([p.length for _, _, p in pending])
+    lead = np.concatenate([p.lead for _, _, p in pending])
+    first_lines = {i: first for i, first, _ in pending}
+    values, ok = _parse_long(buf.words, starts, length, lead)
+    numeric = ~np.array(layout.is_bool, bool)[cols]
+    ok &= numeric
+    for k in np.flatnonzero(~ok).tolist():  # in file order: pieces, then rows, then columns
+        line = first_lines[int(piece[k])] + int(rows[k])
+        j = int(cols[k])
+        text = _decode(buf.data[int(starts[k]):int(starts[k] + length[k])], line, layout.file)
+        values[k] = _convert(text, layout.is_bool[j], layout.names[j], line)
+    return list(zip(piece.tolist(), rows.tolist(), cols.tolist(), values.tolist(), strict=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -856,28 +893,52 @@ def _parse_block(
     """Parse a block into ``X[row0:]`` (and ``y``); returns the rows written (blank lines skip)."""
     d = layout.n_features
 
-    def work(i: int) -> int:
+    def work(i: int) -> tuple[int, _Pending | None]:
         s, e, first, offset = block.pieces[i]
-        vals = _parse_piece(block.buf, s, e, first, layout)
+        vals, pending = _parse_piece(block.buf, s, e, first, layout)
         r0 = row0 + offset
         X[r0:r0 + len(vals)] = vals[:, :d]
         if y is not None:
             y[r0:r0 + len(vals)] = vals[:, d]
-        return len(vals)
+        return len(vals), pending
 
+    outcomes: list[tuple[int, _Pending | None] | BaseException] = []
     if pool is None or len(block.pieces) < 2:
         if while_waiting is not None:
             while_waiting()
-        counts = [work(i) for i in range(len(block.pieces))]
+        for i in range(len(block.pieces)):
+            try:
+                outcomes.append(work(i))
+            except DataError as exc:
+                outcomes.append(exc)
+                break
     else:
         futures = [pool.submit(work, i) for i in range(len(block.pieces))]
         try:
             if while_waiting is not None:
                 while_waiting()
-            counts = [f.result() for f in futures]  # in order: the first error in the file wins
+            for f in futures:
+                exc = f.exception()
+                if exc is not None and not isinstance(exc, DataError):
+                    raise exc
+                outcomes.append(exc if exc is not None else f.result())
+                if exc is not None:
+                    break
         finally:
             for f in futures:
                 f.cancel()
+    # Fields left by pieces before the first failed piece come first in the file.
+    done = [o for o in outcomes if not isinstance(o, BaseException)]
+    pending = [(i, block.pieces[i][2], p) for i, (_, p) in enumerate(done) if p is not None]
+    for i, r, j, value in _finish_pending(block.buf, layout, pending):
+        at = row0 + block.pieces[i][3] + r
+        if j < d:
+            X[at, j] = value
+        elif y is not None:
+            y[at] = value
+    if len(done) < len(outcomes):
+        raise outcomes[-1]  # type: ignore[misc]
+    counts = [count for count, _ in done]
     rows = sum(counts)
     if rows != block.n_lines:  # blank lines were skipped: close the gaps
         at = row0

@@ -542,6 +542,8 @@ def test_plain_numbers_never_need_the_careful_pass(houses_csv, monkeypatch):
 
     monkeypatch.setattr(data, "_parse_slow", refuse)
     monkeypatch.setattr(data, "_convert", refuse)
+    monkeypatch.setattr(data, "_parse_long", refuse)
+    monkeypatch.setattr(data, "_parse_other", refuse)
     assert read_csv(houses_csv, "price").fingerprint.rows == 3000
     X, y, _, _ = make_regression(30_000, 6, seed=3)
     columns = {f"x{j}": X[:, j] for j in range(6)}
