@@ -452,7 +452,12 @@ def _check_columns(st: ServiceState, data_path: Path, spec: dict[str, Any]) -> s
     if not head.strip():
         raise APIError("the uploaded data is empty", code="invalid_data")
     first = head.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").rstrip("\r")
-    columns = [c.strip() for c in next(csv.reader([first]), [])]
+    try:
+        columns = [c.strip() for c in next(csv.reader([first]), [])]
+    except csv.Error as exc:  # e.g. a bare carriage return inside the header
+        raise APIError(
+            f"the first line of the data is not a CSV header: {exc}", code="invalid_data"
+        ) from None
     target = spec.get("target")
     if target is None:
         version, model = st.holder.get()

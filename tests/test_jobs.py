@@ -331,6 +331,16 @@ def test_multipart_without_a_file_is_400(client, store):
     assert list_job_dirs(store) == []
 
 
+@pytest.mark.parametrize(
+    "data", [b"\x17#\xc3\xb5\r\xc3\x81%8", b'"unterminated,price\n1,2\n', b"\xff\xfe\n1\n"]
+)
+def test_garbage_data_is_400_not_500(client, store, data):
+    r = client.post("/retrain?target=price", data=data, content_type="text/csv", headers=AUTH)
+    assert r.status_code == 400, r.data
+    assert error_of(r)["code"] in ("invalid_data", "invalid_parameter")
+    assert list_job_dirs(store) == []
+
+
 def test_an_empty_upload_is_400(client, store):
     r = client.post("/retrain?target=price", data=b"", content_type="text/csv", headers=AUTH)
     assert r.status_code == 400
