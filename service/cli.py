@@ -243,6 +243,7 @@ _PARAM_FLAGS = {
     "max_iter": "--epochs", "eta0": "--learning-rate", "batch_size": "--batch-size",
     "alpha": "--alpha", "l1_ratio": "--l1-ratio", "epsilon": "--epsilon", "tol": "--tol",
     "learning_rate": "--schedule", "loss": "--loss", "penalty": "--penalty",
+    "holdout_fraction": "--holdout-fraction", "tolerance": "--tolerance",
 }
 
 
