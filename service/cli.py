@@ -118,6 +118,9 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     tmp = None
     if out_path is not None:
         fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it 0600; the output is an ordinary file
         out = os.fdopen(fd, "w", newline="")
     else:
         out = sys.stdout
