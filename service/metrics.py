@@ -220,7 +220,11 @@ class Metrics:
         self._load_failures.labels(version).inc()
 
     def retrain_job(self, outcome: str) -> None:
-        """Count one finished retrain job; call it once per job, in the process that ran it."""
+        """Count one finished retrain job; call it exactly once per job, from one process.
+
+        In sgdserve that is the worker that started the job, when its reaper thread sees the job
+        process end (service/app.py); other workers only read the job's status file.
+        """
         if outcome not in RETRAIN_OUTCOMES:
             raise ValueError(
                 f"retrain outcome must be one of {', '.join(RETRAIN_OUTCOMES)}, got {outcome!r}"
