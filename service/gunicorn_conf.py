@@ -27,7 +27,7 @@ bind = [
 # Processes, not threads, give CPU parallelism under the GIL: about one per core.
 workers = settings.workers
 
-# sync by default: measured fastest and steadiest here (docs/benchmarks-serving.md);
+# sync by default: as fast as gthread and cheaper in CPU per request (docs/benchmarks-serving.md);
 # gthread keeps connections alive, which helps only clients that reuse connections.
 worker_class = settings.worker_class
 
