@@ -1056,7 +1056,7 @@ class ChunkReader:
         rows = 0  # rows yielded
         y_min, y_max = math.inf, -math.inf
         X_part, y_part, filled = np.empty((size, d)), np.empty(size), 0
-        digest = ""
+        hasher: Any = None
         with ThreadPoolExecutor(_workers()) as pool:
             for blocks, _, X, y, n in _iter_row_blocks(self.path, self._layout, pool):
                 assert y is not None
@@ -1076,13 +1076,13 @@ class ChunkReader:
                         yield Chunk(X=X_part, y=y_part, start_row=rows)
                         rows += size
                         X_part, y_part, filled = np.empty((size, d)), np.empty(size), 0
-                digest = blocks.hasher  # the last block's file object hashes the whole file
+                hasher = blocks.hasher  # it has hashed every byte when the blocks run out
             if filled:
                 yield Chunk(X=X_part[:filled], y=y_part[:filled], start_row=rows)
                 rows += filled
         _check_rows(self._layout, rows, y_min if rows else 0.0, y_max if rows else 1.0,
                     self.target)
-        sha256 = digest.hexdigest() if digest else hashlib.sha256(b"").hexdigest()
+        sha256 = hasher.hexdigest()
         if self.fingerprint is not None and self.fingerprint.sha256 != sha256:
             raise DataError(f"file {self._layout.file!r} changed between passes")
         self.fingerprint = Fingerprint(file=self._layout.file, rows=rows,
