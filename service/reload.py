@@ -114,12 +114,13 @@ class ModelHolder:
             self.metrics.model_loaded(version)
 
     def _note_failure(self, version: str | None, reason: str) -> None:
+        repeated = reason == self.last_error
         self.last_error = reason
-        serving = self._pair[0] or "none"
-        # One line, no traceback: a bad artifact is an operational event, not a crash.
-        log.error(
-            "model reload failed (version %s): %s; still serving %s",
-            version or "?", reason, serving,
-        )
+        if not repeated:  # a lasting fault (say, an unreadable directory) is logged once
+            # One line, no traceback: a bad artifact is an operational event, not a crash.
+            log.error(
+                "model reload failed (version %s): %s; still serving %s",
+                version or "?", reason, self._pair[0] or "none",
+            )
         if self.metrics is not None and version is not None:
             self.metrics.model_load_failed(version)

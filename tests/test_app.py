@@ -498,6 +498,7 @@ class FakeStore:
     """A store whose CURRENT is a variable; counts stats and loads."""
 
     def __init__(self):
+        self.stat_error: OSError | None = None
         self.version: str | None = None
         self.stamp: int | None = None
         self.stats = 0
@@ -510,6 +511,8 @@ class FakeStore:
 
     def current_stamp(self):
         self.stats += 1
+        if self.stat_error is not None:
+            raise self.stat_error
         return self.stamp
 
     def active_version(self):
@@ -648,3 +651,21 @@ def test_a_one_feature_model(tmp_path, store):
     assert error_of(r)["message"] == "instances[1]: feature 'sqft' must be a number, got false"
     r = post_json(client, "/predict", {"instances": [{"sqft": 1}, {"rooms": 1}]})
     assert error_of(r)["message"] == "instances[1]: feature 'sqft' is missing"
+
+
+def test_holder_logs_a_lasting_stat_failure_once_and_keeps_serving(caplog):
+    fake, clock = FakeStore(), Clock()
+    holder = ModelHolder(fake, interval=1.0, clock=clock)
+    fake.promote("v1")
+    _, m1 = holder.get()
+    fake.stat_error = PermissionError(13, "Permission denied")
+    with caplog.at_level(logging.ERROR, logger="sgdserve.reload"):
+        for _ in range(5):
+            clock.now += 1.0
+            assert holder.get() == ("v1", m1)
+    assert len(caplog.records) == 1
+    assert "Permission denied" in caplog.records[0].getMessage()
+    fake.stat_error = None
+    fake.promote("v2")
+    clock.now += 1.0
+    assert holder.get()[0] == "v2"
