@@ -242,37 +242,21 @@ def _json_text(value: Any) -> str:
 def retrain() -> Response:
     """Start a retrain job from a CSV upload, a text/csv body or JSON rows."""
     st = state()
-    require_token(st)
+    require_token(st)  # before anything of the body is read
     kind = _upload_kind()
     settings = st.settings
     # Uploads stream to disk, so they may be large; JSON rows are parsed in memory.
     request.max_content_length = (
         settings.max_upload_bytes if kind in ("multipart", "csv") else settings.max_body_bytes
     )
-    query = {k: v for k, v in request.args.items() if k != "wait"}
     wait = _parse(lambda: jobs.parse_wait(request.args.get("wait"), jobs.wait_limit(settings)))
-    query_spec = _parse(lambda: jobs.parse_params(query, typed=False))
+    query = {k: v for k, v in request.args.items() if k != "wait"}
+    spec = _merge(query, {}, typed=False)  # the query alone is checked before any upload
     store = st.store
     jobs.check_not_locked(store)  # refuse early, before reading a large upload
-
-    rows: list[Any] | None = None
-    spec: dict[str, Any] | None = None
+    rows = None
     if kind == "json":
-        body = _json_body(request._get_current_object())
-        if type(body) is not dict:
-            raise APIError(
-                f"request body must be a JSON object with 'rows', got {_json_type(body)}"
-            )
-        rows = body.pop("rows", None)
-        if type(rows) is not list or not rows:
-            raise APIError(
-                "'rows' must be a non-empty list of objects (one per data row)",
-                code="invalid_parameter",
-                parameter="rows",
-            )
-        spec = _merge(query, body, typed=True)
-    elif kind == "csv":
-        spec = query_spec
+        spec, rows = _json_rows(query)
 
     job_id = store.new_job_id()
     directory = store.job_dir(job_id)
@@ -280,41 +264,26 @@ def retrain() -> Response:
     try:
         data_path = directory / jobs.DATA_FILE
         if kind == "multipart":
-            spec = _receive_multipart(directory, data_path)
+            spec = _receive_multipart(directory, data_path, query)
         elif kind == "csv":
             _receive_stream(data_path)
         else:
-            try:
-                _write_rows(rows, data_path)
-            except DataError as exc:
-                raise APIError(str(exc), code="invalid_data") from None
-        assert spec is not None
+            _write_rows(rows, data_path)
         spec["target"] = _check_columns(st, data_path, spec)
-        fd = jobs.acquire_lock(store, job_id)
+        fd = jobs.acquire_lock(store, job_id)  # 409 if another run took it meanwhile
         spec.update(
             tolerance=settings.promote_tolerance,
             source=f"POST /retrain ({kind}, job {job_id})",
             data={"format": kind, "bytes": data_path.stat().st_size},
         )
-        store.write_job(
-            job_id, {"status": "queued", "created_at": _now(), "request": spec}
-        )
+        store.write_job(job_id, {"status": "queued", "created_at": _now(), "request": spec})
     except BaseException:
         if fd is not None:
             jobs.clear_holder(fd)
             os.close(fd)
         jobs.remove_job_dir(directory)
         raise
-    try:
-        jobs.start(store, job_id, fd, on_exit=st.job_finished)  # closes fd, here or in the child
-    except OSError as exc:  # fork/exec failed: the job is already marked failed
-        jobs.remove_job_dir(directory)
-        raise APIError(
-            f"cannot start the training process: {exc.strerror or exc}",
-            status_code=503,
-            code="unavailable",
-            job_id=job_id,
-        ) from None
+    _start(st, job_id, fd, directory)
 
     status_url = url_for("api.retrain_status", job_id=job_id)
     if wait > 0:
@@ -326,6 +295,34 @@ def retrain() -> Response:
         status=202,
         headers={"Location": status_url},
     )
+
+
+def _json_rows(query: Mapping[str, str]) -> tuple[dict[str, Any], list[Any]]:
+    """The parameters and rows of a JSON retrain body."""
+    body = _json_body(request._get_current_object())
+    if type(body) is not dict:
+        raise APIError(f"request body must be a JSON object with 'rows', got {_json_type(body)}")
+    rows = body.pop("rows", None)
+    if type(rows) is not list or not rows:
+        raise APIError(
+            "'rows' must be a non-empty list of objects (one per data row)",
+            code="invalid_parameter",
+            parameter="rows",
+        )
+    return _merge(query, body, typed=True), rows
+
+
+def _start(st: ServiceState, job_id: str, fd: int, directory: Path) -> None:
+    try:
+        jobs.start(st.store, job_id, fd, on_exit=st.job_finished)  # closes our fd
+    except OSError as exc:  # fork/exec failed: the job is already marked failed
+        jobs.remove_job_dir(directory)
+        raise APIError(
+            f"cannot start the training process: {exc.strerror or exc}",
+            status_code=503,
+            code="unavailable",
+            job_id=job_id,
+        ) from None
 
 
 @bp.get("/retrain/<job_id>")
@@ -369,7 +366,6 @@ def _parse(parse: Any) -> Any:
 
 def _merge(query: Mapping[str, str], values: Mapping[str, Any], *, typed: bool) -> dict[str, Any]:
     """Parameters from the body (form or JSON) together with any in the query string."""
-    query = {k: v for k, v in query.items() if k != "wait"}
     for name in values:
         if name in query:
             raise APIError(
@@ -388,7 +384,9 @@ def _merge(query: Mapping[str, str], values: Mapping[str, Any], *, typed: bool) 
     return spec
 
 
-def _receive_multipart(directory: Path, data_path: Path) -> dict[str, Any]:
+def _receive_multipart(
+    directory: Path, data_path: Path, query: Mapping[str, str]
+) -> dict[str, Any]:
     request.upload_dir = str(directory)  # file parts are written straight into the job dir
     files = request.files
     form = request.form.to_dict()
@@ -417,7 +415,7 @@ def _receive_multipart(directory: Path, data_path: Path) -> dict[str, Any]:
     else:  # a stream some other factory made: copy it in chunks
         upload.save(data_path, _COPY_CHUNK)
         upload.close()
-    return _merge(dict(request.args.items()), form, typed=False)
+    return _merge(query, form, typed=False)
 
 
 def _unlink(stream: Any) -> None:
@@ -442,7 +440,10 @@ def _receive_stream(data_path: Path) -> None:
 def _write_rows(rows: Any, data_path: Path) -> None:
     from .data import write_rows_csv
 
-    write_rows_csv(rows, data_path)
+    try:
+        write_rows_csv(rows, data_path)
+    except DataError as exc:
+        raise APIError(str(exc), code="invalid_data") from None
 
 
 def _check_columns(st: ServiceState, data_path: Path, spec: dict[str, Any]) -> str:
