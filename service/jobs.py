@@ -421,10 +421,7 @@ def run(store: Any, job_id: str, fd: int) -> int:
         return 1
     finally:
         remove_job_dir(directory)  # the manifest keeps the data's fingerprint
-    outcome = result.to_dict()
-    record.update(outcome)
-    record.update(status=outcome.get("status") or ("promoted" if result.promoted else "rejected"))
-    record["finished_at"] = _now()
+    record.update(result.to_dict(), finished_at=_now())  # status: promoted or rejected
     store.write_job(job_id, record)
     clear_holder(fd)
     return 0
