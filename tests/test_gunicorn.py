@@ -52,7 +52,7 @@ def hand_model(intercept: float) -> LinearModel:
 
 
 class Server:
-    """gunicorn serving service.app:create_app() with SGDSERVE_* settings; stopped by stop()."""
+    """`sgdserve serve` (gunicorn, 4 workers) with SGDSERVE_* settings; stopped by stop()."""
 
     def __init__(self, tmp: Path):
         self.tmp = tmp
@@ -63,16 +63,16 @@ class Server:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env.update(
             SGDSERVE_MODEL_DIR=str(tmp / "models"),
-            SGDSERVE_PORT=str(self.port),
-            SGDSERVE_WORKERS=str(WORKERS),
             SGDSERVE_RELOAD_INTERVAL="1",
             SGDSERVE_API_TOKEN=TOKEN,
             SGDSERVE_METRICS_DIR=str(tmp / "metrics"),
             SGDSERVE_LOG_LEVEL="warning",
         )
         self.log = open(tmp / "gunicorn.log", "wb")  # closed in stop()
+        # As a user starts it: `sgdserve serve` runs gunicorn with service/gunicorn_conf.py.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf"],
+            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", str(WORKERS)],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 
