@@ -1,0 +1,416 @@
+"""`sgdserve train` end to end against pandas + scikit-learn on the same 1,000,000 x 20 CSV.
+
+    python bench/cli_train_bench.py [--rounds 3] [--rows 1000000] [--features 20]
+                                    [--no-stream] [--profile] [--malloc-probe]
+                                    [--doc docs/benchmarks-cli.md]
+
+Methods, each run in its own child process (wall time from spawn to exit, so interpreter
+start and imports count for both sides; peak RSS is the child's own ``ru_maxrss`` from
+``os.wait4``):
+
+- ``sgdserve train``: the console script, ``--data FILE --target y --json``, into an empty store.
+- ``pandas + scikit-learn``: ``pandas.read_csv``, the same holdout rows
+  (``service.data.holdout_mask``, 20%, seed 0), ``StandardScaler`` fitted on the training rows,
+  ``SGDRegressor()`` with its defaults (``random_state=0`` for repeatability), holdout RMSE.
+- ``train(stream=True)``: our streamed path (chunks, a scaler pass, one read per epoch), from
+  ``service.training.train`` because the CLI streams only files over 512 MiB.
+
+The rounds are interleaved (A B C, A B C, ...) because the machine is shared; the table shows the
+best and the median. ``--profile`` runs ``python -m cProfile`` on the CLI once and times the
+pipeline phase by phase in fresh processes; ``--malloc-probe`` adds a run of the CLI with
+glibc's mmap threshold raised, to show the reader's first-call cost. The CSV is generated once
+into the temp directory (about 200 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import pstats
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service import data  # noqa: E402
+
+TARGET = "y"
+HOLDOUT_FRACTION = 0.2
+SEED = 0
+
+SKLEARN_CHILD = """
+import time
+started = time.perf_counter()
+import json, sys, warnings
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import SGDRegressor
+from sklearn.preprocessing import StandardScaler
+from service.data import holdout_mask
+
+path, target, fraction, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+phases = {"import": time.perf_counter() - started}
+t = time.perf_counter()
+df = pd.read_csv(path)
+phases["read"] = time.perf_counter() - t
+t = time.perf_counter()
+y = df.pop(target).to_numpy()
+X = df.to_numpy()
+del df
+mask = holdout_mask(0, len(y), fraction, seed)
+X_train, y_train, X_hold, y_hold = X[~mask], y[~mask], X[mask], y[mask]
+phases["split"] = time.perf_counter() - t
+t = time.perf_counter()
+scaler = StandardScaler().fit(X_train)
+X_train = scaler.transform(X_train)
+phases["scale"] = time.perf_counter() - t
+t = time.perf_counter()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    reg = SGDRegressor(random_state=0).fit(X_train, y_train)
+phases["fit"] = time.perf_counter() - t
+t = time.perf_counter()
+r = y_hold - reg.predict(scaler.transform(X_hold))
+rmse = float(np.sqrt(np.mean(r * r)))
+phases["evaluate"] = time.perf_counter() - t
+print(json.dumps({"rmse": rmse, "epochs": int(reg.n_iter_), "holdout_rows": int(mask.sum()),
+                  "phases": phases, "warnings": [str(w.message)[:80] for w in caught]}))
+"""
+
+STREAM_CHILD = """
+import time
+started = time.perf_counter()
+import json, sys
+from service.store import ModelStore
+from service.training import train
+
+path, target, models = sys.argv[1], sys.argv[2], sys.argv[3]
+t = time.perf_counter()
+result = train(ModelStore(models), path, target=target, stream=True)
+print(json.dumps({"rmse": result.metrics["holdout"]["rmse"], "epochs": result.epochs,
+                  "holdout_rows": result.metrics["holdout"]["rows"],
+                  "phases": {"import": t - started, "train": time.perf_counter() - t},
+                  "warnings": result.warnings}))
+"""
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_mb: float
+    report: dict
+
+
+@dataclass
+class Method:
+    name: str
+    runs: list[Run] = field(default_factory=list)
+
+    def best(self) -> float:
+        return min(r.seconds for r in self.runs)
+
+    def median(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+
+def make_file(rows: int, features: int) -> Path:
+    """The benchmark CSV (make_regression, seed 0, 7 significant digits), generated once."""
+    folder = Path(tempfile.gettempdir()) / "sgdserve-cli-bench"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"regression_{rows}x{features}.csv"
+    if not path.exists():
+        print(f"writing {path} (once) ...", file=sys.stderr)
+        X, y, _, _ = data.make_regression(rows, features, seed=SEED)
+        columns = {f"x{j}": X[:, j] for j in range(features)}
+        columns[TARGET] = y
+        tmp = path.with_suffix(".tmp")
+        data.write_csv(tmp, columns, default_format="%.7g")
+        tmp.replace(path)
+    return path
+
+
+def sgdserve_script() -> str:
+    script = Path(sys.executable).parent / "sgdserve"
+    found = str(script) if script.exists() else shutil.which("sgdserve")
+    if not found:
+        sys.exit("the sgdserve console script is not installed (pip install -e .)")
+    return found
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SGDSERVE_") and not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def run_child(argv: list[str], env: dict[str, str] | None = None) -> Run:
+    """Run one child; wall time from spawn to exit and the child's own peak RSS."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env or child_env())
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        sys.exit(f"{shlex.join(argv)} failed ({proc.returncode}):\n{stderr}")
+    report = json.loads(stdout.strip().splitlines()[-1])
+    return Run(seconds, usage.ru_maxrss / 1024, report)  # ru_maxrss is in KiB on Linux
+
+
+def profile_cli(path: Path, work: Path) -> list[tuple[str, float]]:
+    """cProfile of one `sgdserve train`; cumulative seconds of the phases that matter."""
+    stats_file = work / "train.prof"
+    argv = [sys.executable, "-m", "cProfile", "-o", str(stats_file), sgdserve_script(),
+            "train", "--data", str(path), "--target", TARGET, "--model-dir",
+            str(work / "profile-models"), "--json"]
+    subprocess.run(argv, check=True, env=child_env(), stdout=subprocess.DEVNULL)
+    stats = pstats.Stats(str(stats_file))
+    wanted = [
+        ("cli.py", "main", "whole command (after interpreter start)"),
+        ("training.py", "train", "training.train"),
+        ("data.py", "read_csv", "  read + parse the CSV (data.read_csv)"),
+        ("training.py", "_holdout", "  holdout rule (data.holdout_mask)"),
+        ("sgd.py", "fit", "  SGDRegressor.fit"),
+        ("sgd.py", "_merge_stats", "    scaler statistics"),
+        ("sgd.py", "_pass", "    epochs (SGD passes)"),
+        ("sgd.py", "regression_metrics", "  metrics (train + holdout)"),
+        ("training.py", "_gate", "  gate"),
+        ("store.py", "save", "  store.save"),
+    ]
+    found: list[tuple[str, float]] = []
+    for file, func, label in wanted:
+        total = sum(v[3] for (f, _, fn), v in stats.stats.items()
+                    if f.endswith(file) and fn == func)
+        found.append((label, total))
+    return found
+
+
+PHASES_CHILD = """
+import time
+started = time.perf_counter()
+import json, sys, warnings
+from service import data
+from service.sgd import SGDRegressor, regression_metrics
+
+path, target, fraction, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+phases = {"import": time.perf_counter() - started}
+t = time.perf_counter()
+ds = data.read_csv(path, target)
+phases["read_csv, 1st call"] = time.perf_counter() - t
+t = time.perf_counter()
+again = data.read_csv(path, target)
+phases["read_csv, 2nd call"] = time.perf_counter() - t
+del again
+t = time.perf_counter()
+mask = data.holdout_mask(0, len(ds.y), fraction, seed)
+keep = ~mask
+X_train, y_train, X_hold, y_hold = ds.X[keep], ds.y[keep], ds.X[mask], ds.y[mask]
+phases["split copies"] = time.perf_counter() - t
+t = time.perf_counter()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    reg = SGDRegressor(random_state=seed).fit(X_train, y_train)
+phases["fit"] = time.perf_counter() - t
+t = time.perf_counter()
+regression_metrics(y_train, reg.predict(X_train))
+regression_metrics(y_hold, reg.predict(X_hold))
+phases["metrics"] = time.perf_counter() - t
+print(json.dumps({"phases": phases}))
+"""
+
+# glibc serves allocations above M_MMAP_THRESHOLD (128 KiB until the first free) with fresh
+# mmap pages; this setting keeps the reader's per-piece temporaries on the heap instead.
+MALLOC_PROBE = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+                "MALLOC_TRIM_THRESHOLD_": str(256 * 1024 * 1024)}
+
+
+def pipeline_phases(path: Path, rounds: int) -> list[tuple[str, dict[str, float]]]:
+    """The in-memory pipeline's phases timed one by one in fresh children (median of rounds)."""
+    argv = [sys.executable, "-c", PHASES_CHILD, str(path), TARGET, str(HOLDOUT_FRACTION),
+            str(SEED)]
+    found = []
+    for label, env in (("default malloc", child_env()),
+                       ("MALLOC_MMAP_THRESHOLD_=32 MiB", child_env(**MALLOC_PROBE))):
+        runs = [run_child(argv, env).report["phases"] for _ in range(rounds)]
+        found.append((label, {k: statistics.median(r[k] for r in runs) for k in runs[0]}))
+    return found
+
+
+def machine() -> str:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lscpu if ln.startswith("Model name")),
+                 platform.processor())
+    load = os.getloadavg()
+    return (f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, "
+            f"Python {platform.python_version()}; load average at start "
+            f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+
+
+def versions() -> str:
+    import numpy
+    import pandas
+    import sklearn
+
+    return (f"numpy {numpy.__version__}, pandas {pandas.__version__}, "
+            f"scikit-learn {sklearn.__version__}")
+
+
+def table(methods: list[Method], reference: Method) -> str:
+    lines = [
+        "| method | wall best (s) | wall median (s) | ours / theirs (best, median) "
+        "| holdout RMSE | epochs | peak RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in methods:
+        ratio = ("1.00, 1.00" if m is reference else
+                 f"{m.best() / reference.best():.2f}, {m.median() / reference.median():.2f}")
+        rmses = sorted({round(r.report["rmse"], 6) for r in m.runs})
+        epochs = sorted({r.report["epochs"] for r in m.runs})
+        peak = statistics.median(r.peak_mb for r in m.runs)
+        lines.append(
+            f"| {m.name} | {m.best():.2f} | {m.median():.2f} | {ratio} | "
+            f"{', '.join(f'{v:.4f}' for v in rmses)} | {', '.join(map(str, epochs))} | "
+            f"{peak:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def phases_table(methods: list[Method]) -> str:
+    lines = ["| method | in-process phases, median of the rounds (s) |", "|---|---|"]
+    for m in methods:
+        names = list(m.runs[0].report.get("phases", {}))
+        parts = [f"{n} {statistics.median(r.report['phases'][n] for r in m.runs):.2f}"
+                 for n in names]
+        lines.append(f"| {m.name} | {', '.join(parts)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--features", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--no-stream", action="store_true", help="skip the streamed path")
+    parser.add_argument("--profile", action="store_true",
+                        help="also cProfile one sgdserve train and break its time down")
+    parser.add_argument("--malloc-probe", action="store_true",
+                        help="also run sgdserve train with MALLOC_MMAP_THRESHOLD_=32 MiB")
+    parser.add_argument("--doc", type=Path, help="write the results to this markdown file")
+    args = parser.parse_args()
+
+    path = make_file(args.rows, args.features)
+    size_mb = path.stat().st_size / 1e6
+    with open(path, "rb") as fh:  # warm the page cache once, so round 1 is not special
+        while fh.read(1 << 24):
+            pass
+    work = Path(tempfile.mkdtemp(prefix="sgdserve-cli-bench-"))
+    script = sgdserve_script()
+    ours = Method("`sgdserve train` (in memory)")
+    theirs = Method("pandas.read_csv + StandardScaler + SGDRegressor")
+    streamed = Method("`train(stream=True)` (chunks)")
+    probe = Method("`sgdserve train`, MALLOC_MMAP_THRESHOLD_=32 MiB (diagnostic)")
+    methods = [ours, theirs] + ([] if args.no_stream else [streamed])
+    methods += [probe] if args.malloc_probe else []
+    envs = {probe.name: child_env(**MALLOC_PROBE)}
+    commands = {
+        ours.name: lambda r: [script, "train", "--data", str(path), "--target", TARGET,
+                              "--model-dir", str(work / f"ours-{r}"), "--json"],
+        theirs.name: lambda r: [sys.executable, "-c", SKLEARN_CHILD, str(path), TARGET,
+                                str(HOLDOUT_FRACTION), str(SEED)],
+        streamed.name: lambda r: [sys.executable, "-c", STREAM_CHILD, str(path), TARGET,
+                                  str(work / f"streamed-{r}")],
+        probe.name: lambda r: [script, "train", "--data", str(path), "--target", TARGET,
+                               "--model-dir", str(work / f"probe-{r}"), "--json"],
+    }
+    started_at = dt.datetime.now(dt.UTC)
+    host = machine()
+    try:
+        for r in range(args.rounds):
+            for m in methods:
+                run = run_child(commands[m.name](r), envs.get(m.name))
+                if m in (ours, probe):  # the CLI's --json result: same keys as the children print
+                    res = run.report
+                    run.report = {"rmse": res["metrics"]["holdout"]["rmse"],
+                                  "epochs": res["epochs"],
+                                  "holdout_rows": res["metrics"]["holdout"]["rows"],
+                                  "phases": {"train": res["seconds"]},
+                                  "warnings": res["warnings"]}
+                m.runs.append(run)
+                print(f"round {r + 1}: {m.name}: {run.seconds:.2f} s, "
+                      f"RMSE {run.report['rmse']:.4f}, {run.report['epochs']} epochs, "
+                      f"peak {run.peak_mb:,.0f} MB", file=sys.stderr, flush=True)
+        rows = {r.report["holdout_rows"] for m in methods for r in m.runs}
+        assert len(rows) == 1, f"methods held out different rows: {rows}"
+        profile = profile_cli(path, work) if args.profile else None
+        phases = pipeline_phases(path, args.rounds) if args.profile else None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    command = "python bench/cli_train_bench.py " + " ".join(sys.argv[1:])
+    out = [
+        f"{args.rows:,} rows x {args.features} features, {size_mb:.0f} MB CSV "
+        f"({path.name}); holdout {HOLDOUT_FRACTION:.0%} = {rows.pop():,} rows, the same for "
+        f"every method; {args.rounds} interleaved rounds.",
+        "",
+        table(methods, theirs),
+        "",
+        phases_table(methods),
+    ]
+    if profile is not None:
+        out += ["", "Where `sgdserve train` spends its time (one cProfile run; cumulative "
+                "seconds, profiler overhead included):", "",
+                "| phase | seconds |", "|---|---:|"]
+        out += [f"| {label} | {secs:.2f} |" for label, secs in profile]
+        names = list(phases[0][1])
+        out += ["", "The same pipeline timed phase by phase in a fresh process (median of "
+                f"{args.rounds}; the reader is called twice to show its first-call cost):", "",
+                "| malloc | " + " | ".join(names) + " |",
+                "|---|" + "---:|" * len(names)]
+        out += [f"| {label} | " + " | ".join(f"{p[n]:.2f}" for n in names) + " |"
+                for label, p in phases]
+    report = "\n".join(out)
+    print(report)
+    if args.doc:
+        write_doc(args.doc, report, command, host, started_at)
+
+
+BEGIN = ("<!-- cli_train_bench:begin (generated by bench/cli_train_bench.py; "
+         "edits inside are lost) -->")
+END = "<!-- cli_train_bench:end -->"
+
+
+def write_doc(doc: Path, report: str, command: str, host: str, when: dt.datetime) -> None:
+    """Replace the generated section of ``doc`` (or create it), keeping the text around it."""
+    section = "\n".join([
+        BEGIN,
+        f"Run {when:%Y-%m-%d %H:%M} UTC on {host}.",
+        f"{versions()}. Command: `{command}`",
+        "",
+        report,
+        END,
+    ])
+    text = doc.read_text() if doc.exists() else f"# Benchmark: `sgdserve train`\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    doc.write_text(head + section + tail)
+    print(f"wrote {doc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
