@@ -55,8 +55,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 # A fixed uid/gid so volume ownership and Kubernetes' runAsUser can name it; no home directory.
 # The default model is trained from the bundled sample now, so a fresh container answers
 # /predict at once; this must precede VOLUME, after which build steps cannot change /models.
-RUN groupadd --system --gid 10001 sgdserve \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+RUN groupadd --gid 10001 sgdserve \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin sgdserve \
  && mkdir /models \
  && sgdserve train --sample --target price \
