@@ -56,6 +56,7 @@ PARAMETERS = ("target", "features", "force", "seed", *SGD_PARAMS)
 MAX_EPOCHS = 100_000
 MAX_FEATURES = 1000
 MAX_WAIT_SECONDS = 60.0
+FINISHING_WAIT = 2.0  # seconds a job that wrote its final status may take to exit
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -224,17 +225,14 @@ def acquire_lock(store: Any, job_id: str) -> int:
     store.path.mkdir(parents=True, exist_ok=True)
     fd = os.open(store.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        # Another worker's is_locked() probe holds a shared lock for an instant: retry briefly.
-        deadline = time.monotonic() + 0.25
+        started = time.monotonic()
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 holder = store.is_locked()
-                if holder is not None and (
-                    holder.get("pid") is not None or time.monotonic() >= deadline
-                ):
+                if holder is not None and not _worth_waiting(store, holder, started):
                     raise conflict_error(holder) from None
                 time.sleep(0.01)
         write_holder(fd, job_id)
@@ -242,6 +240,23 @@ def acquire_lock(store: Any, job_id: str) -> int:
         os.close(fd)  # closing the only descriptor releases the lock
         raise
     return fd
+
+
+def _worth_waiting(store: Any, holder: Mapping[str, Any], started: float) -> bool:
+    """Whether a held lock is about to be free, so refusing now would be wrong."""
+    waited = time.monotonic() - started
+    if holder.get("pid") is None:
+        # An is_locked() probe by another worker, or a holder still writing its record.
+        return waited < 0.25
+    job_id = holder.get("job_id")
+    if isinstance(job_id, str) and waited < FINISHING_WAIT:
+        # A job that has written its final status is only exiting: a client that saw it
+        # finish and retrains at once must not be told it is still running.
+        try:
+            return store.read_job(job_id).get("status") in FINAL_STATUSES
+        except JobError:
+            return False
+    return False
 
 
 def write_holder(fd: int, job_id: str) -> None:
@@ -277,9 +292,11 @@ def conflict_error(holder: Mapping[str, Any] | None) -> JobConflictError:
 
 def check_not_locked(store: Any) -> None:
     """Refuse early (before reading an upload) when a training run already holds the lock."""
-    holder = store.is_locked()
-    if holder is not None:
-        raise conflict_error(holder)
+    started = time.monotonic()
+    while (holder := store.is_locked()) is not None:
+        if not _worth_waiting(store, holder, started):
+            raise conflict_error(holder)
+        time.sleep(0.01)
 
 
 # -- starting and watching a job -------------------------------------------------------------

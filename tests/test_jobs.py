@@ -485,3 +485,17 @@ def test_a_training_process_that_cannot_start_is_503_and_releases_the_lock(
     assert store.read_job(error["job_id"])["status"] == "failed"
     assert store.is_locked() is None
     assert list_job_dirs(store) == []
+
+
+def test_a_job_that_has_finished_but_not_yet_exited_does_not_block_the_next(
+    client, store, csv_bytes
+):
+    import threading
+
+    done = store.new_job_id()
+    store.write_job(done, {"status": "promoted", "request": {}})
+    fd = jobs.acquire_lock(store, done)  # its process is still exiting
+    threading.Timer(0.3, os.close, args=(fd,)).start()
+    r = post_retrain(client, "csv", csv_bytes)
+    assert r.status_code == 202, r.data
+    wait_final(client, r.get_json()["job_id"])
