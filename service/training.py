@@ -89,34 +89,32 @@ def train(
 
     guard = store.lock(wait=wait_lock, owner=owner or "sgdserve train") if lock else nullcontext()
     with guard:
+        active_id, active, decided = _active_for_gate(store, force)
+        fit = _fit_streamed if stream else _fit_in_memory
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            if stream:
-                split = _fit_streamed(reg, path, target, features, holdout_fraction, seed, progress)
-            else:
-                split = _fit_in_memory(reg, path, target, features, holdout_fraction, seed,
-                                       progress)
+            evaluation = fit(reg, path, target, features, holdout_fraction, seed, progress,
+                             active)
         notes = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
         for w in caught:
             if not issubclass(w.category, ConvergenceWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
-        candidate = LinearModel.from_regressor(reg, split.feature_names, target)
-        cand_holdout = split.holdout_metrics(candidate)
-        metrics: dict[str, Any] = {"train": split.train_metrics, "holdout": cand_holdout}
-
-        active_id, promote, reason, active_metrics = _gate(
-            store, candidate, split, cand_holdout, tolerance, force
-        )
-        metrics["active_holdout"] = active_metrics
+        candidate = evaluation.candidate
+        promote, reason = decided or _decide(active_id, active, evaluation, tolerance, force)
+        metrics: dict[str, Any] = {
+            "train": evaluation.train,
+            "holdout": evaluation.holdout,
+            "active_holdout": evaluation.active_holdout,
+        }
         status = "promoted" if promote else "rejected"
         manifest = {
-            "data": {**split.fingerprint.to_dict(), "source": source or path.name},
+            "data": {**evaluation.fingerprint.to_dict(), "source": source or path.name},
             "split": {
                 "holdout_fraction": holdout_fraction,
                 "seed": seed,
-                "train_rows": split.train_rows,
-                "holdout_rows": cand_holdout["rows"],
+                "train_rows": evaluation.train["rows"],
+                "holdout_rows": evaluation.holdout["rows"],
                 "streamed": bool(stream),
             },
             "hyperparameters": reg.get_params(),
@@ -173,22 +171,51 @@ def make_regressor(params: Mapping[str, Any] | None, seed: int) -> SGDRegressor:
 # Splitting and fitting
 
 
+class _Sums:
+    """Running sums for RMSE, MAE and R^2, so metrics can be built chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sse = self.sae = self.y_sum = self.y_sq = 0.0
+
+    def add(self, y: np.ndarray, pred: np.ndarray) -> None:
+        r = y - pred
+        self.n += len(y)
+        self.sse += float(r @ r)
+        self.sae += float(np.abs(r).sum())
+        self.y_sum += float(y.sum())
+        self.y_sq += float(y @ y)
+
+    def metrics(self) -> dict[str, Any]:
+        n = max(self.n, 1)
+        sst = self.y_sq - self.y_sum * self.y_sum / n
+        return {
+            "rmse": math.sqrt(self.sse / n),
+            "mae": self.sae / n,
+            "r2": 1.0 - self.sse / sst if sst > 0 else 0.0,
+            "rows": self.n,
+        }
+
+
 @dataclass
-class _Split:
-    """The holdout rows kept for evaluation and what was learned about the training rows."""
+class _Evaluation:
+    """The fitted candidate and its numbers (and the active model's on the same holdout rows)."""
 
-    feature_names: list[str]
+    candidate: LinearModel
     fingerprint: data_module.Fingerprint
-    train_metrics: dict[str, Any]
-    train_rows: int
-    X_holdout: np.ndarray
-    y_holdout: np.ndarray
-
-    def holdout_metrics(self, model: LinearModel) -> dict[str, Any]:
-        return regression_metrics(self.y_holdout, model.predict(self.X_holdout))
+    train: dict[str, Any]
+    holdout: dict[str, Any]
+    active_holdout: dict[str, Any] | None
 
 
-def _fit_in_memory(reg, path, target, features, fraction, seed, progress) -> _Split:
+def _active_columns(active: LinearModel | None, names: Sequence[str]) -> list[int] | None:
+    """Column order that feeds the active model from the candidate's matrix, if comparable."""
+    if active is None or set(active.feature_names) != set(names):
+        return None
+    return [list(names).index(f) for f in active.feature_names]
+
+
+def _fit_in_memory(reg, path, target, features, fraction, seed, progress, active):
     if progress:
         progress("read", 0, 1)
     ds = data_module.read_csv(path, target, features)
@@ -202,56 +229,63 @@ def _fit_in_memory(reg, path, target, features, fraction, seed, progress) -> _Sp
     reg.fit(X_train, y_train)
     if progress:
         progress("fit", 1, 1)
-    train_metrics = regression_metrics(y_train, reg.predict(X_train))
-    return _Split(ds.feature_names, ds.fingerprint, train_metrics, len(y_train),
-                  ds.X[mask], ds.y[mask])
+    candidate = LinearModel.from_regressor(reg, ds.feature_names, target)
+    X_hold, y_hold = ds.X[mask], ds.y[mask]
+    columns = _active_columns(active, ds.feature_names) if active is not None else None
+    return _Evaluation(
+        candidate=candidate,
+        fingerprint=ds.fingerprint,
+        train=regression_metrics(y_train, candidate.predict(X_train)),
+        holdout=regression_metrics(y_hold, candidate.predict(X_hold)),
+        active_holdout=(
+            regression_metrics(y_hold, active.predict(X_hold[:, columns]))
+            if columns is not None else None
+        ),
+    )
 
 
-def _fit_streamed(reg, path, target, features, fraction, seed, progress) -> _Split:
+def _fit_streamed(reg, path, target, features, fraction, seed, progress, active):
+    """Fit with bounded memory: a statistics pass, one pass per epoch, one evaluation pass.
+
+    No rows are kept: holdout metrics, the candidate's and the active model's on the same rows,
+    are running sums of the last pass.
+    """
     reader = data_module.iter_chunks(path, target, features)
-    holdout_X: list[np.ndarray] = []
-    holdout_y: list[np.ndarray] = []
     passes = {"n": 0}
 
     def training_chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        first = passes["n"] == 0
-        passes["n"] += 1
         if progress:
-            progress("scaler" if first else "epoch", passes["n"] - 1, reg.max_iter)
+            first = passes["n"] == 0
+            progress("scaler" if first else "epoch", max(passes["n"] - 1, 0), reg.max_iter)
+        passes["n"] += 1
         for chunk in reader:
-            mask = _holdout(chunk.start_row, len(chunk.y), fraction, seed)
-            if first and mask.any():  # the holdout (a fraction of the file) is kept once
-                holdout_X.append(chunk.X[mask].copy())
-                holdout_y.append(chunk.y[mask].copy())
-            keep = ~mask
+            keep = ~_holdout(chunk.start_row, len(chunk.y), fraction, seed)
             if keep.any():
                 yield chunk.X[keep], chunk.y[keep]
 
     reg.fit_chunks(training_chunks)
-    if not holdout_y:
-        raise DataError("the file is too small to hold out rows for evaluation")
-    # Training metrics need one more pass; the model is final, so predict chunk by chunk.
-    sse = sae = n = 0.0
-    y_sum = y_sq = 0.0
+    candidate = LinearModel.from_regressor(reg, reader.feature_names, target)
+    columns = _active_columns(active, reader.feature_names) if active is not None else None
+    train, holdout, active_holdout = _Sums(), _Sums(), _Sums()
     for chunk in reader:
-        keep = ~_holdout(chunk.start_row, len(chunk.y), fraction, seed)
-        y = chunk.y[keep]
-        r = y - reg.predict(chunk.X[keep])
-        sse += float(r @ r)
-        sae += float(np.abs(r).sum())
-        n += len(y)
-        y_sum += float(y.sum())
-        y_sq += float(y @ y)
-    sst = y_sq - y_sum * y_sum / n
-    train_metrics = {
-        "rmse": math.sqrt(sse / n),
-        "mae": sae / n,
-        "r2": 1.0 - sse / sst if sst > 0 else 0.0,
-        "rows": int(n),
-    }
+        mask = _holdout(chunk.start_row, len(chunk.y), fraction, seed)
+        keep = ~mask
+        train.add(chunk.y[keep], candidate.predict(chunk.X[keep]))
+        if mask.any():
+            X_hold, y_hold = chunk.X[mask], chunk.y[mask]
+            holdout.add(y_hold, candidate.predict(X_hold))
+            if columns is not None:
+                active_holdout.add(y_hold, active.predict(X_hold[:, columns]))
+    if holdout.n == 0:
+        raise DataError("the file is too small to hold out rows for evaluation")
     assert reader.fingerprint is not None
-    return _Split(reader.feature_names, reader.fingerprint, train_metrics, int(n),
-                  np.concatenate(holdout_X), np.concatenate(holdout_y))
+    return _Evaluation(
+        candidate=candidate,
+        fingerprint=reader.fingerprint,
+        train=train.metrics(),
+        holdout=holdout.metrics(),
+        active_holdout=active_holdout.metrics() if columns is not None else None,
+    )
 
 
 def _holdout(start_row: int, n_rows: int, fraction: float, seed: int) -> np.ndarray:
@@ -265,46 +299,41 @@ def _holdout(start_row: int, n_rows: int, fraction: float, seed: int) -> np.ndar
 # The gate
 
 
-def _gate(store, candidate: LinearModel, split: _Split, cand: Mapping[str, Any],
-          tolerance: float, force: bool):
-    """Decide promotion; returns (active id, promote, reason, active holdout metrics)."""
+def _active_for_gate(store: ModelStore, force: bool):
+    """The active model to compare with: (id, model or None, a decision already made or None)."""
     try:
         active_id, active, _ = store.active()
     except NoActiveModelError:
-        return None, True, "no active model: the first model is promoted", None
+        return None, None, (True, "no active model: the first model is promoted")
     except IntegrityError as exc:
-        active_id = store.active_version()
-        return active_id, True, f"the active model cannot be loaded ({exc}); promoted", None
+        return store.active_version(), None, (
+            True, f"the active model cannot be loaded ({exc}); promoted")
+    return active_id, active, None
 
-    if set(active.feature_names) != set(candidate.feature_names) or (
-        active.target != candidate.target
-    ):
+
+def _decide(active_id: str | None, active: LinearModel, evaluation: _Evaluation,
+            tolerance: float, force: bool) -> tuple[bool, str]:
+    """Promote when not worse than the active model by more than ``tolerance`` (or forced)."""
+    candidate = evaluation.candidate
+    if evaluation.active_holdout is None or active.target != candidate.target:
         what = (  # active -> candidate: what promoting it would change
             f"features {list(active.feature_names)} -> {list(candidate.feature_names)}"
             if set(active.feature_names) != set(candidate.feature_names)
             else f"target {active.target!r} -> {candidate.target!r}"
         )
         if force:
-            reason = f"forced: the candidate differs from the active model ({what})"
-            return active_id, True, reason, None
-        return (
-            active_id,
-            False,
+            return True, f"forced: the candidate differs from the active model ({what})"
+        return False, (
             f"the candidate differs from the active model {active_id} ({what}); "
-            "use force to promote it anyway",
-            None,
+            "use force to promote it anyway"
         )
-
-    order = [candidate.feature_names.index(f) for f in active.feature_names]
-    active_metrics = regression_metrics(split.y_holdout, active.predict(split.X_holdout[:, order]))
-    new, old = cand["rmse"], active_metrics["rmse"]
-    limit = old * (1.0 + tolerance)
+    new, old = evaluation.holdout["rmse"], evaluation.active_holdout["rmse"]
     comparison = (
         f"holdout RMSE {new:.6g} vs active {active_id} {old:.6g} on the same "
-        f"{cand['rows']} rows (tolerance {tolerance:.2%})"
+        f"{evaluation.holdout['rows']} rows (tolerance {tolerance:.2%})"
     )
-    if new <= limit:
-        return active_id, True, f"not worse: {comparison}", active_metrics
+    if new <= old * (1.0 + tolerance):
+        return True, f"not worse: {comparison}"
     if force:
-        return active_id, True, f"forced although worse: {comparison}", active_metrics
-    return active_id, False, f"worse: {comparison}", active_metrics
+        return True, f"forced although worse: {comparison}"
+    return False, f"worse: {comparison}"
