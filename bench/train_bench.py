@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3, help="runs per method; best is kept")
+    parser.add_argument("--sweep-batch", action="store_true",
+                        help="also time our fit for several batch sizes (the default's evidence)")
     parser.add_argument("--data", choices=["standard", "raw"], default="standard",
                         help="feature scales (default: standard, as scikit-learn expects)")
     args = parser.parse_args()
@@ -107,6 +109,14 @@ def main() -> None:
     sk_name = "scikit-learn SGDRegressor (defaults)" if args.data == "standard" else (
         "scikit-learn StandardScaler + SGDRegressor (defaults)")
     rows.append((sk_name, t_sk, holdout_mse(c, i) / ref, it))
+
+    if args.sweep_batch:
+        for batch in (64, 256, 1024, "auto", 8192, 32768):
+            t, m = timed(lambda b=batch: SGDRegressor(random_state=0, batch_size=b).fit(Xtr, ytr),
+                         args.repeat)
+            label = f"auto = {m._batch_size_for(len(Xtr))}" if batch == "auto" else batch
+            rows.append((f"sgdserve, batch_size {label}", t,
+                         holdout_mse(m.coef_, m.intercept_) / ref, m.n_iter_))
 
     print(f"{args.rows:,} x {args.features} rows ({args.data} features), 80/20 split; "
           f"{os.cpu_count()} CPUs, "
