@@ -9,11 +9,12 @@
     │   ├── IntegrityError              an artifact is missing, truncated or tampered with
     │   └── LockHeldError               another process holds the store lock
     └── JobError                        a retrain job cannot be started or found
+        ├── JobNotFoundError (KeyError) no job with that id
         └── JobConflictError            another retrain job is running
 
     ConvergenceWarning (UserWarning)    the epoch limit was reached before converging
 
-The HTTP layer maps these onto status codes in one place (service/api_errors.py).
+The HTTP layer maps these onto status codes in one place (service/http_errors.py).
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ class LockHeldError(StoreError):
 
 class JobError(SGDServeError):
     """A retrain job cannot be started or found."""
+
+
+class JobNotFoundError(JobError, KeyError):
+    """No retrain job with that id exists (or the id is malformed)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class JobConflictError(JobError):

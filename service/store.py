@@ -43,6 +43,7 @@ from . import __version__
 from .errors import (
     IntegrityError,
     JobError,
+    JobNotFoundError,
     LockHeldError,
     NoActiveModelError,
     VersionNotFoundError,
@@ -87,13 +88,6 @@ FAULT_STEPS: tuple[str, ...] = (
     "job:tmp-written",
     "job:replaced",
 )
-
-
-class JobNotFoundError(JobError, KeyError):
-    """No retrain job with that id exists (or the id is malformed)."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class ModelStore:
