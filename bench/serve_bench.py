@@ -153,6 +153,7 @@ end
 @dataclass
 class Result:
     rps: float
+    rps_range: tuple[float, float]
     p50_ms: float
     p99_ms: float
     errors: int
@@ -172,6 +173,7 @@ def combine(results: list[Result]) -> Result:
     """Median of the rounds' client numbers; server times pooled over all rounds."""
     return Result(
         rps=statistics.median(r.rps for r in results),
+        rps_range=(min(r.rps for r in results), max(r.rps for r in results)),
         p50_ms=statistics.median(r.p50_ms for r in results),
         p99_ms=statistics.median(r.p99_ms for r in results),
         errors=sum(r.errors for r in results),
@@ -295,6 +297,7 @@ def run_wrk(server: Server, script: Path, duration: int, connections: int) -> Re
     server_ms = server.server_times(since)
     return Result(
         rps=raw["requests"] / (raw["duration_us"] / 1e6),
+        rps_range=(raw["requests"] / (raw["duration_us"] / 1e6),) * 2,
         p50_ms=raw["p50_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
         errors=raw["errors"] + raw["non2xx"],
@@ -438,32 +441,42 @@ def main() -> int:
         )
         load_before = os.getloadavg()
         runs: dict[tuple[str, str, str], list[Result]] = {}
-        for worker_class in args.worker_classes.split(","):
-            env = dict(base_env, SGDSERVE_WORKER_CLASS=worker_class,
-                       SGDSERVE_THREADS=str(args.threads if worker_class == "gthread" else 1))
-            # All three servers up at once (idle workers cost nothing) and the apps interleaved
-            # case by case, so a change in the machine's load hits every app alike.
-            servers = {name: Server(app, env, work, f"{worker_class}-{name}")
-                       for name, app in APPS.items()}
-            try:
-                for server in servers.values():
-                    server.wait_ready("/predict", bodies["single"])
-                for round_ in range(args.rounds):
-                    for case in CASES:
-                        script = scripts["single" if case == "single" else "batch"]
-                        connections = 1 if case == "batch-1conn" else args.connections
-                        names = list(servers)
-                        names = names[round_ % len(names):] + names[:round_ % len(names)]
-                        for name in names:
-                            if round_ == 0:
-                                run_wrk(servers[name], script, 1, connections)  # warm-up
-                            result = run_wrk(servers[name], script, args.duration, connections)
-                            runs.setdefault((worker_class, name, case), []).append(result)
-                            print(f"{worker_class:8} {name:12} {case:12} round {round_ + 1} "
-                                  f"{fmt(result)}", flush=True)
-            finally:
-                for server in servers.values():
-                    server.stop()
+        # Every server up at once (idle workers cost nothing), and every (worker class, app)
+        # pair interleaved case by case with a rotating order, so a change in the machine's load
+        # hits all of them alike: the comparisons are within a round.
+        servers: dict[tuple[str, str], Server] = {}
+        try:
+            for worker_class in args.worker_classes.split(","):
+                threads = args.threads if worker_class == "gthread" else 1
+                env = dict(base_env, SGDSERVE_WORKER_CLASS=worker_class,
+                           SGDSERVE_THREADS=str(threads))
+                for name, app in APPS.items():
+                    servers[(worker_class, name)] = Server(
+                        app, env, work, f"{worker_class}-{name}"
+                    )
+            for server in servers.values():
+                server.wait_ready("/predict", bodies["single"])
+            for round_ in range(args.rounds):
+                for case in CASES:
+                    script = scripts["single" if case == "single" else "batch"]
+                    connections = 1 if case == "batch-1conn" else args.connections
+                    keys = list(servers)
+                    keys = keys[round_ % len(keys):] + keys[:round_ % len(keys)]
+                    for worker_class, name in keys:
+                        server = servers[(worker_class, name)]
+                        if round_ == 0:
+                            run_wrk(server, script, 1, connections)  # warm-up
+                        result = run_wrk(server, script, args.duration, connections)
+                        runs.setdefault((worker_class, name, case), []).append(result)
+                        print(f"{worker_class:8} {name:12} {case:12} round {round_ + 1} "
+                              f"{fmt(result)}", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+        runs = dict(sorted(runs.items(), key=lambda item: (
+            args.worker_classes.split(",").index(item[0][0]), CASES.index(item[0][2]),
+            list(APPS).index(item[0][1]),
+        )))
         results = {key: combine(found) for key, found in runs.items()}
         args.load = (load_before, os.getloadavg())
         print("in-process app cost (no gunicorn, no sockets)...", flush=True)
@@ -497,16 +510,17 @@ def render(results: dict, args: argparse.Namespace, machine_line: str) -> str:
         "",
         f"Command: `{command}`: wrk with 1 thread on the same host; {args.workers} workers; "
         f"gthread with {args.threads} threads; {args.duration} s per case after a 1 s warm-up, "
-        f"{args.rounds} rounds with the apps interleaved; client numbers are the median round, "
-        "server times (gunicorn access log `duration_s`) pooled over the rounds.",
+        f"{args.rounds} rounds with every (worker class, app) pair interleaved; client numbers "
+        "are the median round, server times (gunicorn access log `duration_s`) pooled over the "
+        "rounds.",
         "",
         f"Load average (1 min, 5 min) of the machine: {b1:.1f}, {b5:.1f} before the run, "
         f"{a1:.1f}, {a5:.1f} after, on {os.cpu_count()} cores (above the core count, other work "
         "shared the machine: compare the apps within one run, not across runs).",
         "",
-        "| workers | app | case | requests/s | p50 ms | p99 ms | server p50 ms | "
-        "server p99 ms | worker CPU ms/request | errors |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| workers | app | case | requests/s | (rounds: min-max) | p50 ms | p99 ms | "
+        "server p50 ms | server p99 ms | worker CPU ms/request | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (worker_class, name, case), r in results.items():
         server50 = f"{r.server_p50_ms:.2f}" if r.server_p50_ms is not None else "-"
@@ -515,7 +529,8 @@ def render(results: dict, args: argparse.Namespace, machine_line: str) -> str:
         label = {"single": "1 row", "batch": "10,000 rows",
                  "batch-1conn": "10,000 rows"}[case] + f", {conns} conn"
         lines.append(
-            f"| {worker_class} | {name} | {label} | {r.rps:,.0f} | {r.p50_ms:.2f} | "
+            f"| {worker_class} | {name} | {label} | {r.rps:,.0f} | "
+            f"{r.rps_range[0]:,.0f}-{r.rps_range[1]:,.0f} | {r.p50_ms:.2f} | "
             f"{r.p99_ms:.2f} | {server50} | {server99} | {r.cpu_ms:.3f} | {r.errors} |"
         )
     lines += ["", "Targets (sgdserve against the bare endpoints, same worker class):", ""]

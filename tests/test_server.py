@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import gunicorn.config
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import Settings
 from service.model import LinearModel
-from service.server import gunicorn_options
+from service.server import JsonAccessLogger, gunicorn_options
 from service.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +155,44 @@ def test_every_setting_in_the_conf_file_is_a_gunicorn_setting() -> None:
     }
     assert ours - set(gunicorn.config.Config().settings) == set()
     assert {"bind", "control_socket_disable", "child_exit", "on_starting"} <= ours
+
+
+class _Resp:
+    status = "404 NOT FOUND"
+    sent = 10
+    headers = [("Content-Type", "application/json"), ("X-Model-Version", 'v"7')]
+
+
+class _FixedClockLogger(JsonAccessLogger):
+    def now(self) -> str:
+        return "2026-01-01T00:00:00.000+00:00"
+
+
+def render_access_line(access_log_format: str, lean: bool) -> str:
+    cfg = gunicorn.config.Config()
+    cfg.set("access_log_format", access_log_format)
+    logger = _FixedClockLogger(cfg)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": '/a"b\\c', "REMOTE_ADDR": "10.0.0.1",
+               "RAW_URI": "/x", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_USER_AGENT": "curl"}
+    args = (_Resp, [("USER-AGENT", "curl")], environ, timedelta(microseconds=1234))
+    atoms = logger.atoms(*args) if lean else super(JsonAccessLogger, logger).atoms(*args)
+    return access_log_format % logger.atoms_wrapper_class(atoms)
+
+
+def test_lean_access_atoms_render_the_same_line_as_gunicorns() -> None:
+    conf_format = gunicorn_options(Settings())["access_log_format"]
+    line = render_access_line(conf_format, lean=True)
+    assert line == render_access_line(conf_format, lean=False)
+    assert json.loads(line) == {
+        "time": "2026-01-01T00:00:00.000+00:00", "method": "GET", "path": '/a"b\\c',
+        "status": 404, "duration_s": 0.001234, "model_version": 'v"7',
+        "remote_addr": "10.0.0.1",
+    }
+
+
+def test_other_access_log_formats_get_every_atom() -> None:
+    line = render_access_line('{"agent": %(a)s, "proto": %(H)s}', lean=True)
+    assert json.loads(line) == {"agent": "curl", "proto": "HTTP/1.1"}
 
 
 # --- a real gunicorn ----------------------------------------------------------------------------
