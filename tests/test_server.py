@@ -385,7 +385,9 @@ def test_worker_exit_drops_its_gauges_but_not_its_counts(standin: Server) -> Non
     for _ in range(10):
         requests.get(standin.url + "/hit", timeout=10)
     total = hits_total(standin)
-    pids = model_info_pids(standin)
+    deadline = time.monotonic() + 15
+    while len(pids := model_info_pids(standin)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the second worker may still be booting
     assert len(pids) == 2  # one series per worker
     victim = sorted(pids)[0]
     os.kill(int(victim), signal.SIGKILL)
