@@ -430,117 +430,172 @@ class _Fields:
     lead: np.ndarray  # its first 8 bytes as a little-endian uint64
 
 
+class _Scratch:
+    """Work arrays that one worker reuses from piece to piece (one worker at a time).
+
+    Fresh arrays the size of a piece would be mapped from the kernel and handed back on every
+    piece (glibc maps blocks over its mmap threshold and trims freed arena memory), so each piece
+    would fault its memory in again: 0.7-1.1 million page faults for a 200 MB file, more time
+    than the parsing itself. Reused arrays fault in once.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, n: int, dtype: Any) -> np.ndarray:
+        """A 1-D array of ``n`` items named ``name``; its contents are whatever was left."""
+        a = self._arrays.get(name)
+        if a is None or a.size < n:
+            # Headroom: the next piece is often a few fields longer than this one.
+            a = self._arrays[name] = np.empty(n + n // 8 + 64, dtype)
+        return a[:n]
+
+
+class _ScratchPool:
+    """One :class:`_Scratch` per worker running at a time, kept for the length of one read."""
+
+    def __init__(self) -> None:
+        self._free: list[_Scratch] = []
+
+    def take(self) -> _Scratch:
+        try:
+            return self._free.pop()  # list.pop and append are atomic: no lock needed
+        except IndexError:
+            return _Scratch()
+
+    def give(self, scratch: _Scratch) -> None:
+        self._free.append(scratch)
+
+
 def _parse_fast(u8: np.ndarray, words: np.ndarray, start: int, end: int,
-                n_columns: int) -> _Fields | None:
+                n_columns: int, sc: _Scratch) -> _Fields | None:
     """Parse the complete lines in ``u8[start:end]``, or None when they are not plain.
 
     Plain lines have the header's number of fields separated by bare commas; blank lines,
-    quotes, spaces and wrong counts make None, and the careful pass takes the piece.
+    quotes, spaces and wrong counts make None, and the careful pass takes the piece. The
+    arrays returned are views of ``sc``: valid until its next use.
     """
     seg = u8[start:end]
     # Every byte <= 44 is a candidate separator: ',' and '\n', but also space, '"', '+', '\r'...
-    seps = np.flatnonzero(seg <= 44)
+    seps = np.flatnonzero(np.less_equal(seg, 44, out=sc.get("byte_flags", seg.size, np.bool_)))
     n_fields = seps.size
     if n_fields == 0 or n_fields % n_columns:
         return None
     rows = n_fields // n_columns
+    shape = (rows, n_columns)
     pattern = np.full(n_columns, 44, np.uint8)
     pattern[-1] = 10
-    if not np.array_equal(seg[seps].reshape(rows, n_columns), np.broadcast_to(pattern,
-                                                                              (rows, n_columns))):
+    found = np.take(seg, seps, out=sc.get("sep_bytes", n_fields, np.uint8), mode="clip")
+    b = sc.get("b", n_fields, np.bool_)  # a scratch flag per field
+    if not np.equal(found.reshape(shape), pattern, out=b.reshape(shape)).all():
         return None
     # Now every other byte is > 44; with none > 57 ('9') the fields hold only '-./0-9'.
     only_digits_dots_minus = int(seg.max()) <= 57
-    starts = np.empty(n_fields, np.int64)
+    # seps becomes the fields' ends, then their lengths.
+    seps += start
+    starts = sc.get("starts", n_fields, np.int64)
     starts[0] = start
-    np.add(seps[:-1], start + 1, out=starts[1:])
-    length = seps + start
+    np.add(seps[:-1], 1, out=starts[1:])
+    length = seps
     length -= starts
+    # Scratch words; several are reused below under other names once their first use is over.
+    q = sc.get("q", n_fields, np.int64)
+    shift = sc.get("shift", n_fields, _U)
+    back = sc.get("back", n_fields, _U)
+    w0 = sc.get("w0", n_fields, _U)
+    w1 = sc.get("w1", n_fields, _U)
+    w2 = sc.get("w2", n_fields, _U)
+    lead = sc.get("lead", n_fields, _U)
 
     # The first 16 bytes of each field: 3 aligned words and shifts.
-    q = starts >> 3
-    shift = (starts & 7).view(_U)
+    np.right_shift(starts, 3, out=q)
+    np.bitwise_and(starts, 7, out=shift.view(np.int64))
     shift <<= _U(3)
-    back = _U(64) - shift  # a shift by 64 gives 0 in numpy
-    w0 = words.take(q)
+    np.subtract(_U(64), shift, out=back)  # a shift by 64 gives 0 in numpy
+    words.take(q, out=w0, mode="clip")  # in range: the buffer has padding after the data
     q += 1
-    w1 = words.take(q)
+    words.take(q, out=w1, mode="clip")
     q += 1
-    w2 = words.take(q)
-    lead = w0 >> shift
-    w0 = w1 << back
+    words.take(q, out=w2, mode="clip")
+    np.right_shift(w0, shift, out=lead)
+    np.left_shift(w1, back, out=w0)
     lead |= w0
-    second = w1 >> shift
+    second = np.right_shift(w1, shift, out=w1)
     w2 <<= back
     second |= w2
-    sign = lead.view(np.uint8)[::8] == 0x2D  # the first byte of each field
+    sign = np.equal(lead.view(np.uint8)[::8], 0x2D, out=sc.get("sign", n_fields, np.bool_))
     # Index of the first '.' among the first 8 bytes, or 8: a zero-byte search on lead ^ '.'.
-    x = lead ^ _DOTS
-    t = x - _ONES
+    x = np.bitwise_xor(lead, _DOTS, out=w0)
+    t = np.subtract(x, _ONES, out=w2)
     np.invert(x, out=x)
     t &= x
     t &= _HIGHS
     np.subtract(_U(0), t, out=x)
     t &= x  # lowest set bit only
     t -= _U(1)
-    dot = np.bitwise_count(t)
+    dot = np.bitwise_count(t, out=sc.get("dot", n_fields, np.uint8))
     dot >>= 3
-    d = np.minimum(dot, length)  # the point, or the end of the field when there is none
+    # The point, or the end of the field when there is none.
+    d = np.minimum(dot, length, out=sc.get("d", n_fields, np.int64))
 
     # The 8 bytes before the point (d <= 8: all in lead) and the 8 after it (lead and second).
-    d8 = d.view(_U) << _U(3)
-    shift = _U(64) - d8
-    int_raw = lead << shift
+    d8 = np.left_shift(d.view(_U), _U(3), out=shift)
+    np.subtract(_U(64), d8, out=back)
+    int_raw = np.left_shift(lead, back, out=w0)
     d8 += _U(8)
-    frac_raw = lead >> d8
+    frac_raw = np.right_shift(lead, d8, out=w2)
     np.subtract(_U(64), d8, out=d8)
     second <<= d8
     frac_raw |= second
 
-    k = d - sign  # integer digits
-    shift = k.view(_U) << _U(3)
+    k = np.subtract(d, sign, out=q)  # integer digits
+    np.left_shift(k.view(_U), _U(3), out=shift)
     np.subtract(_U(64), shift, out=shift)
-    mask = _ALL << shift
+    mask = np.left_shift(_ALL, shift, out=back)
     int_raw ^= _ZEROS
     int_raw &= mask
-    f = length - d
+    f = np.subtract(length, d, out=sc.get("f", n_fields, np.int64))
     f -= 1
     np.maximum(f, 0, out=f)  # fraction digits
-    mask = f.view(_U) << _U(3)
+    np.left_shift(f.view(_U), _U(3), out=mask)
     np.left_shift(_U(1), mask, out=mask)
     mask -= _U(1)
     frac_raw ^= _ZEROS
     frac_raw &= mask
 
+    check = w1
     if only_digits_dots_minus:
         # Kept bytes are digits 0..9 or '-' '.' '/' (0x1D..0x1F after ^ '0'): bit 4 tells.
-        check = int_raw | frac_raw
+        np.bitwise_or(int_raw, frac_raw, out=check)
         check &= _U(0x1010101010101010)
     else:
-        check = int_raw + _OVER9
+        np.add(int_raw, _OVER9, out=check)
         check |= int_raw
-        x = frac_raw + _OVER9
-        check |= x
+        np.add(frac_raw, _OVER9, out=mask)
+        check |= mask
         check |= frac_raw
         check &= _HIGHS
-    ok = check == _U(0)  # every kept byte was a digit
-    ok &= f <= 8
+    ok = np.equal(check, _U(0), out=sc.get("ok", n_fields, np.bool_))  # every kept byte a digit
+    ok &= np.less_equal(f, 8, out=b)
     k += f
-    ok &= k >= 1  # at least one digit
-    ok &= (d < 8) | (length <= 8)  # no point in the first 8 bytes: only short integers
+    ok &= np.greater_equal(k, 1, out=b)  # at least one digit
+    # No point in the first 8 bytes: only short integers.
+    np.less(d, 8, out=b)
+    b |= np.less_equal(length, 8, out=sc.get("b2", n_fields, np.bool_))
+    ok &= b
 
     value = _parse8(int_raw)
     value *= _E8
     value += _parse8(frac_raw)
-    ok &= value <= _MAX_EXACT
+    ok &= np.less_equal(value, _MAX_EXACT, out=b)
     signed = value.view(np.int64)
-    neg = sign.view(np.uint8).astype(np.int64)
+    neg = f  # f is done with: -1 for a negative field, else 0
+    np.copyto(neg, sign)
     np.negative(neg, out=neg)
     signed ^= neg
     signed -= neg
-    out = signed.astype(np.float64)
-    out /= 1e8  # one correctly rounded division: equals float(text)
-    shape = (rows, n_columns)
+    # One correctly rounded division: equals float(text).
+    out = np.true_divide(signed, 1e8, out=sc.get("values", n_fields, np.float64))
     return _Fields(out.reshape(shape), ok.reshape(shape), starts.reshape(shape),
                    length.reshape(shape), lead.reshape(shape))
 
@@ -650,18 +705,24 @@ class _Pending:
 
 
 def _parse_piece(
-    buf: _Buffer, start: int, end: int, first_line: int, layout: _Layout
+    buf: _Buffer, start: int, end: int, first_line: int, layout: _Layout, sc: _Scratch
 ) -> tuple[np.ndarray, _Pending | None]:
     """Parse the lines in ``buf.data[start:end]``: (rows, used columns) float64 and the fields
-    still to do (bad or unusual numbers; see :func:`_finish_pending`)."""
-    fields = _parse_fast(buf.u8, buf.words, start, end, layout.n_columns)
+    still to do (bad or unusual numbers; see :func:`_finish_pending`). The values may be a view
+    of ``sc``: copy them out before its next use."""
+    fields = _parse_fast(buf.u8, buf.words, start, end, layout.n_columns, sc)
     if fields is None:
         return _parse_other(buf, start, end, first_line, layout), None
     used = list(layout.used)
     if used == list(range(layout.n_columns)):  # every column, in file order: no copies
         vals, good = fields.values, fields.ok
     else:
-        vals, good = fields.values[:, used], fields.ok[:, used]
+        shape = (fields.values.shape[0], len(used))
+        n = shape[0] * shape[1]
+        vals = np.take(fields.values, used, axis=1, mode="clip",
+                       out=sc.get("used_values", n, np.float64).reshape(shape))
+        good = np.take(fields.ok, used, axis=1, mode="clip",
+                       out=sc.get("used_ok", n, np.bool_).reshape(shape))
     bool_cols = [j for j, is_bool in enumerate(layout.is_bool) if is_bool]
     if bool_cols:
         cols = [used[j] for j in bool_cols]
@@ -778,6 +839,7 @@ class _FileBlocks:
             self.size = os.fstat(self._fh.fileno()).st_size
             self.hasher = hashlib.sha256()
             self._buf = _Buffer(block_bytes)
+            self._scratch = _Scratch()  # for cutting blocks into pieces
             self._unhashed = (0, 0)
             self._eof = False
             while not self._eof and self._buf.data.find(b"\n", _PAD, self._buf.end) < 0:
@@ -843,7 +905,7 @@ class _FileBlocks:
             else:
                 cut = buf.data.rfind(b"\n", buf.start, buf.end) + 1
             if cut > buf.start:
-                block = _make_block(buf, buf.start, cut, line)
+                block = _make_block(buf, buf.start, cut, line, self._scratch)
                 buf.start = cut
                 yield block
                 line += block.n_lines
@@ -853,17 +915,21 @@ class _FileBlocks:
             self._fill()
 
 
-def _make_block(buf: _Buffer, start: int, end: int, first_line: int) -> _Block:
+def _make_block(
+    buf: _Buffer, start: int, end: int, first_line: int, sc: _Scratch | None = None
+) -> _Block:
     if buf.data.find(b"\r", start, end) >= 0:  # CRLF: a private copy without the CRs
         buf = _Buffer.from_bytes(bytes(buf.data[start:end]).replace(b"\r\n", b"\n"))
         start, end = buf.start, buf.end
     pieces = []
     pos, offset = start, 0
     data, u8 = buf.data, buf.u8
+    sc = _Scratch() if sc is None else sc
     while pos < end:
         cut = data.find(b"\n", min(pos + _PIECE_BYTES, end - 1), end) + 1
         pieces.append((pos, cut, first_line + offset, offset))
-        offset += int(np.count_nonzero(u8[pos:cut] == 10))
+        newline = np.equal(u8[pos:cut], 10, out=sc.get("newline", cut - pos, np.bool_))
+        offset += int(np.count_nonzero(newline))
         pos = cut
     return _Block(buf, pieces, offset, first_line)
 
@@ -889,17 +955,28 @@ def _parse_block(
     y: np.ndarray | None,
     row0: int,
     while_waiting: Any = None,
+    scratch: _ScratchPool | None = None,
 ) -> int:
-    """Parse a block into ``X[row0:]`` (and ``y``); returns the rows written (blank lines skip)."""
+    """Parse a block into ``X[row0:]`` (and ``y``); returns the rows written (blank lines skip).
+
+    Pass the same ``scratch`` for every block of a file: its work arrays are then reused.
+    """
     d = layout.n_features
+
+    if scratch is None:
+        scratch = _ScratchPool()
 
     def work(i: int) -> tuple[int, _Pending | None]:
         s, e, first, offset = block.pieces[i]
-        vals, pending = _parse_piece(block.buf, s, e, first, layout)
-        r0 = row0 + offset
-        X[r0:r0 + len(vals)] = vals[:, :d]
-        if y is not None:
-            y[r0:r0 + len(vals)] = vals[:, d]
+        sc = scratch.take()
+        try:
+            vals, pending = _parse_piece(block.buf, s, e, first, layout, sc)
+            r0 = row0 + offset
+            X[r0:r0 + len(vals)] = vals[:, :d]
+            if y is not None:
+                y[r0:r0 + len(vals)] = vals[:, d]
+        finally:
+            scratch.give(sc)
         return len(vals), pending
 
     outcomes: list[tuple[int, _Pending | None] | BaseException] = []
@@ -982,6 +1059,7 @@ def read_csv(
         X = np.empty((0, d))
         y = np.empty(0)
         rows = 0
+        scratch = _ScratchPool()
         with ThreadPoolExecutor(_workers()) as pool:
             for block in blocks:
                 if not layout.is_bool:
@@ -996,7 +1074,8 @@ def read_csv(
                     guess = int(blocks.size / per_line * 1.1) + 1024
                     capacity = max(rows + block.n_lines, guess, len(y) * 3 // 2)
                     X, y = _grow(X, rows, capacity), _grow(y, rows, capacity)
-                rows += _parse_block(block, layout, pool, X, y, rows, blocks.hash_pending)
+                rows += _parse_block(block, layout, pool, X, y, rows, blocks.hash_pending,
+                                     scratch)
         digest = blocks.hasher.hexdigest()
     X, y = X[:rows], y[:rows]
     _check_rows(layout, rows, float(y.min()) if rows else 0.0, float(y.max()) if rows else 1.0,
@@ -1023,6 +1102,7 @@ def _iter_row_blocks(
         if _parse_header(blocks.header_text, blocks.file) != header_layout.header:
             raise DataError(f"file {blocks.file!r} changed: its header is different now", line=1)
         layout = header_layout
+        scratch = _ScratchPool()
         for block in blocks:
             if not layout.is_bool:
                 first = _first_data_line(block, blocks.file)
@@ -1031,7 +1111,7 @@ def _iter_row_blocks(
                 layout = _with_kinds(layout, *first)
             X = np.empty((block.n_lines, layout.n_features))
             y = np.empty(block.n_lines) if len(layout.used) > layout.n_features else None
-            rows = _parse_block(block, layout, pool, X, y, 0, blocks.hash_pending)
+            rows = _parse_block(block, layout, pool, X, y, 0, blocks.hash_pending, scratch)
             yield blocks, block, X, y, rows
 
 
