@@ -27,8 +27,8 @@ bind = [
 # Processes, not threads, give CPU parallelism under the GIL: about one per core.
 workers = settings.workers
 
-# sync by default: as fast as gthread and cheaper in CPU per request (docs/benchmarks-serving.md);
-# gthread keeps connections alive, which helps only clients that reuse connections.
+# sync by default: steadier than gthread, with far lower tail latency and less CPU per request
+# (docs/benchmarks-serving.md); gthread helps only clients that keep connections open.
 worker_class = settings.worker_class
 
 # Threads per gthread worker (ignored by sync workers).
