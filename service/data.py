@@ -742,12 +742,13 @@ def _parse_piece(
 
 def _finish_pending(
     buf: _Buffer, layout: _Layout, pending: list[tuple[int, int, _Pending]]
-) -> list[tuple[int, int, float]]:
-    """Values for the fields the fast pass left, as (piece index, row, column, value) in file
-    order; raises the DataError of the first bad one. One vectorised pass for the whole block
-    (numpy calls on a few hundred fields cost their overhead, not their work)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Values for the fields the fast pass left, as arrays (piece index, row, column, value);
+    raises the DataError of the first bad one in file order. One vectorised pass for the whole
+    block (numpy calls on a few hundred fields cost their overhead, not their work)."""
     if not pending:
-        return []
+        none = np.empty(0, np.int64)
+        return none, none, none, np.empty(0)
     piece = np.concatenate([np.full(len(p.rows), i) for i, _, p in pending])
     rows = np.concatenate([p.rows for _, _, p in pending])
     cols = np.concatenate([p.cols for _, _, p in pending])
@@ -763,7 +764,7 @@ def _finish_pending(
         j = int(cols[k])
         text = _decode(buf.data[int(starts[k]):int(starts[k] + length[k])], line, layout.file)
         values[k] = _convert(text, layout.is_bool[j], layout.names[j], line)
-    return list(zip(piece.tolist(), rows.tolist(), cols.tolist(), values.tolist(), strict=True))
+    return piece, rows, cols, values
 
 
 # --------------------------------------------------------------------------------------------
@@ -1007,12 +1008,15 @@ def _parse_block(
     # Fields left by pieces before the first failed piece come first in the file.
     done = [o for o in outcomes if not isinstance(o, BaseException)]
     pending = [(i, block.pieces[i][2], p) for i, (_, p) in enumerate(done) if p is not None]
-    for i, r, j, value in _finish_pending(block.buf, layout, pending):
-        at = row0 + block.pieces[i][3] + r
-        if j < d:
-            X[at, j] = value
-        elif y is not None:
-            y[at] = value
+    piece, r, j, values = _finish_pending(block.buf, layout, pending)
+    if values.size:  # one write for all, not a Python loop: 0.6% of the fields with %.7g
+        at = np.array([p[3] for p in block.pieces], np.int64)[piece]
+        at += r
+        at += row0
+        in_x = j < d
+        X[at[in_x], j[in_x]] = values[in_x]
+        if y is not None:
+            y[at[~in_x]] = values[~in_x]
     if len(done) < len(outcomes):
         raise outcomes[-1]  # type: ignore[misc]
     counts = [count for count, _ in done]
