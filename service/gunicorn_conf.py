@@ -103,6 +103,13 @@ def on_starting(server):
     server.log.info("Prometheus multiprocess directory: %s", path)
 
 
+def post_worker_init(worker):
+    """Load the model as a worker boots, so its first request does not pay for it (~0.5 s)."""
+    state = getattr(worker.wsgi, "extensions", {}).get("sgdserve")
+    if state is not None:
+        state.holder.get()  # no model yet is (None, None); a failed load is logged and counted
+
+
 def child_exit(server, worker):
     """Drop the exited worker's per-process gauges; its counters keep adding up."""
     from service.metrics import mark_process_dead
