@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-docker bench lint clean
+.PHONY: run test test-docker bench bench-serve lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ test-docker: $(STAMP)
 	$(BIN)/python -m pytest -q -m docker
 
 bench: $(STAMP)
-	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/train_bench.py --sweep-batch
+	$(BIN)/python bench/cli_train_bench.py
+
+# Needs wrk (apt-get install wrk); about 6 minutes.
+bench-serve: $(STAMP)
+	$(BIN)/python bench/serve_bench.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench
