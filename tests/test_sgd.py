@@ -158,6 +158,18 @@ def test_raw_house_data_with_defaults_matches_lstsq_where_sklearn_defaults_fail(
     assert not (ref_r2 > 0.5), "scikit-learn's defaults on raw data are not expected to work"
 
 
+def test_rows_sorted_by_the_target_still_converge():
+    """Batches are contiguous slices in random order: sorted files must not break the fit."""
+    from service.data import make_houses
+
+    X, y, _ = make_houses(20_000, seed=1)
+    Xte, yte, _ = make_houses(5_000, seed=2)
+    order = np.argsort(y)
+    c, i = lstsq_fit(X, y)
+    reg = SGDRegressor(random_state=0).fit(X[order], y[order])
+    assert reg.score(Xte, yte) >= r2_score(yte, Xte @ c + i) - 0.001
+
+
 def test_partial_fit_over_chunks_is_close_to_fit():
     X, y, _, _ = linear_data(n=30_000, seed=5)
     full = SGDRegressor(random_state=0).fit(X, y)
