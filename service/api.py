@@ -95,11 +95,11 @@ def predict() -> Response:
     names = model.feature_names
     headers = {"X-Model-Version": version}
     if "features" in body:
-        X = _matrix([body["features"]], names, single=True)
-        y = _predict(model, X, [body["features"]], single=True)
+        row = body["features"]
+        y = _predict(model, _row_values(row, names), [row], single=True)
         st.metrics.rows_predicted(1)
         return json_response(
-            {"prediction": float(y[0]), "model_version": version}, headers=headers
+            {"prediction": y, "model_version": version}, headers=headers
         )
     rows = body.get("instances")
     if type(rows) is not list:
@@ -114,20 +114,29 @@ def predict() -> Response:
             f"'instances' has {len(rows)} rows; the limit is {limit} (SGDSERVE_MAX_BATCH_ROWS)",
             code="too_many_rows",
         )
-    y = _predict(model, _matrix(rows, names, single=False), rows, single=False)
+    y = _predict(model, _feature_columns(rows, names, single=False), rows, single=False)
     st.metrics.rows_predicted(len(rows))
     return json_response({"predictions": y, "model_version": version}, headers=headers)
 
 
-def _predict(model: Any, X: np.ndarray, rows: list[Any], *, single: bool) -> np.ndarray:
-    """Predictions, or a 400 naming the first non-finite value or overflowing row."""
+def _predict(model: Any, columns: Any, rows: list[Any], *, single: bool) -> Any:
+    """Predictions, or a 400 naming the first non-finite value or overflowing row.
+
+    ``columns`` holds one sequence per feature (floats for one row, arrays for a batch). The
+    sum runs feature by feature in the model's order with plain multiplies and adds (no BLAS,
+    no fused multiply-add), so a row predicts bit for bit the same alone and in a batch.
+    """
+    coef = model.coef.tolist()
     with np.errstate(over="ignore", invalid="ignore"):  # checked below, not warned about
-        y = model.predict(X)
+        y = columns[0] * coef[0]
+        for j in range(1, len(coef)):
+            y = y + columns[j] * coef[j]
+        y = y + model.intercept
     # One check covers the inputs too: a non-finite feature makes its prediction non-finite.
-    if not (math.isfinite(y[0]) if single else np.isfinite(y).all()):
+    if not (math.isfinite(y) if single else np.isfinite(y).all()):
         error = _explain(rows, model.feature_names, single)
         if error is None:
-            i = int(np.flatnonzero(~np.isfinite(y))[0])
+            i = 0 if single else int(np.flatnonzero(~np.isfinite(y))[0])
             where = "" if single else f"instances[{i}]: "
             error = APIError(
                 f"{where}the prediction is not finite; feature values are too large",
@@ -150,8 +159,9 @@ def _bad_body(body: Any) -> APIError:
     )
 
 
-def _matrix(rows: list[Any], names: tuple[str, ...], *, single: bool) -> np.ndarray:
-    """The rows as a float matrix in ``names`` order, or a 400 naming the first bad field.
+def _feature_columns(rows: list[Any], names: tuple[str, ...], *, single: bool) -> np.ndarray:
+    """The rows as a float matrix, one row per feature in ``names`` order (d x n), or a 400
+    naming the first bad field.
 
     Built column by column with C-level ``map`` passes: about 4x faster than nested
     comprehensions on 10,000 rows, and 30% faster than one pass over all the values row by row
@@ -173,7 +183,22 @@ def _matrix(rows: list[Any], names: tuple[str, ...], *, single: bool) -> np.ndar
             X[j] = column
     except (KeyError, TypeError, IndexError):
         raise _invalid(rows, names, single) from None
-    return X.T
+    return X
+
+
+def _row_values(row: Any, names: tuple[str, ...]) -> list[float]:
+    """One row's values in ``names`` order as Python numbers: the single-row case of
+    :func:`_feature_columns`, with no numpy at all (a few microseconds)."""
+    if type(row) is dict and len(row) == len(names):
+        try:
+            values = [row[name] for name in names]
+        except KeyError:
+            pass
+        else:
+            if all(type(v) in _NUMBER_TYPES for v in values):
+                # float() of an int is exact up to 2**53, as numpy's conversion in _feature_columns.
+                return [float(v) for v in values]
+    raise _invalid([row], names, True)
 
 
 def _invalid(rows: list[Any], names: tuple[str, ...], single: bool) -> APIError:

@@ -150,6 +150,17 @@ def test_predict_a_batch(client, model, store):
     assert body["model_version"] == store.active_version()
 
 
+def test_a_row_predicts_the_same_alone_and_in_a_batch(client, store):
+    # coefficients and values with rounding in every product: summation order would show
+    add_version(store, make_model(coef=(149.37, 10_001.3, 4_999.7, -503.1), intercept=50_000.3))
+    rows = [dict(ROW, sqft=1000.1 + 37.3 * i, bathrooms=1.5 + 0.1 * i, age_years=i / 7)
+            for i in range(30)]
+    batch = post_json(client, "/predict", {"instances": rows}).get_json()["predictions"]
+    single = [post_json(client, "/predict", {"features": row}).get_json()["prediction"]
+              for row in rows]
+    assert single == batch  # exactly: the single-row fast path computes as the batch does
+
+
 def test_predict_accepts_features_in_any_order_and_charset(client, model):
     row = dict(reversed(list(ROW.items())))
     r = client.post(
@@ -308,9 +319,9 @@ def test_an_unexpected_error_is_a_logged_json_500(client, model, monkeypatch, ca
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(service.api, "_matrix", boom)
+    monkeypatch.setattr(service.api, "_feature_columns", boom)  # the batch path's matrix builder
     with caplog.at_level(logging.ERROR, logger="sgdserve.http"):
-        r = post_json(client, "/predict", {"features": ROW})
+        r = post_json(client, "/predict", {"instances": [ROW]})
     assert r.status_code == 500
     assert error_of(r) == {"code": "internal_error", "message": "internal server error"}
     assert any("POST /predict" in rec.getMessage() for rec in caplog.records)
