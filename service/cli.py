@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -129,6 +130,9 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
         header_written = False
         for header, lines, X in iter_prediction_chunks(data, model.feature_names):
             if not header_written:
+                if "prediction" in next(csv.reader([header])):
+                    raise CLIError(f"{data.name} already has a 'prediction' column; rename it "
+                                   "or drop it before scoring")
                 out.write(f"{header.rstrip()},prediction\n")
                 header_written = True
             predictions = model.predict(X)
@@ -145,7 +149,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
         if tmp is not None:
             out.close()
             os.unlink(tmp)
-    print(f"scored {rows} rows with version {version}" +
+    print(f"scored {rows} row{'' if rows == 1 else 's'} with version {version}" +
           (f" -> {out_path}" if out_path else ""), file=sys.stderr)
     return 0
 
@@ -239,6 +243,17 @@ def _data_and_target(args: argparse.Namespace) -> tuple[Path, str]:
     if not args.target:
         raise CLIError("--target COL is required: the column to predict")
     return Path(args.data), args.target
+
+
+def _seconds(text: str) -> float:
+    """A --wait value: seconds >= 0 (argparse turns the ValueError into a one-line error)."""
+    value = float(text)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(text)
+    return value
+
+
+_seconds.__name__ = "number of seconds (>= 0)"  # argparse: "invalid number of seconds ..."
 
 
 # SGDRegressor parameter -> the command-line option that sets it, for error messages.
@@ -409,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the result as one JSON object (the last line of stdout)")
     p.add_argument("--if-empty", action="store_true",
                    help="do nothing when the model already has an active version")
-    p.add_argument("--wait", type=float, default=False, metavar="SECONDS",
+    p.add_argument("--wait", type=_seconds, default=False, metavar="SECONDS",
                    help="wait up to SECONDS for another training to finish (default: fail)")
     p.set_defaults(func=cmd_train)
 
@@ -427,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "show", "activate"])
     p.add_argument("version", nargs="?", help="version id (show, activate)")
     p.add_argument("--json", action="store_true", help="list as JSON")
-    p.add_argument("--wait", type=float, default=False, metavar="SECONDS",
+    p.add_argument("--wait", type=_seconds, default=False, metavar="SECONDS",
                    help="activate: wait up to SECONDS for a running training (default: fail)")
     store_options(p)
     p.set_defaults(func=cmd_models)

@@ -366,6 +366,10 @@ ERRORS = [
     ("models activate --model-dir {models}", r"models activate needs a version id"),
     ("models frobnicate", r"argument action: invalid choice: 'frobnicate'"),
     ("sample --rows 0 --out {dir}/s.csv", r"--rows must be >= 1, got 0"),
+    ("train --data {houses} --target price --wait -1 --model-dir {dir}/m",
+     r"argument --wait: invalid number of seconds \(>= 0\) value: '-1'"),
+    ("predict --data {scored} --model-dir {models}",
+     r"scored\.csv already has a 'prediction' column; rename it"),
     ("schedule --every 5x --sample --model-dir {dir}/m", r"interval '5x' is not valid"),
     ("", r"the following arguments are required: COMMAND"),
 ]
@@ -378,6 +382,8 @@ def error_runs(trained: Trained, tmp_path_factory) -> dict[str, tuple[Path, obje
     (root / "bad.csv").write_text(BAD_VALUE)
     (root / "short.csv").write_text("a,b,y\n1,2,3\n2,3\n")
     (root / "nofeature.csv").write_text("bedrooms,bathrooms,age_years\n3,2,10\n")
+    (root / "scored.csv").write_text(
+        "sqft,bedrooms,bathrooms,age_years,prediction\n1500,3,2,20,300000\n")
 
     def run(i_case):
         i, (template, _) = i_case
@@ -385,6 +391,7 @@ def error_runs(trained: Trained, tmp_path_factory) -> dict[str, tuple[Path, obje
         folder.mkdir()
         args = template.format(dir=folder, bad=root / "bad.csv", short=root / "short.csv",
                                nofeature=root / "nofeature.csv", houses=trained.houses,
+                               scored=root / "scored.csv",
                                models=trained.models).split()
         return template, (folder, sgdserve(*args, ok=False))
 
