@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import store as store_module
 from .errors import JobConflictError, JobError, LockHeldError
 
 log = logging.getLogger("sgdserve.jobs")
@@ -261,15 +261,7 @@ def _worth_waiting(store: Any, holder: Mapping[str, Any], started: float) -> boo
 
 def write_holder(fd: int, job_id: str) -> None:
     """Describe the holder in the lock file, as ``ModelStore.lock`` does, plus the job id."""
-    holder = {
-        "pid": os.getpid(),
-        "owner": f"retrain job {job_id}",
-        "host": socket.gethostname(),
-        "since": _now(),
-        "job_id": job_id,
-    }
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    store_module.write_holder(fd, f"retrain job {job_id}", job_id=job_id)
 
 
 def clear_holder(fd: int) -> None:

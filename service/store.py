@@ -497,16 +497,8 @@ class ModelStore:
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             self._acquire(fd, wait)
-            holder = {
-                "pid": os.getpid(),
-                "owner": owner,
-                "host": socket.gethostname(),
-                "since": _utc_iso(),
-            }
             try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, _dumps(holder, indent=None), 0)
-                yield holder
+                yield write_holder(fd, owner)
             finally:
                 # Clear the description first so a stale holder is never reported.
                 with contextlib.suppress(OSError):
@@ -672,6 +664,24 @@ class ModelStore:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def write_holder(fd: int, owner: str, **extra: Any) -> dict[str, Any]:
+    """Describe the holder (pid, owner, host, since, plus ``extra``) in the locked file ``fd``.
+
+    The one place the record's shape is made: ``ModelStore.lock`` and the retrain jobs, which
+    take the same lock on a descriptor they hand to a child process, both write it here.
+    """
+    holder = {
+        "pid": os.getpid(),
+        "owner": owner,
+        "host": socket.gethostname(),
+        "since": _utc_iso(),
+        **extra,
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, _dumps(holder, indent=None), 0)
+    return holder
 
 
 def _held_message(holder: Mapping[str, Any] | None) -> str:
