@@ -292,6 +292,93 @@ def test_predict_at_the_row_limit_matches_numpy(tmp_path, model):
     np.testing.assert_allclose(r.get_json()["predictions"], X @ model.coef + model.intercept)
 
 
+def _bodies_for_both_paths() -> list[bytes]:
+    """Valid and invalid /predict bodies, as raw bytes, for comparing the two parsing paths."""
+    rng = np.random.default_rng(7)
+    bodies = [orjson.dumps(payload) for payload, _, _ in BAD_BODIES]
+    bodies += [
+        b'{"features": {"sqft": NaN, "bedrooms": 3, "bathrooms": 2, "age_years": 20}}',
+        b'{"features": {"sqft": 1e400, "bedrooms": 3, "bathrooms": 2, "age_years": 20}}',
+        b'{"features": {"sqft": 1500,', b'{"features": {}} trailing', b"", b"\xff\xfe",
+        b'{"features": {"sqft": 1500, "sqft": 7, "bedrooms": 3, "bathrooms": 2, "age_years": 1}}',
+        b'{"features": {"sqft": -0, "bedrooms": 3e0, "bathrooms": 2E-1, "age_years": -0.0}}',
+        b'{"features": {"sqft": 1.7976931348623157e308, "bedrooms": 3, "bathrooms": 2, '
+        b'"age_years": 20}}',
+        b'{"features": {"sqft": 9007199254740993, "bedrooms": 18446744073709551616, '
+        b'"bathrooms": 2, "age_years": 1180591620717411303424}}',
+        b'{"features": {"sqft": 4.9e-324, "bedrooms": 1e-400, "bathrooms": 2, "age_years": 1}}',
+        b'{"features": null}', b'{"instances": null}',
+        b'{"features": {"sqft": 1}, "instances": null}',
+        b'  {"instances" : [ {"age_years":1,"bathrooms":2,"bedrooms":3,"sqft":4} ] }  ',
+        b'{"instances": [{"sqft": 1, "bedrooms": 2, "bathrooms": 3, "age_years": 4}, null]}',
+        b'{"features": {"sqft": 1, "bedrooms": 2, "bathrooms": 3, "age_years": 4, "": 0}}',
+        rb'{"features": {"sqft": 1, "bedrooms": 2, "bathrooms": 3, "age_ye\u0061rs": 4}}',
+    ]
+    for n in (1, 2, 7, 300):
+        values = rng.normal(0, 10.0 ** rng.integers(-3, 6, size=(n, 4)), size=(n, 4))
+        rows = [dict(zip(FEATURES, row.tolist(), strict=True)) for row in values]
+        rows[0] = {k: int(v) for k, v in rows[0].items()}  # ints mix with floats
+        bodies.append(orjson.dumps({"instances": rows}))
+        bodies.append(orjson.dumps({"features": rows[-1]}))
+        bodies.append(orjson.dumps({"instances": [dict(reversed(r.items())) for r in rows]}))
+        broken = [dict(r) for r in rows]
+        del broken[-1]["bathrooms"]
+        bodies.append(orjson.dumps({"instances": broken}))
+    return bodies
+
+
+def test_the_typed_and_general_paths_answer_alike(client, model, monkeypatch):
+    """Valid bodies are decoded by msgspec into typed rows; anything it refuses is re-parsed
+    by the general path, which names the problem. Both must accept the same bodies and predict
+    the same values, bit for bit."""
+    from service.rows import RowDecoder
+
+    bodies = _bodies_for_both_paths()
+
+    def answers():
+        out = []
+        for body in bodies:
+            r = client.post("/predict", data=body, content_type="application/json")
+            out.append((r.status_code, r.get_json()))
+        return out
+
+    typed = answers()
+    monkeypatch.setattr(RowDecoder, "decode", lambda *args: None)
+    general = answers()
+    for body, a, b in zip(bodies, typed, general, strict=True):
+        assert a == b, body[:200]
+    assert sum(status == 200 for status, _ in typed) >= 15  # both kinds are in the corpus
+    assert sum(status == 400 for status, _ in typed) >= 30
+
+
+def test_valid_bodies_are_not_parsed_twice(client, model, monkeypatch):
+    import service.api
+
+    calls = []
+    monkeypatch.setattr(service.api, "_parse_json", lambda data: calls.append(data))
+    assert post_json(client, "/predict", {"features": ROW}).status_code == 200
+    assert post_json(client, "/predict", {"instances": [ROW] * 3}).status_code == 200
+    assert calls == []  # the general parser ran for neither
+
+
+def test_predict_with_feature_names_that_are_not_identifiers(tmp_path, store):
+    names = ("sq ft", "class", "1st-floor", "Ärea", "f0")
+    coef = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    add_version(store, LinearModel(
+        feature_names=names, target="y", coef=coef, intercept=0.5, x_mean=np.zeros(5),
+        x_scale=np.ones(5), y_mean=0.0, y_scale=1.0, coef_std=coef, intercept_std=0.5,
+    ))
+    client = build(tmp_path).test_client()
+    row = dict(zip(names, [1, 10, 100, 1000, 10000], strict=True))
+    r = post_json(client, "/predict", {"features": row})
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["prediction"] == 54321.5
+    r = post_json(client, "/predict", {"instances": [row, row]})
+    assert r.get_json()["predictions"] == [54321.5, 54321.5]
+    r = post_json(client, "/predict", {"features": dict(row, f1=2)})
+    assert "unknown feature 'f1'" in error_of(r)["message"]
+
+
 # -- routing errors -----------------------------------------------------------------------------
 
 
@@ -319,7 +406,7 @@ def test_an_unexpected_error_is_a_logged_json_500(client, model, monkeypatch, ca
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(service.api, "_feature_columns", boom)  # the batch path's matrix builder
+    monkeypatch.setattr(service.api, "_linear", boom)  # the sum every prediction goes through
     with caplog.at_level(logging.ERROR, logger="sgdserve.http"):
         r = post_json(client, "/predict", {"instances": [ROW]})
     assert r.status_code == 500

@@ -331,3 +331,34 @@ def test_metrics_totals_add_up_across_workers(server):
     after, rows_after = predict_count()
     assert after - before == 300
     assert rows_after - rows_before == 3 * ok
+
+
+def test_large_chunked_and_truncated_bodies(server):
+    """/predict reads a declared length in one go and a chunked body to its end; a body that
+    stops short of its Content-Length is a 400, and the worker goes on serving."""
+    rows = [dict(ROW, sqft=1000.5 + i) for i in range(10_000)]  # 0.7 MB: many recv() calls
+    body = json.dumps({"instances": rows}).encode()
+    headers = {"Content-Type": "application/json"}
+    r = requests.post(server.url + "/predict", data=body, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == len(rows)
+
+    def pieces():  # no Content-Length: requests sends Transfer-Encoding: chunked
+        for start in range(0, len(body), 100_000):
+            yield body[start:start + 100_000]
+
+    r = requests.post(server.url + "/predict", data=pieces(), headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == len(rows)
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100000\r\n\r\n" + body[:5000])
+        s.shutdown(socket.SHUT_WR)  # the client gives up before the declared length
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), reply[:300]
+    assert json.loads(payload)["error"]["code"] == "bad_request"
+    assert requests.post(server.url + "/predict", json={"features": ROW}, timeout=10).ok

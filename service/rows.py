@@ -1,0 +1,130 @@
+"""Typed decoding of ``/predict`` bodies: JSON rows of named numbers to a float matrix, fast.
+
+A :class:`RowDecoder` is made once per feature list (:func:`decoder_for` caches it) and turns
+``{"features": {...}}`` or ``{"instances": [{...}, ...]}`` into Python floats (one row) or a
+d x n matrix (a batch). msgspec checks the body's shape, every name and every type while it
+parses: a boolean, string or null, a missing or unknown feature, a number beyond float range,
+or malformed JSON makes :meth:`RowDecoder.decode` answer None, and the caller's general path
+(orjson and field-by-field checks in ``api.py``) finds the first bad row and field to name.
+
+Where the time goes on a 10,000 x 4 batch here (docs/benchmarks-serving.md): parsing into
+typed rows 1.8 ms, against 2.9 ms for orjson into dicts; taking the columns out of the rows
+0.5 ms, against 1.7 ms for one ``attrgetter`` pass per feature. The columns come out by
+encoding the rows to MessagePack, where every float is the byte 0xcb and its 8 bytes big-endian
+at a fixed offset in every row, and reading those with a numpy view: no Python object per
+value. The layout is checked (length and every 0xcb) before it is trusted; if it ever differs
+the columns are taken row by row instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from itertools import chain
+from typing import Any
+
+import msgspec
+import numpy as np
+
+__all__ = ["RowDecoder", "decoder_for"]
+
+_FLOAT64 = 0xCB  # MessagePack's type byte for a float 64, followed by 8 bytes big-endian
+
+
+class RowDecoder:
+    """Decoder of prediction bodies whose rows hold exactly ``names``, as JSON numbers."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = tuple(names)
+        # Python-side names f0, f1, ... so any feature name works; ``rename`` maps them to keys.
+        fields = [f"f{j}" for j in range(len(names))]
+        self._row = msgspec.defstruct(
+            "Row",
+            [(f, float) for f in fields],
+            rename=dict(zip(fields, names, strict=True)),
+            forbid_unknown_fields=True,
+            gc=False,  # rows hold only floats: nothing for the cycle collector to track
+        )
+        body = msgspec.defstruct(
+            "PredictBody",
+            [("features", self._row | msgspec.UnsetType, msgspec.UNSET),
+             ("instances", list[self._row] | msgspec.UnsetType, msgspec.UNSET)],  # type: ignore[name-defined]
+            forbid_unknown_fields=True,
+            gc=False,
+        )
+        self._json = msgspec.json.Decoder(body)
+        self._pack = msgspec.msgpack.Encoder()
+        self._row_values = msgspec.structs.astuple
+        self._layout = self._packed_layout()
+
+    def decode(self, data: bytes, limit: int) -> tuple[bool, Any] | None:
+        """``(True, [floats])`` for one row, ``(False, d x n matrix)`` for a batch of 1 to
+        ``limit`` rows, or None for any body this decoder does not accept whole."""
+        try:
+            body = self._json.decode(data)
+        except msgspec.MsgspecError:
+            return None
+        features, rows = body.features, body.instances
+        if rows is msgspec.UNSET:
+            if features is msgspec.UNSET:
+                return None
+            return True, list(self._row_values(features))
+        if features is not msgspec.UNSET or not rows or len(rows) > limit:
+            return None
+        return False, self.columns(rows)
+
+    def columns(self, rows: list[Any]) -> np.ndarray:
+        """The rows' values as a d x n float64 matrix, feature by feature in ``names`` order."""
+        X = self._columns_packed(rows)
+        return self._columns_by_row(rows) if X is None else X
+
+    # -- the two ways to take the columns out ----------------------------------------------------
+
+    def _packed_layout(self) -> tuple[int, np.dtype] | None:
+        """Bytes per packed row and a structured dtype over one: each value ('v<j>', big-endian
+        float64) and the type byte before it ('t<j>'). Found by packing a row of distinct
+        values and looking each up, so nothing about key encodings is assumed."""
+        d = len(self.names)
+        values = [1.0 + j / (d + 1) for j in range(d)]  # distinct, exactly representable
+        packed = self._pack.encode(self._row(*values))
+        offsets = []
+        for value in values:
+            found = packed.find(bytes([_FLOAT64]) + struct.pack(">d", value))
+            if found < 0:
+                return None
+            offsets.append(found)
+        dtype = np.dtype({
+            "names": [f"v{j}" for j in range(d)] + [f"t{j}" for j in range(d)],
+            "formats": [">f8"] * d + ["u1"] * d,
+            "offsets": [o + 1 for o in offsets] + offsets,
+            "itemsize": len(packed),
+        })
+        return len(packed), dtype
+
+    def _columns_packed(self, rows: list[Any]) -> np.ndarray | None:
+        if self._layout is None:
+            return None
+        size, dtype = self._layout
+        n = len(rows)
+        packed = self._pack.encode(rows)
+        header = len(packed) - n * size  # the array's own header: 1, 3 or 5 bytes
+        if header != (1 if n < 16 else 3 if n < 1 << 16 else 5):
+            return None
+        view = np.frombuffer(packed, dtype=dtype, count=n, offset=header)
+        X = np.empty((len(self.names), n))
+        for j in range(len(self.names)):
+            if not (view[f"t{j}"] == _FLOAT64).all():
+                return None
+            X[j] = view[f"v{j}"]
+        return X
+
+    def _columns_by_row(self, rows: list[Any]) -> np.ndarray:
+        n, d = len(rows), len(self.names)
+        flat = np.fromiter(chain.from_iterable(map(self._row_values, rows)), np.float64, n * d)
+        return np.ascontiguousarray(flat.reshape(n, d).T)
+
+
+@functools.lru_cache(maxsize=32)
+def decoder_for(names: tuple[str, ...]) -> RowDecoder:
+    """The decoder for a feature list, made once (a process serves one model at a time)."""
+    return RowDecoder(names)
