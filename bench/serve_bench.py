@@ -238,7 +238,7 @@ class Server:
     def log_size(self) -> int:
         return self.log.stat().st_size
 
-    def server_times(self, since: int) -> list[float]:
+    def server_times(self, since: int, path: str = "/predict") -> list[float]:
         with self.log.open("rb") as f:
             f.seek(since)
             lines = f.read().decode().splitlines()
@@ -248,7 +248,7 @@ class Server:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if entry.get("path") == "/predict" and entry.get("status") == 200:
+            if entry.get("path") == path and entry.get("status") == 200:
                 times.append(entry["duration_s"] * 1000)
         return times
 
@@ -280,12 +280,13 @@ def post(url: str, body: bytes) -> int:
         return exc.code
 
 
-def run_wrk(server: Server, script: Path, duration: int, connections: int) -> Result:
+def run_wrk(server: Server, script: Path, duration: int, connections: int,
+            path: str = "/predict") -> Result:
     since = server.log_size()
     cpu_before = server.cpu_seconds()
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
-         server.url + "/predict"],
+         server.url + path],
         capture_output=True, text=True, timeout=duration + 60,
     )
     match = re.search(r"^BENCH (\{.*\})$", done.stdout, re.M)
@@ -294,7 +295,7 @@ def run_wrk(server: Server, script: Path, duration: int, connections: int) -> Re
     raw = json.loads(match.group(1))
     time.sleep(0.2)  # let the last access-log lines reach the file
     cpu = server.cpu_seconds() - cpu_before
-    server_ms = server.server_times(since)
+    server_ms = server.server_times(since, path)
     return Result(
         rps=raw["requests"] / (raw["duration_us"] / 1e6),
         rps_range=(raw["requests"] / (raw["duration_us"] / 1e6),) * 2,
@@ -326,9 +327,9 @@ def inprocess_costs(model_dir: Path, bodies: dict[str, bytes]) -> dict[str, dict
             "sgdserve": create_app({"model_dir": model_dir}),
         }
 
-        def call(app, body: bytes) -> None:
+        def call(app, body: bytes, path: str = "/predict") -> None:
             environ = {
-                "REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "QUERY_STRING": "",
+                "REQUEST_METHOD": "POST", "PATH_INFO": path, "QUERY_STRING": "",
                 "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000",
                 "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1:8000",
                 "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
@@ -343,15 +344,20 @@ def inprocess_costs(model_dir: Path, bodies: dict[str, bytes]) -> dict[str, dict
                 raise SystemExit(f"in-process call failed: {status[0]}")
 
         costs: dict[str, dict[str, float]] = {}
-        for case, calls in (("single", 2000), ("batch", 20)):
-            samples: dict[str, list[float]] = {name: [] for name in apps}
-            for app in apps.values():
-                call(app, bodies[case])  # warm-up
+        for case, calls in (("single", 2000), ("batch", 20), ("v2", 20)):
+            # (name, app, body, path): the /v2 body goes to sgdserve's infer as a fourth column
+            cands = [(name, app, bodies[case], "/predict") for name, app in apps.items()
+                     if case != "v2"]
+            if case == "v2":
+                cands = [("sgdserve", apps["sgdserve"], bodies["v2"], V2_PATH)]
+            samples: dict[str, list[float]] = {name: [] for name, *_ in cands}
+            for _name, app, body, path in cands:
+                call(app, body, path)  # warm-up
             for _ in range(5):
-                for name, app in apps.items():
+                for name, app, body, path in cands:
                     start = time.perf_counter()
                     for _ in range(calls):
-                        call(app, bodies[case])
+                        call(app, body, path)
                     samples[name].append((time.perf_counter() - start) * 1000 / calls)
             costs[case] = {name: statistics.median(found) for name, found in samples.items()}
         return costs
@@ -367,7 +373,9 @@ APPS = {
     "bare-orjson": 'serve_bench:bare_app("orjson")',
     "sgdserve": None,  # service.app:create_app() through serve()
 }
-CASES = ("single", "batch", "batch-1conn")
+CASES = ("single", "batch", "batch-1conn", "v2-1conn")
+V2_PATH = "/v2/models/house-price/infer"
+PATHS = {"v2-1conn": V2_PATH}  # every other case POSTs /predict
 
 
 def machine() -> str:
@@ -421,13 +429,18 @@ def main() -> int:
         bodies = {
             "single": json.dumps({"features": rows[0]}).encode(),
             "batch": json.dumps({"instances": rows}).encode(),
+            # The same rows through the Open Inference Protocol: one [n, 4] FP64 input.
+            "v2": json.dumps({"inputs": [{
+                "name": "input-0", "shape": [len(rows), len(FEATURES)], "datatype": "FP64",
+                "data": [row[f] for row in rows for f in FEATURES]}]}).encode(),
         }
         scripts = {}
         for case, body in bodies.items():
             (work / f"{case}.json").write_bytes(body)
             scripts[case] = work / f"{case}.lua"
             scripts[case].write_text(WRK_SCRIPT % {"body": work / f"{case}.json"})
-        print(f"model {version}; batch body {len(bodies['batch']) / 1e6:.2f} MB", flush=True)
+        print(f"model {version}; batch body {len(bodies['batch']) / 1e6:.2f} MB, /v2 body "
+              f"{len(bodies['v2']) / 1e6:.2f} MB", flush=True)
 
         base_env = {
             k: v for k, v in os.environ.items()
@@ -458,15 +471,18 @@ def main() -> int:
                 server.wait_ready("/predict", bodies["single"])
             for round_ in range(args.rounds):
                 for case in CASES:
-                    script = scripts["single" if case == "single" else "batch"]
-                    connections = 1 if case == "batch-1conn" else args.connections
+                    script = scripts[{"single": "single", "v2-1conn": "v2"}.get(case, "batch")]
+                    connections = 1 if case.endswith("-1conn") else args.connections
+                    path = PATHS.get(case, "/predict")
                     keys = list(servers)
                     keys = keys[round_ % len(keys):] + keys[:round_ % len(keys)]
                     for worker_class, name in keys:
+                        if case == "v2-1conn" and name != "sgdserve":
+                            continue  # the bare endpoints speak only their /predict
                         server = servers[(worker_class, name)]
                         if round_ == 0:
-                            run_wrk(server, script, 1, connections)  # warm-up
-                        result = run_wrk(server, script, args.duration, connections)
+                            run_wrk(server, script, 1, connections, path)  # warm-up
+                        result = run_wrk(server, script, args.duration, connections, path)
                         runs.setdefault((worker_class, name, case), []).append(result)
                         print(f"{worker_class:8} {name:12} {case:12} round {round_ + 1} "
                               f"{fmt(result)}", flush=True)
@@ -525,9 +541,9 @@ def render(results: dict, args: argparse.Namespace, machine_line: str) -> str:
     for (worker_class, name, case), r in results.items():
         server50 = f"{r.server_p50_ms:.2f}" if r.server_p50_ms is not None else "-"
         server99 = f"{r.server_p99_ms:.2f}" if r.server_p99_ms is not None else "-"
-        conns = 1 if case == "batch-1conn" else args.connections
-        label = {"single": "1 row", "batch": "10,000 rows",
-                 "batch-1conn": "10,000 rows"}[case] + f", {conns} conn"
+        conns = 1 if case.endswith("-1conn") else args.connections
+        label = {"single": "1 row", "batch": "10,000 rows", "batch-1conn": "10,000 rows",
+                 "v2-1conn": "10,000 rows via /v2 infer"}[case] + f", {conns} conn"
         lines.append(
             f"| {worker_class} | {name} | {label} | {r.rps:,.0f} | "
             f"{r.rps_range[0]:,.0f}-{r.rps_range[1]:,.0f} | {r.p50_ms:.2f} | "
@@ -564,6 +580,10 @@ def render(results: dict, args: argparse.Namespace, machine_line: str) -> str:
             lines.append(f"| {worker_class} | 10,000-row worker CPU per request: sgdserve / "
                          f"bare stdlib / bare orjson | {ours_b.cpu_ms:.1f} / {stdlib_b.cpu_ms:.1f}"
                          f" / {fast_b.cpu_ms:.1f} ms | (info) | |")
+        ours_v2 = get("sgdserve", "v2-1conn")
+        if ours_v2 and ours_v2.server_p50_ms is not None:
+            lines.append(f"| {worker_class} | 10,000-row server time p50 via /v2 infer, one "
+                         f"[n, 4] input (1 conn) | {ours_v2.server_p50_ms:.2f} ms | (info) | |")
         ours_t, stdlib_t = get("sgdserve", "batch"), get("bare-stdlib", "batch")
         if ours_t and stdlib_t:
             ratio = ours_t.rps / stdlib_t.rps
@@ -580,6 +600,10 @@ def render(results: dict, args: argparse.Namespace, machine_line: str) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for case, costs in args.inprocess.items():
+        if case == "v2":
+            lines.append(f"| 10,000 rows via /v2 infer (one [n, 4] input) | - | - | "
+                         f"{costs['sgdserve']:.3f} | - |")
+            continue
         label = "1 row" if case == "single" else "10,000 rows"
         lines.append(
             f"| {label} | {costs['bare-stdlib']:.3f} | {costs['bare-orjson']:.3f} | "

@@ -46,11 +46,12 @@ def _model(st: ServiceState) -> tuple[str, Any]:
 
 
 def _json_body(req: Request) -> Any:
-    return _parse_json(_json_bytes(req))
+    return parse_json(read_json_body(req))
 
 
-def _json_bytes(req: Request) -> bytes:
-    """The body of a request that must be JSON: 415 for another content type."""
+def read_json_body(req: Request) -> bytes:
+    """The body of a request that must be JSON: 415 for another content type, 413 over the
+    body limit."""
     content_type = req.environ.get("CONTENT_TYPE", "")
     # The exact header most clients send skips Werkzeug's header parsing.
     if content_type != "application/json" and req.mimetype != "application/json":
@@ -74,7 +75,7 @@ def _json_bytes(req: Request) -> bytes:
     return data
 
 
-def _parse_json(data: bytes) -> Any:
+def parse_json(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -111,18 +112,18 @@ def predict() -> Response:
     """Predict one row (``features``) or a batch (``instances``)."""
     st = state()
     req = request._get_current_object()  # one proxy lookup, not one per use
-    data = _json_bytes(req)
+    data = read_json_body(req)
     version, model = st.holder.get()
     if model is not None:
         decoded = decoder_for(model.feature_names).decode(data, st.settings.max_batch_rows)
         if decoded is not None:
             single, columns = decoded
-            y = _linear(model, columns)
+            y = model.predict_columns(columns)
             if math.isfinite(y) if single else np.isfinite(y).all():
                 return _predicted(st, version, y, single)
     # The general path: a body the typed decoder refused (or whose prediction overflowed) is
     # parsed as plain JSON and checked field by field, to answer with the first bad row and field.
-    body = _parse_json(data)
+    body = parse_json(data)
     version, model = _model(st)
     if type(body) is not dict or len(body) != 1:
         raise _bad_body(body)
@@ -157,24 +158,12 @@ def _predicted(st: ServiceState, version: str, y: Any, single: bool) -> Response
     return json_response({"predictions": y, "model_version": version}, headers=headers)
 
 
-def _linear(model: Any, columns: Any) -> Any:
-    """coef . x + intercept, one feature at a time in the model's order with plain multiplies
-    and adds (no BLAS, no fused multiply-add), so a row predicts bit for bit the same alone
-    (Python floats) and in a batch (arrays)."""
-    coef = model.coef.tolist()
-    with np.errstate(over="ignore", invalid="ignore"):  # checked by the callers
-        y = columns[0] * coef[0]
-        for j in range(1, len(coef)):
-            y = y + columns[j] * coef[j]
-        return y + model.intercept
-
-
 def _predict(model: Any, columns: Any, rows: list[Any], *, single: bool) -> Any:
     """Predictions, or a 400 naming the first non-finite value or overflowing row.
 
     ``columns`` holds one sequence per feature (floats for one row, arrays for a batch).
     """
-    y = _linear(model, columns)
+    y = model.predict_columns(columns)
     # One check covers the inputs too: a non-finite feature makes its prediction non-finite.
     if not (math.isfinite(y) if single else np.isfinite(y).all()):
         error = _explain(rows, model.feature_names, single)

@@ -137,10 +137,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     register_error_handlers(app)
 
-    from . import api, ops
+    from . import api, ops, v2
 
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(v2.bp)
     return app
 
 

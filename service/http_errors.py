@@ -98,7 +98,12 @@ def json_response(
 
 
 def error_response(error: APIError) -> Response:
-    """The JSON response for ``error``."""
+    """The JSON response for ``error``: ``{"error": {"code", "message"}}``, or under /v2 the
+    Open Inference Protocol's ``{"error": message}`` (with the same ``code`` beside it)."""
+    path = request.path
+    if path == "/v2" or path.startswith("/v2/"):
+        body: dict[str, Any] = {"error": error.message, "code": error.code, **error.extra}
+        return json_response(body, error.status_code, error.headers)
     return json_response(error.to_dict(), error.status_code, error.headers)
 
 

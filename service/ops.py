@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response
@@ -24,7 +25,15 @@ def health() -> Response:
 @bp.get("/ready")
 def ready() -> Response:
     """Ready only when a model is loaded and predicts a finite value for its mean row."""
-    holder = state().holder
+    version = check_ready(state().holder)
+    return json_response(
+        {"status": "ready", "model_version": version}, headers={"X-Model-Version": version}
+    )
+
+
+def check_ready(holder: Any) -> str:
+    """The version served, if a model is loaded and a smoke prediction on its mean row is
+    finite; otherwise a 503 APIError with the reason (shared by /ready and /v2/health/ready)."""
     version, model = holder.get()
     if model is None:
         message = NO_MODEL_MESSAGE
@@ -46,9 +55,7 @@ def ready() -> Response:
             status_code=503,
             code="smoke_test_failed",
         )
-    return json_response(
-        {"status": "ready", "model_version": version}, headers={"X-Model-Version": version}
-    )
+    return version
 
 
 @bp.get("/metrics")

@@ -355,7 +355,7 @@ def test_valid_bodies_are_not_parsed_twice(client, model, monkeypatch):
     import service.api
 
     calls = []
-    monkeypatch.setattr(service.api, "_parse_json", lambda data: calls.append(data))
+    monkeypatch.setattr(service.api, "parse_json", lambda data: calls.append(data))
     assert post_json(client, "/predict", {"features": ROW}).status_code == 200
     assert post_json(client, "/predict", {"instances": [ROW] * 3}).status_code == 200
     assert calls == []  # the general parser ran for neither
@@ -401,12 +401,10 @@ def test_wrong_method_is_json_405(client, method, path, allowed):
 
 
 def test_an_unexpected_error_is_a_logged_json_500(client, model, monkeypatch, caplog):
-    import service.api
-
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(service.api, "_linear", boom)  # the sum every prediction goes through
+    monkeypatch.setattr(LinearModel, "predict_columns", boom)  # every prediction goes through it
     with caplog.at_level(logging.ERROR, logger="sgdserve.http"):
         r = post_json(client, "/predict", {"instances": [ROW]})
     assert r.status_code == 500

@@ -362,3 +362,19 @@ def test_large_chunked_and_truncated_bodies(server):
     assert head.startswith(b"HTTP/1.1 400"), reply[:300]
     assert json.loads(payload)["error"]["code"] == "bad_request"
     assert requests.post(server.url + "/predict", json={"features": ROW}, timeout=10).ok
+
+
+def test_open_inference_protocol_through_gunicorn(server):
+    version = server.store.active_version()
+    assert requests.get(server.url + "/v2/health/ready", timeout=10).json() == {"ready": True}
+    meta = requests.get(server.url + "/v2/models/house-price", timeout=10).json()
+    assert [t["name"] for t in meta["inputs"]] == list(FEATURES)
+    payload = {"id": "r1", "inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64",
+                                       "data": [[1500, 3, 2, 20], [900, 1, 1, 60]]}]}
+    r = requests.post(server.url + "/v2/models/house-price/infer", json=payload, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"] == "r1" and body["model_version"] in (version, server.store.active_version())
+    assert body["outputs"][0]["shape"] == [2]
+    r = requests.post(server.url + "/v2/models/house-price/infer", json={"inputs": []}, timeout=10)
+    assert r.status_code == 400 and set(r.json()) == {"error", "code"}
