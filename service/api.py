@@ -82,6 +82,14 @@ def parse_json(data: bytes) -> Any:
         raise APIError(f"request body is not valid JSON: {exc}", code="invalid_json") from None
 
 
+def release_after_sending(response: Response, *objects: Any) -> None:
+    """Hold ``objects`` (a large parsed body) until the server has sent ``response`` and
+    closes it: freeing 10,000 parsed rows takes about 0.35 ms that the client need not wait
+    for. The worker's time is the same; the answer leaves before the clean-up."""
+    held = list(objects)
+    response.call_on_close(held.clear)
+
+
 def require_token(st: ServiceState) -> None:
     """Refuse a write request without the configured bearer token (403 when none is set)."""
     token = st.settings.api_token
@@ -117,10 +125,13 @@ def predict() -> Response:
     if model is not None:
         decoded = decoder_for(model.feature_names).decode(data, st.settings.max_batch_rows)
         if decoded is not None:
-            single, columns = decoded
+            single, columns, parsed = decoded
             y = model.predict_columns(columns)
             if math.isfinite(y) if single else np.isfinite(y).all():
-                return _predicted(st, version, y, single)
+                response = _predicted(st, version, y, single)
+                if not single:
+                    release_after_sending(response, parsed, data)
+                return response
     # The general path: a body the typed decoder refused (or whose prediction overflowed) is
     # parsed as plain JSON and checked field by field, to answer with the first bad row and field.
     body = parse_json(data)
@@ -264,7 +275,7 @@ def _explain(rows: list[Any], names: tuple[str, ...], single: bool) -> APIError 
             value = row[name]
             if type(value) not in _NUMBER_TYPES:
                 return APIError(
-                    f"{where}feature {name!r} must be a number, got {_json_text(value)}",
+                    f"{where}feature {name!r} must be a number, got {json_text(value)}",
                     code="invalid_features",
                 )
             if not math.isfinite(value):
@@ -282,7 +293,8 @@ def _json_type(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """A JSON value as the client wrote it, cut to 40 characters (for error messages)."""
     text = orjson.dumps(value).decode()
     return text if len(text) <= 40 else text[:37] + "..."
 

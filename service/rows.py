@@ -21,12 +21,12 @@ from __future__ import annotations
 import functools
 import struct
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
 
-__all__ = ["FLOAT_TYPES", "INT_TYPES", "NUMERIC_TYPES", "UINT_TYPES", "RowDecoder",
+__all__ = ["Decoded", "FLOAT_TYPES", "INT_TYPES", "NUMERIC_TYPES", "UINT_TYPES", "RowDecoder",
            "decoder_for", "float_array"]
 
 # The Open Inference Protocol's numeric tensor datatypes (/v2 reads every one as float64).
@@ -58,6 +58,13 @@ def float_array(values: list[float]) -> np.ndarray:
     return np.fromiter(values, np.float64, n)
 
 
+class Decoded(NamedTuple):
+    single: bool  # {"features": ...}: columns is a list of floats; else a d x n array
+    columns: Any
+    parsed: Any  # the decoded body: the caller may hold it to free it later (10,000 rows:
+    #              about 0.35 ms to free, which a client need not wait for)
+
+
 class RowDecoder:
     """Decoder of prediction bodies whose rows hold exactly ``names``, as JSON numbers."""
 
@@ -84,9 +91,9 @@ class RowDecoder:
         self._row_values = msgspec.structs.astuple
         self._layout = self._packed_layout()
 
-    def decode(self, data: bytes, limit: int) -> tuple[bool, Any] | None:
-        """``(True, [floats])`` for one row, ``(False, d x n matrix)`` for a batch of 1 to
-        ``limit`` rows, or None for any body this decoder does not accept whole."""
+    def decode(self, data: bytes, limit: int) -> Decoded | None:
+        """One row as floats, a batch of 1 to ``limit`` rows as a d x n matrix, or None for
+        any body this decoder does not accept whole."""
         try:
             body = self._json.decode(data)
         except msgspec.MsgspecError:
@@ -95,10 +102,10 @@ class RowDecoder:
         if rows is msgspec.UNSET:
             if features is msgspec.UNSET:
                 return None
-            return True, list(self._row_values(features))
+            return Decoded(True, list(self._row_values(features)), body)
         if features is not msgspec.UNSET or not rows or len(rows) > limit:
             return None
-        return False, self.columns(rows)
+        return Decoded(False, self.columns(rows), body)
 
     def columns(self, rows: list[Any]) -> np.ndarray:
         """The rows' values as a d x n float64 matrix, feature by feature in ``names`` order."""

@@ -32,7 +32,7 @@ import numpy as np
 from flask import Blueprint, Response, request
 
 from . import __version__
-from .api import parse_json, read_json_body
+from .api import json_text, parse_json, read_json_body, release_after_sending
 from .app import ServiceState, state
 from .http_errors import NO_MODEL_MESSAGE, APIError, json_response
 from .ops import check_ready
@@ -120,7 +120,7 @@ def infer(name: str, version: str | None = None) -> Response:
     parsed = _decode_fast(data)
     if parsed is None:
         parsed = _decode_general(parse_json(data))
-    request_id, tensors, outputs = parsed
+    request_id, tensors, outputs, source = parsed
     for output in outputs:
         if output != OUTPUT:
             raise _invalid(f"unknown output {output[:50]!r}; this model has one output, "
@@ -135,7 +135,9 @@ def infer(name: str, version: str | None = None) -> Response:
     if request_id is not None:
         body["id"] = request_id
     body["outputs"] = [{"name": OUTPUT, "shape": [len(y)], "datatype": "FP64", "data": y}]
-    return json_response(body, headers={"X-Model-Version": served})
+    response = json_response(body, headers={"X-Model-Version": served})
+    release_after_sending(response, source, data)
+    return response
 
 
 def _check_name(st: ServiceState, name: str) -> None:
@@ -198,7 +200,8 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _request_decoder = msgspec.json.Decoder(_Request)
 
-Parsed = tuple[str | None, list[Tensor], list[str]]
+# (id, inputs, requested outputs, the decoded body: held until the answer is sent)
+Parsed = tuple[str | None, list[Tensor], list[str], Any]
 
 
 def _decode_fast(data: bytes) -> Parsed | None:
@@ -209,7 +212,7 @@ def _decode_fast(data: bytes) -> Parsed | None:
         return None
     tensors = [Tensor(i.name, i.shape, i.datatype, float_array(i.data)) for i in req.inputs]
     outputs = [] if req.outputs is msgspec.UNSET else [o.name for o in req.outputs]
-    return (None if req.id is msgspec.UNSET else req.id), tensors, outputs
+    return (None if req.id is msgspec.UNSET else req.id), tensors, outputs, req
 
 
 def _decode_general(body: Any) -> Parsed:
@@ -241,7 +244,7 @@ def _decode_general(body: Any) -> Parsed:
         if extra:
             raise _invalid(f"outputs[{k}]: unknown key {extra[0][:50]!r}")
         names.append(item["name"])
-    return request_id, tensors, names
+    return request_id, tensors, names, body
 
 
 def _tensor(item: Any, k: int) -> Tensor:
@@ -268,8 +271,11 @@ def _tensor(item: Any, k: int) -> Tensor:
     if type(data) is not list:
         raise _invalid(f"{where}: 'data' must be a list of numbers (flat, or nested as the "
                        "shape)")
+    nested = any(type(v) is list for v in data)
+    if nested and len(shape) not in (1, 2):
+        raise _invalid(_dimensions(where, shape))  # before following the nesting down
     flat: list[float] = []
-    _flatten(data, shape if any(type(v) is list for v in data) else None, flat, where, "data")
+    _flatten(data, shape if nested else None, flat, where, "data")
     return Tensor(name, shape, datatype, np.array(flat, dtype=np.float64))
 
 
@@ -289,24 +295,11 @@ def _flatten(data: list[Any], shape: list[int] | None, out: list[float], where: 
             return
     for i, value in enumerate(data):
         if type(value) not in (int, float):
-            got = "a list" if type(value) is list else _json_kind(value)
-            raise _invalid(f"{where}: {path}[{i}] must be a number, got {got}")
+            raise _invalid(f"{where}: {path}[{i}] must be a number, got {json_text(value)}")
         try:
             out.append(float(value))
         except OverflowError:
             raise _invalid(f"{where}: {path}[{i}] is out of range for a float") from None
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if type(value) is bool:
-        return "true" if value else "false"
-    if type(value) is str:
-        return "a string"
-    if type(value) is dict:
-        return "an object"
-    return type(value).__name__
 
 
 # -- tensors to the model's columns ------------------------------------------------------------
@@ -357,8 +350,15 @@ def _columns(tensors: list[Tensor], names: tuple[str, ...], limit: int) -> np.nd
     return X
 
 
+def _dimensions(where: str, shape: list[int]) -> str:
+    return (f"{where}: shape {shape[:10]} has {len(shape)} dimensions; an input has 1 ([n]) "
+            "or 2 ([n, 1], [n, d])")
+
+
 def _check_values(t: Tensor, k: int) -> None:
     where = f"inputs[{k}] ({t.name[:50]!r})"
+    if len(t.shape) not in (1, 2):
+        raise _invalid(_dimensions(where, t.shape))
     if t.datatype not in NUMERIC_TYPES:
         raise _invalid(f"{where}: datatype {t.datatype[:20]!r} is not supported; send numbers "
                        "as FP64 (or another numeric type)")

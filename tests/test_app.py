@@ -765,3 +765,28 @@ def test_holder_logs_a_lasting_stat_failure_once_and_keeps_serving(caplog):
     fake.promote("v2")
     clock.now += 1.0
     assert holder.get()[0] == "v2"
+
+
+def test_a_parsed_batch_is_freed_after_the_response_is_sent(client, model, monkeypatch):
+    import weakref
+
+    import service.api
+    from service.api import release_after_sending
+
+    class Body:  # stands for a parsed body: weakly referenceable
+        pass
+
+    body = Body()
+    alive = weakref.ref(body)
+    response = service.api.json_response({"ok": True})
+    release_after_sending(response, body)
+    del body
+    assert alive() is not None  # held by the response...
+    response.close()
+    assert alive() is None  # ...until the server closes it
+
+    held = []
+    monkeypatch.setattr(service.api, "release_after_sending",
+                        lambda response, *objects: held.extend(objects))
+    assert post_json(client, "/predict", {"instances": [ROW] * 3}).status_code == 200
+    assert len(held[0].instances) == 3 and isinstance(held[1], bytes)

@@ -37,7 +37,7 @@ def reference(rows: list[dict], names=FEATURES) -> np.ndarray:
 def test_a_batch_decodes_to_the_exact_columns(n):
     # 15/16 and 65,535/65,536 straddle MessagePack's 1-, 3- and 5-byte array headers.
     rows = random_rows(n, seed=n)
-    single, X = decoder_for(FEATURES).decode(orjson.dumps({"instances": rows}), limit=10**6)
+    single, X, _ = decoder_for(FEATURES).decode(orjson.dumps({"instances": rows}), limit=10**6)
     assert single is False
     assert X.shape == (4, n) and X.dtype == np.float64 and X.flags.c_contiguous
     expected = reference(rows)
@@ -79,7 +79,7 @@ def test_an_unexpected_packed_layout_falls_back_to_rows(monkeypatch):
 def test_one_row_decodes_to_python_floats_in_feature_order():
     body = orjson.dumps({"features": {"age_years": 20, "bathrooms": 2.5, "bedrooms": 3,
                                       "sqft": 1500}})
-    single, values = decoder_for(FEATURES).decode(body, limit=1)
+    single, values, _ = decoder_for(FEATURES).decode(body, limit=1)
     assert single is True
     assert values == [1500.0, 3.0, 2.5, 20.0]
     assert all(type(v) is float for v in values)
@@ -123,7 +123,7 @@ def test_any_feature_names(names):
     rows = random_rows(40, names=names, seed=len(names))
     decoder = RowDecoder(names)
     assert decoder._layout is not None
-    _, X = decoder.decode(orjson.dumps({"instances": rows}), limit=100)
+    _, X, _ = decoder.decode(orjson.dumps({"instances": rows}), limit=100)
     assert np.array_equal(X.view(np.uint64), reference(rows, names).view(np.uint64))
 
 

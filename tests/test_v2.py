@@ -289,8 +289,13 @@ BAD_REQUESTS = [
     ({"inputs": [_input(data=[1500, True])] + _others()},
      "inputs[0] ('sqft'): data[1] must be a number, got true"),
     ({"inputs": [_input(data=[1500, None])] + _others()}, "data[1] must be a number, got null"),
-    ({"inputs": [_input(data=[1500, "2000"])] + _others()}, "data[1] must be a number, got a "
-     "string"),
+    ({"inputs": [_input(data=[1500, "2000"])] + _others()},
+     'data[1] must be a number, got "2000"'),
+    ({"inputs": [_input(shape=[2, 1, 1], data=[[[1500]], [[2000]]])] + _others()},
+     "shape [2, 1, 1] has 3 dimensions; an input has 1 ([n]) or 2"),
+    ({"inputs": [_input(shape=[2, 1, 1], data=[1500, 2000])] + _others()},
+     "shape [2, 1, 1] has 3 dimensions"),
+    ({"inputs": [_input(shape=[], data=[1500])] + _others()}, "shape [] has 0 dimensions"),
     ({"inputs": [_input(shape=[2, 1], data=[[1500], [True]])] + _others()},
      "data[1][0] must be a number, got true"),
     ({"inputs": [_input(shape=[2, 1], data=[[1500], 2000])] + _others()},
@@ -427,3 +432,14 @@ def test_non_finite_rows_are_named_in_order(client, model):
     r = infer(client, one_matrix(batch))
     assert error_of(r)["error"].startswith("row 7: the prediction is not finite")
     assert not math.isfinite(1e308 * 150.0)
+
+
+def test_deeply_nested_data_is_a_400_not_a_crash(client, model):
+    depth = 900  # orjson parses up to 1024 levels; following them would pass Python's limit
+    data = b"[" * depth + b"1" + b"]" * depth
+    shape = b"[" + b",".join([b"1"] * depth) + b"]"
+    body = (b'{"inputs": [{"name": "x", "shape": ' + shape + b', "datatype": "FP64", "data": '
+            + data + b"}]}")
+    r = client.post(INFER, data=body, content_type="application/json")
+    assert r.status_code == 400
+    assert f"has {depth} dimensions" in error_of(r)["error"]
