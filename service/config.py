@@ -35,6 +35,7 @@ class Settings:
     timeout: int = 30
     log_level: str = "info"
     metrics_dir: Path | None = None
+    malloc_mmap_threshold: int = 4 * 1024 * 1024  # 0: leave glibc's malloc as it is
 
     @classmethod
     def from_env(
@@ -65,6 +66,7 @@ class Settings:
             "workers": self.workers >= 1,
             "threads": self.threads >= 1,
             "timeout": self.timeout >= 0,
+            "malloc_mmap_threshold": 0 <= self.malloc_mmap_threshold <= 32 * 1024 * 1024,
         }
         for name, ok in positive.items():
             if not ok:

@@ -91,7 +91,8 @@ _temporary_metrics_dir = None
 
 
 def on_starting(server):
-    """Export a fresh Prometheus multiprocess directory before any worker is forked."""
+    """Before any worker is forked: export a fresh Prometheus multiprocess directory, and
+    tune glibc's malloc for request-sized buffers (service.server.tune_malloc)."""
     global _temporary_metrics_dir
     # Imported here, not at the top: prometheus_client should first be imported once the
     # directory is set (service.metrics also copes with the other order).
@@ -101,6 +102,12 @@ def on_starting(server):
     if created:
         _temporary_metrics_dir = path
     server.log.info("Prometheus multiprocess directory: %s", path)
+    # Before any fork, so every worker (and every replacement) inherits it.
+    from service.server import tune_malloc
+
+    tuned = tune_malloc(settings.malloc_mmap_threshold)
+    if tuned:
+        server.log.info(tuned)
 
 
 def post_worker_init(worker):
