@@ -5,12 +5,15 @@
 # into its own venv under $WORK. Needs wrk (apt-get install wrk) and `make test` run once.
 #
 #   bash bench/mlflow_compare.sh [WORKERS]        # default 2
+#   MLFLOW_SPEC='mlflow<3' WORK=/tmp/mlflow2 bash bench/mlflow_compare.sh 1   # another mlflow
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${1:-2}
 WORK=${WORK:-/tmp/sgdserve-mlflow-bench}
+MLFLOW_SPEC=${MLFLOW_SPEC:-mlflow}
 mkdir -p "$WORK"
-[ -x "$WORK/venv/bin/mlflow" ] || { python3 -m venv "$WORK/venv"; "$WORK/venv/bin/pip" install -q mlflow scikit-learn; }
+[ -x "$WORK/venv/bin/mlflow" ] || { python3 -m venv "$WORK/venv"; "$WORK/venv/bin/pip" install -q "$MLFLOW_SPEC" scikit-learn; }
+echo "mlflow $("$WORK/venv/bin/python" -c 'import mlflow; print(mlflow.__version__)')"
 rm -rf "$WORK/model" "$WORK/store"
 "$WORK/venv/bin/python" - "$WORK/model" <<'PY'
 import sys, warnings
