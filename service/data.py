@@ -592,14 +592,14 @@ def _parse_fast(u8: np.ndarray, words: np.ndarray, start: int, end: int,
     value *= _E8
     value += _parse8(frac_raw)
     ok &= np.less_equal(value, _MAX_EXACT, out=b)
-    signed = value.view(np.int64)
-    neg = f  # f is done with: -1 for a negative field, else 0
-    np.copyto(neg, sign)
-    np.negative(neg, out=neg)
-    signed ^= neg
-    signed -= neg
-    # One correctly rounded division: equals float(text).
-    out = np.true_divide(signed, 1e8, out=sc.get("values", n_fields, np.float64))
+    # One correctly rounded division of the magnitude, then the sign bit: equals float(text),
+    # "-0" included (-0.0; rounding to nearest is symmetric, so -(m / 1e8) == (-m) / 1e8).
+    out = np.true_divide(value.view(np.int64), 1e8, out=sc.get("values", n_fields, np.float64))
+    sign_bit = f.view(_U)  # f is done with
+    np.copyto(sign_bit, sign)
+    sign_bit <<= _U(63)
+    bits = out.view(_U)
+    bits |= sign_bit
     return _Fields(out.reshape(shape), ok.reshape(shape), starts.reshape(shape),
                    length.reshape(shape), lead.reshape(shape))
 

@@ -152,8 +152,15 @@ NUMBER_TEXTS = [
     "0", "7", "-7", "12345678", "-1234567", "3.25", "-0.5", ".5", "-.5", "5.", "0.00000001",
     "1234567.8", "-123456.78", "99999999.99999999", "007", "1e3", "-2.5E-7", "+4.5",
     "0.1234567890123456789", "123456789012", "1.7976931348623157e308", " 42 ", "6.02e23",
-    "90071992.54740993", "90071993.54740993",
+    "90071992.54740993", "90071993.54740993", "-0", "-0.0", "-00.000", "-0e5", "-.0",
 ]
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal as IEEE doubles bit for bit: -0.0 is not 0.0 here."""
+    return a.shape == b.shape and np.array_equal(
+        np.ascontiguousarray(a, np.float64).view(np.uint64),
+        np.ascontiguousarray(b, np.float64).view(np.uint64))
 
 
 @pytest.mark.parametrize("rows", [1, 3000])
@@ -167,7 +174,7 @@ def test_every_number_form_reads_exactly_like_float(tmp_path, rows):
     lines.append("1,2,3,4,5,6,7,8,-1")  # y must not be constant when rows == 1
     ds = read_csv(write(tmp_path, "\n".join(lines) + "\n"), "y")
     expected = np.array([[float(t) for t in line.split(",")] for line in lines[1:]])
-    assert np.array_equal(ds.X, expected[:, :8]) and np.array_equal(ds.y, expected[:, 8])
+    assert same_bits(ds.X, expected[:, :8]) and same_bits(ds.y, expected[:, 8])
 
 
 def test_short_decimals_are_bit_exact_on_the_fast_path(tmp_path):
@@ -177,7 +184,7 @@ def test_short_decimals_are_bit_exact_on_the_fast_path(tmp_path):
     body = "\n".join(",".join(texts[i:i + 4]) for i in range(0, len(texts), 4))
     ds = read_csv(write(tmp_path, "a,b,c,y\n" + body + "\n"), "y")
     expected = np.array([float(t) for t in texts]).reshape(-1, 4)
-    assert np.array_equal(ds.X, expected[:, :3]) and np.array_equal(ds.y, expected[:, 3])
+    assert same_bits(ds.X, expected[:, :3]) and same_bits(ds.y, expected[:, 3])
 
 
 @pytest.mark.parametrize("block_bytes", [None, 3000, 300_000])
