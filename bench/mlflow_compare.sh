@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 WORKERS=${1:-2}
 WORK=${WORK:-/tmp/sgdserve-mlflow-bench}
 MLFLOW_SPEC=${MLFLOW_SPEC:-mlflow}
+export MLFLOW_TRACKING_URI="file://$WORK/mlruns"  # mlflow 2 would make ./mlruns in the repo
 mkdir -p "$WORK"
 [ -x "$WORK/venv/bin/mlflow" ] || { python3 -m venv "$WORK/venv"; "$WORK/venv/bin/pip" install -q "$MLFLOW_SPEC" scikit-learn; }
 echo "mlflow $("$WORK/venv/bin/python" -c 'import mlflow; print(mlflow.__version__)')"
