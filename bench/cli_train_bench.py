@@ -43,6 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from regression_file import regression_csv  # noqa: E402  (bench/, beside this file)
+
 from service import data  # noqa: E402
 
 TARGET = "y"
@@ -125,19 +127,8 @@ class Method:
 
 
 def make_file(rows: int, features: int) -> Path:
-    """The benchmark CSV (make_regression, seed 0, 7 significant digits), generated once."""
-    folder = Path(tempfile.gettempdir()) / "sgdserve-cli-bench"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"regression_{rows}x{features}.csv"
-    if not path.exists():
-        print(f"writing {path} (once) ...", file=sys.stderr)
-        X, y, _, _ = data.make_regression(rows, features, seed=SEED)
-        columns = {f"x{j}": X[:, j] for j in range(features)}
-        columns[TARGET] = y
-        tmp = path.with_suffix(".tmp")
-        data.write_csv(tmp, columns, default_format="%.7g")
-        tmp.replace(path)
-    return path
+    """The benchmark CSV (make_regression, 7 significant digits), generated once."""
+    return regression_csv(data, rows, features, TARGET, SEED)
 
 
 def sgdserve_script() -> str:

@@ -40,6 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 BASELINE_ROOT = "_READ_BENCH_SERVICE_ROOT"
 sys.path.insert(0, os.environ.get(BASELINE_ROOT) or str(REPO))
 
+from regression_file import regression_csv  # noqa: E402  (bench/, beside this file)
+
 from service import data  # noqa: E402
 
 TARGET = "y"
@@ -152,18 +154,8 @@ def baseline_copy(commit: str, into: Path) -> str:
 
 
 def make_file(rows: int, features: int) -> Path:
-    folder = Path(tempfile.gettempdir()) / "sgdserve-bench"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"regression_{rows}x{features}.csv"
-    if not path.exists():
-        print(f"writing {path} ...", file=sys.stderr)
-        X, y, _, _ = data.make_regression(rows, features, seed=0)
-        columns = {f"x{j}": X[:, j] for j in range(features)}
-        columns[TARGET] = y
-        tmp = path.with_suffix(".tmp")
-        data.write_csv(tmp, columns, default_format="%.7g")
-        tmp.replace(path)
-    return path
+    """The benchmark CSV (make_regression, 7 significant digits), generated once."""
+    return regression_csv(data, rows, features, TARGET)
 
 
 def child_env(**extra: str) -> dict[str, str]:

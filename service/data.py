@@ -1070,11 +1070,10 @@ def read_csv(
         scratch = _ScratchPool()
         with ThreadPoolExecutor(_workers()) as pool:
             for block in blocks:
-                if not layout.is_bool:
-                    first = _first_data_line(block, blocks.file)
-                    if first is None:
-                        continue
-                    layout = _with_kinds(layout, *first)
+                refined = _block_layout(layout, block, blocks.file)
+                if refined is None:
+                    continue
+                layout = refined
                 if rows + block.n_lines > len(y):
                     # Guess the total from this block's bytes per line; untouched rows of a
                     # generous guess cost no memory, too small a guess costs one copy.
@@ -1092,6 +1091,15 @@ def read_csv(
                               sha256=digest)
     return Dataset(X=X, y=y, feature_names=list(layout.names[:d]), target=target,
                    fingerprint=fingerprint)
+
+
+def _block_layout(layout: _Layout, block: _Block, file: str) -> _Layout | None:
+    """``layout`` with its column kinds read from this block's first data line (until they are
+    known), or None for a block without a data line."""
+    if layout.is_bool:
+        return layout
+    first = _first_data_line(block, file)
+    return None if first is None else _with_kinds(layout, *first)
 
 
 def should_stream(path: str | os.PathLike[str]) -> bool:
@@ -1112,11 +1120,10 @@ def _iter_row_blocks(
         layout = header_layout
         scratch = _ScratchPool()
         for block in blocks:
-            if not layout.is_bool:
-                first = _first_data_line(block, blocks.file)
-                if first is None:
-                    continue
-                layout = _with_kinds(layout, *first)
+            refined = _block_layout(layout, block, blocks.file)
+            if refined is None:
+                continue
+            layout = refined
             X = np.empty((block.n_lines, layout.n_features))
             y = np.empty(block.n_lines) if len(layout.used) > layout.n_features else None
             rows = _parse_block(block, layout, pool, X, y, 0, blocks.hash_pending, scratch)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 import orjson
@@ -55,11 +54,7 @@ def expected(model: LinearModel, row: dict) -> float:
     return float(np.array([row[f] for f in FEATURES]) @ model.coef + model.intercept)
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("SGDSERVE_") or name == "PROMETHEUS_MULTIPROC_DIR":
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")  # tests/conftest.py
 
 
 @pytest.fixture

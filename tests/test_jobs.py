@@ -21,11 +21,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FEATURES = ("sqft", "bedrooms", "bathrooms", "age_years")
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("SGDSERVE_") or name == "PROMETHEUS_MULTIPROC_DIR":
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")  # tests/conftest.py
 
 
 @pytest.fixture

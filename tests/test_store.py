@@ -566,35 +566,11 @@ def test_retention_keeps_newest_plus_active_and_parent(tmp_path: Path) -> None:
 
 # -- the lock ------------------------------------------------------------------------------
 
-LOCK_HOLDER = """
-import sys
-from service.store import ModelStore
-
-with ModelStore(sys.argv[1]).lock(owner="sgdserve train"):
-    print("locked", flush=True)
-    sys.stdin.read()  # hold the lock until the parent closes stdin
-"""
-
-
 @pytest.fixture
-def lock_holder(store: ModelStore):
+def lock_holder(store: ModelStore, hold_store_lock):
     """A separate process holding the store lock until its stdin is closed."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(store.root)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=child_env(),
-        text=True,
-    )
-    try:
-        assert child.stdout.readline() == "locked\n"
+    with hold_store_lock(store.root, "sgdserve train") as child:
         yield child
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(timeout=60)
-        child.stdin.close()
-        child.stdout.close()
 
 
 def test_second_process_fails_fast_naming_the_holder(store: ModelStore, lock_holder) -> None:

@@ -264,30 +264,11 @@ def test_result_is_json_serialisable(store: ModelStore, houses: Path) -> None:
 
 # -- the lock ------------------------------------------------------------------------------
 
-LOCK_HOLDER = textwrap.dedent("""
-    import sys
-    from service.store import ModelStore
-
-    with ModelStore(sys.argv[1]).lock(owner="another trainer"):
-        print("locked", flush=True)
-        sys.stdin.read()  # hold the lock until the parent closes stdin
-""")
-
-
 @pytest.fixture
-def lock_holder(store: ModelStore):
+def lock_holder(store: ModelStore, hold_store_lock):
     """A separate process holding the store lock until its stdin is closed."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(store.root)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(), text=True,
-    )
-    try:
-        assert child.stdout.readline() == "locked\n"
+    with hold_store_lock(store.root, "another trainer") as child:
         yield child
-    finally:
-        child.stdin.close()
-        child.wait(timeout=60)
-        child.stdout.close()
 
 
 def test_lock_held_by_another_process(store: ModelStore, houses: Path, lock_holder) -> None:

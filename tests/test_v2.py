@@ -13,10 +13,9 @@ import jsonschema
 import numpy as np
 import orjson
 import pytest
-from test_app import (  # _clean_env: the same autouse isolation from SGDSERVE_* variables
+from test_app import (
     FEATURES,
     ROW,
-    _clean_env,  # noqa: F401
     add_version,
     build,
     expected,
@@ -26,6 +25,8 @@ from test_app import (  # _clean_env: the same autouse isolation from SGDSERVE_*
 
 from service.model import LinearModel
 from service.store import ModelStore
+
+pytestmark = pytest.mark.usefixtures("clean_env")  # tests/conftest.py
 
 NAME = "house-price"
 INFER = f"/v2/models/{NAME}/infer"

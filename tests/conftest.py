@@ -1,0 +1,59 @@
+"""Fixtures shared by several test modules."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+_LOCK_HOLDER = """
+import sys
+from service.store import ModelStore
+
+with ModelStore(sys.argv[1]).lock(owner=sys.argv[2]):
+    print("locked", flush=True)
+    sys.stdin.read()  # hold the lock until the parent closes stdin
+"""
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SGDSERVE_* or Prometheus multiprocess variable from the caller's environment."""
+    for name in list(os.environ):
+        if name.startswith("SGDSERVE_") or name == "PROMETHEUS_MULTIPROC_DIR":
+            monkeypatch.delenv(name)
+
+
+@contextlib.contextmanager
+def _holding(root: Path, owner: str) -> Iterator[subprocess.Popen]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SGDSERVE_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _LOCK_HOLDER, str(root), owner],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+    )
+    try:
+        assert child.stdout.readline() == "locked\n"
+        yield child
+    finally:
+        child.stdin.close()  # the holder leaves its `with` and exits
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+
+
+@pytest.fixture
+def hold_store_lock():
+    """``with hold_store_lock(root, owner) as child:``: a separate process holds the store's
+    lock (as ``owner``) until the block ends."""
+    return _holding
