@@ -94,12 +94,12 @@ STREAM_CHILD = """
 import time
 started = time.perf_counter()
 import json, sys
-from service.store import ModelStore
+from service.store import LocalStore
 from service.training import train
 
 path, target, models = sys.argv[1], sys.argv[2], sys.argv[3]
 t = time.perf_counter()
-result = train(ModelStore(models), path, target=target, stream=True)
+result = train(LocalStore(models), path, target=target, stream=True)
 print(json.dumps({"rmse": result.metrics["holdout"]["rmse"], "epochs": result.epochs,
                   "holdout_rows": result.metrics["holdout"]["rows"],
                   "phases": {"import": t - started, "train": time.perf_counter() - t},
@@ -197,7 +197,7 @@ import time
 started = time.perf_counter()
 import json, sys, warnings
 from service import data
-from service.sgd import SGDRegressor, regression_metrics
+from service.engine import SGDRegressor, regression_metrics
 
 path, target, fraction, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 phases = {"import": time.perf_counter() - started}

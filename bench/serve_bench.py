@@ -11,7 +11,7 @@ loads it for --duration seconds per case:
 - bare-stdlib: a Flask endpoint that parses the features with the standard json module and
   returns one dot product per row (no validation, no metrics, no reload check);
 - bare-orjson: the same with orjson;
-- sgdserve: ``service.app:create_app()`` with a small model trained into a temporary store.
+- sgdserve: ``service.http:create_app()`` with a small model trained into a temporary store.
 
 Cases: one row (``{"features": {...}}``) with --connections connections, and a 10,000-row batch
 (``{"instances": [...]}``) with --connections connections (throughput) and with one connection
@@ -116,9 +116,8 @@ def train_model(model_dir: Path) -> str:
     """Fit a small model with sgdserve's own SGD and promote it in a store under model_dir."""
     import numpy as np
 
-    from service.model import LinearModel
-    from service.sgd import SGDRegressor
-    from service.store import ModelStore
+    from service.engine import LinearModel, SGDRegressor
+    from service.store import LocalStore
 
     rows = make_rows(5_000, seed=1)
     X = np.array([[row[name] for name in FEATURES] for row in rows])
@@ -126,7 +125,7 @@ def train_model(model_dir: Path) -> str:
     y = INTERCEPT + X @ np.array(COEF) + rng.normal(0, 5_000, len(X))
     reg = SGDRegressor(random_state=0).fit(X, y)
     model = LinearModel.from_regressor(reg, FEATURES, "price")
-    store = ModelStore(model_dir)
+    store = LocalStore(model_dir)
     version = store.save(model, {"source": "bench/serve_bench.py"}, parent=None)
     store.activate(version)
     return version
@@ -319,7 +318,7 @@ def inprocess_costs(model_dir: Path, bodies: dict[str, bytes]) -> dict[str, dict
     metrics_dir = tempfile.mkdtemp(prefix="sgdserve-bench-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # as under gunicorn
     try:
-        from service.app import create_app
+        from service.http import create_app
 
         apps = {
             "bare-stdlib": bare_app("stdlib"),
@@ -371,7 +370,7 @@ def inprocess_costs(model_dir: Path, bodies: dict[str, bytes]) -> dict[str, dict
 APPS = {
     "bare-stdlib": 'serve_bench:bare_app("stdlib")',
     "bare-orjson": 'serve_bench:bare_app("orjson")',
-    "sgdserve": None,  # service.app:create_app() through serve()
+    "sgdserve": None,  # service.http:create_app() through serve()
 }
 CASES = ("single", "batch", "batch-1conn", "v2-1conn")
 V2_PATH = "/v2/models/house-price/infer"

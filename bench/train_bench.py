@@ -58,7 +58,7 @@ def main() -> None:
     from sklearn.linear_model import SGDRegressor as SkSGD
     from sklearn.preprocessing import StandardScaler
 
-    from service.sgd import SGDRegressor
+    from service.engine import SGDRegressor
 
     X, y = make_data(args.rows, args.features, args.data)
     cut = int(0.8 * len(X))

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from . import __version__
 from .config import Settings
 from .errors import SGDServeError
+from .params import TRAINING_PARAMS, ParameterError, TrainingSpec, parse_training_params
 
 EXIT_USAGE = 2
 
@@ -65,11 +66,12 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from .store import ModelStore
+    from .store import open_store
     from .training import train
 
-    data, target = _data_and_target(args)
-    store = ModelStore.from_settings(settings)
+    spec = _spec(args)
+    data, target = _data_and_target(args, spec)
+    store = open_store(settings)
     if args.if_empty and store.active_version() is not None:
         print(f"model {settings.model_name!r} already has an active version "
               f"{store.active_version()}; not training (--if-empty)", file=sys.stderr)
@@ -80,12 +82,12 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             store,
             data,
             target=target,
-            features=_split_features(args.features),
-            params=_training_params(args),
-            force=args.force,
-            tolerance=settings.promote_tolerance if args.tolerance is None else args.tolerance,
-            holdout_fraction=args.holdout_fraction,
-            seed=args.seed,
+            features=spec.features,
+            params=spec.sgd,
+            force=spec.force,
+            tolerance=_tolerance(spec, settings),
+            holdout_fraction=spec.holdout_fraction,
+            seed=spec.seed,
             progress=progress,
             source=data.name,
             owner="sgdserve train",
@@ -103,9 +105,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     from .data import iter_prediction_chunks
-    from .store import ModelStore
+    from .store import open_store
 
-    store = ModelStore.from_settings(settings)
+    store = open_store(settings)
     if args.version:
         model, _ = store.load(args.version)
         version = args.version
@@ -155,11 +157,16 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    from .store import ModelStore
+    from .errors import IntegrityError
+    from .store import open_store
 
-    store = ModelStore.from_settings(settings)
+    store = open_store(settings)
     if args.action == "list":
-        active = store.active_version()
+        try:
+            active = store.active_version()
+        except IntegrityError as exc:  # still list the versions: the user must pick one
+            active = None
+            print(f"sgdserve models: warning: {exc}", file=sys.stderr)
         versions = store.list()
         if args.json:
             print(json.dumps([{**m, "active": m.get("id") == active} for m in versions]))
@@ -187,8 +194,11 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     # activate
     if not args.version:
         raise CLIError("models activate needs a version id (see sgdserve models list)")
+    from .store import ANY
+
+    expected = ANY if args.if_current is None else args.if_current
     with store.lock(wait=args.wait, owner="sgdserve models activate"):
-        previous = store.activate(args.version)
+        previous = store.activate(args.version, expected_current=expected)
     print(f"activated {args.version} (was {previous})")
     return 0
 
@@ -201,28 +211,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     from .schedule import parse_schedule, run_schedule
-    from .store import ModelStore
-    from .training import train
+    from .store import open_store
+    from .training import make_regressor, train
 
     try:
         schedule = parse_schedule(args.every, args.cron)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    data, target = _data_and_target(args)
+    spec = _spec(args)
+    data, target = _data_and_target(args, spec)
     if not data.is_file():
         raise CLIError(f"data file {str(data)!r} does not exist")
-    store = ModelStore.from_settings(settings)
-    params = _training_params(args)
-    from .training import make_regressor
-
-    make_regressor(params, args.seed)  # refuse bad parameters at start, not at the first tick
-    tolerance = settings.promote_tolerance if args.tolerance is None else args.tolerance
+    store = open_store(settings)
+    make_regressor(spec.sgd, spec.seed)  # refuse bad parameters at start, not at the first tick
+    tolerance = _tolerance(spec, settings)
 
     def run_once() -> dict[str, Any]:
         result = train(
-            store, data, target=target, features=_split_features(args.features), params=params,
-            force=args.force, tolerance=tolerance, holdout_fraction=args.holdout_fraction,
-            seed=args.seed, source=data.name, owner="sgdserve schedule",
+            store, data, target=target, features=spec.features, params=spec.sgd,
+            force=spec.force, tolerance=tolerance, holdout_fraction=spec.holdout_fraction,
+            seed=spec.seed, source=data.name, owner="sgdserve schedule",
         )
         return result.to_dict()
 
@@ -233,16 +241,37 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
 # Helpers
 
 
-def _data_and_target(args: argparse.Namespace) -> tuple[Path, str]:
+def _data_and_target(args: argparse.Namespace, spec: TrainingSpec) -> tuple[Path, str]:
     if args.sample:
         if args.data:
             raise CLIError("give --data FILE or --sample, not both")
-        return sample_data_path(), args.target or "price"
+        return sample_data_path(), spec.target or "price"
     if not args.data:
         raise CLIError("--data FILE is required (or --sample for the bundled house prices)")
-    if not args.target:
+    if not spec.target:
         raise CLIError("--target COL is required: the column to predict")
-    return Path(args.data), args.target
+    return Path(args.data), spec.target
+
+
+def _spec(args: argparse.Namespace) -> TrainingSpec:
+    """The training options, validated by the one description of them (service/params.py)."""
+    given = {p.name: getattr(args, p.name) for p in TRAINING_PARAMS
+             if getattr(args, p.name, None) is not None}
+    spec = parse_training_params(given, typed=False, context="cli")
+    if args.old_schedule is not None:
+        if "learning_rate" in spec.sgd:
+            raise CLIError("give --learning-rate or its old spelling --schedule, not both")
+        old = parse_training_params({"learning_rate": args.old_schedule}, typed=False,
+                                    context="cli")
+        spec.sgd.update(old.sgd)
+        spec.notes.append("--schedule is the old spelling of --learning-rate")
+    for note in spec.notes:
+        print(f"sgdserve {args.command}: note: {note}", file=sys.stderr)
+    return spec
+
+
+def _tolerance(spec: TrainingSpec, settings: Settings) -> float:
+    return settings.promote_tolerance if spec.tolerance is None else spec.tolerance
 
 
 def _seconds(text: str) -> float:
@@ -254,39 +283,6 @@ def _seconds(text: str) -> float:
 
 
 _seconds.__name__ = "number of seconds (>= 0)"  # argparse: "invalid number of seconds ..."
-
-
-# SGDRegressor parameter -> the command-line option that sets it, for error messages.
-_PARAM_FLAGS = {
-    "max_iter": "--epochs", "eta0": "--learning-rate", "batch_size": "--batch-size",
-    "alpha": "--alpha", "l1_ratio": "--l1-ratio", "epsilon": "--epsilon", "tol": "--tol",
-    "learning_rate": "--schedule", "loss": "--loss", "penalty": "--penalty",
-    "holdout_fraction": "--holdout-fraction", "tolerance": "--tolerance",
-}
-
-
-def _split_features(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise CLIError("--features is empty; give comma-separated column names")
-    return names
-
-
-def _training_params(args: argparse.Namespace) -> dict[str, Any]:
-    mapping = {
-        "epochs": "max_iter", "learning_rate": "eta0", "batch_size": "batch_size",
-        "loss": "loss", "penalty": "penalty", "alpha": "alpha", "schedule": "learning_rate",
-        "l1_ratio": "l1_ratio", "epsilon": "epsilon", "tol": "tol",
-    }
-    params = {key: getattr(args, opt) for opt, key in mapping.items()
-              if getattr(args, opt) is not None}
-    if args.early_stopping:
-        params["early_stopping"] = True
-    if args.average:
-        params["average"] = True
-    return params
 
 
 def _summary(result: Any, settings: Settings) -> str:
@@ -374,37 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", help="CSV file with a header row")
         p.add_argument("--sample", action="store_true",
                        help="train on the bundled sample house prices (target: price)")
-        p.add_argument("--target", help="column to predict")
-        p.add_argument("--features", help="comma-separated feature columns "
-                       "(default: every column except the target)")
-        p.add_argument("--epochs", type=int, help="maximum passes over the data (default 100)")
-        p.add_argument("--learning-rate", type=float,
-                       help="initial step size eta0 on standardised data (default 0.05)")
-        p.add_argument("--schedule", choices=["adaptive", "constant", "invscaling"],
-                       help="learning-rate schedule (default adaptive)")
-        p.add_argument("--batch-size", type=int, help="rows per update (default: auto)")
-        p.add_argument("--loss", choices=["squared_error", "huber", "epsilon_insensitive",
-                                          "squared_epsilon_insensitive"],
-                       help="loss function (default squared_error)")
-        p.add_argument("--epsilon", type=float,
-                       help="huber/epsilon-insensitive width, in target standard deviations")
-        p.add_argument("--penalty", choices=["l2", "l1", "elasticnet", "none"],
-                       help="regularisation (default l2)")
-        p.add_argument("--alpha", type=float, help="regularisation strength (default 1e-6)")
-        p.add_argument("--l1-ratio", type=float, help="L1 share of the elastic net")
-        p.add_argument("--tol", type=float,
-                       help="minimum loss improvement per epoch before stopping")
-        p.add_argument("--early-stopping", action="store_true",
-                       help="stop on a validation split instead of the training loss")
-        p.add_argument("--average", action="store_true", help="averaged SGD")
-        p.add_argument("--holdout-fraction", type=float, default=0.2,
-                       help="share of rows held out for evaluation and the gate (default 0.2)")
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-        p.add_argument("--tolerance", type=float, help="promote when holdout RMSE is at most "
-                       "this much worse than the active model's "
-                       "(default $SGDSERVE_PROMOTE_TOLERANCE or 0.01 = 1%%)")
-        p.add_argument("--force", action="store_true",
-                       help="promote even if worse or if the features differ")
+        for param in TRAINING_PARAMS:  # one description drives the options (service/params.py)
+            _add_param_option(p, param)
+        # The old spelling of --learning-rate (the schedule); --learning-rate took the step size.
+        p.add_argument("--schedule", dest="old_schedule", metavar="{constant,invscaling,adaptive}",
+                       help="the old spelling of --learning-rate (the schedule)")
         store_options(p)
 
     p = sub.add_parser("sample", help="write synthetic house-price data as CSV",
@@ -444,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="list as JSON")
     p.add_argument("--wait", type=_seconds, default=False, metavar="SECONDS",
                    help="activate: wait up to SECONDS for a running training (default: fail)")
+    p.add_argument("--if-current", metavar="VERSION",
+                   help="activate: only if VERSION is still the active one (else exit 2, naming "
+                   "the version active now)")
     store_options(p)
     p.set_defaults(func=cmd_models)
 
@@ -469,6 +442,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_param_option(p: argparse.ArgumentParser, param: Any) -> None:
+    """One training parameter as a command-line option; values are parsed by params.py."""
+    default = param.default_value
+    text = param.help.rstrip(".")
+    if default is not None and param.kind != "bool":
+        text += f" (default {default})"
+    if param.number_alias is not None:
+        text += f"; a number here is read as --{param.number_alias.replace('_', '-')}"
+    if param.kind == "bool":
+        p.add_argument(param.flag, dest=param.name, action="store_true", default=None,
+                       help=text)
+        return
+    metavar = None
+    if param.choices:
+        metavar = "{" + ",".join(param.choices) + "}"
+    elif param.kind in ("int", "float"):
+        metavar = "N" if param.kind == "int" else "X"
+    p.add_argument(param.flag, dest=param.name, metavar=metavar, help=text.replace("%", "%%"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -486,14 +479,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (CLIError, SGDServeError, ValueError, OSError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
-        for param, flag in _PARAM_FLAGS.items():  # name the option the user typed
-            if message.startswith(f"{param} must"):
-                message = f"{flag} {message[len(param) + 1:]}"
-        print(f"sgdserve {args.command}: error: {message}", file=sys.stderr)
+        print(f"sgdserve {args.command}: error: {_name_the_option(message, exc)}",
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"sgdserve {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _name_the_option(message: str, exc: BaseException) -> str:
+    """``epochs must be ...`` as ``--epochs must be ...``: the option the user typed."""
+    if isinstance(exc, ParameterError):
+        name = exc.name
+        flag = "--" + name.replace("_", "-")
+        return f"{flag} {message[len(name) + 1:]}" if message.startswith(name + " ") else message
+    for param in TRAINING_PARAMS:  # a check inside SGDRegressor names its own keyword
+        keyword = param.sgd or param.name
+        if message.startswith(f"{keyword} must"):
+            return f"{param.flag} {message[len(keyword) + 1:]}"
+    return message
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
     │   ├── VersionNotFoundError        no such version
     │   ├── NoActiveModelError          nothing has been promoted yet
     │   ├── IntegrityError              an artifact is missing, truncated or tampered with
+    │   │   └── CurrentDamagedError     CURRENT holds something that is not a version id
+    │   ├── CurrentChangedError         CURRENT is not the version the caller expected
     │   └── LockHeldError               another process holds the store lock
     └── JobError                        a retrain job cannot be started or found
         ├── JobNotFoundError (KeyError) no job with that id
@@ -14,7 +16,7 @@
 
     ConvergenceWarning (UserWarning)    the epoch limit was reached before converging
 
-The HTTP layer maps these onto status codes in one place (service/http_errors.py).
+The HTTP layer maps these onto status codes in one place (service/http/errors.py).
 """
 
 from __future__ import annotations
@@ -56,8 +58,24 @@ class IntegrityError(StoreError):
     """A stored artifact is missing, truncated, or does not match its recorded sha256."""
 
 
+class CurrentDamagedError(IntegrityError):
+    """``CURRENT`` holds something that is not a version id (a hand edit, a full disk)."""
+
+
+class CurrentChangedError(StoreError):
+    """``CURRENT`` is not the version the caller expected: another promotion came first."""
+
+    def __init__(self, message: str, *, current: str | None = None):
+        super().__init__(message)
+        self.current = current
+
+
 class LockHeldError(StoreError):
-    """Another process holds the store lock."""
+    """Another process holds the store lock; ``holder`` describes it when known."""
+
+    def __init__(self, message: str, *, holder: dict | None = None):
+        super().__init__(message)
+        self.holder = holder
 
 
 class JobError(SGDServeError):

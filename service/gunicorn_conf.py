@@ -16,7 +16,7 @@ from service.config import Settings
 settings: Settings = globals().get("sgdserve_settings") or Settings.from_env()
 
 # The app factory, so `gunicorn -c python:service.gunicorn_conf` needs no further argument.
-wsgi_app = "service.app:create_app()"
+wsgi_app = "service.http:create_app()"
 
 # Where to listen; an IPv6 host needs brackets to be told apart from the port.
 bind = [
@@ -96,7 +96,7 @@ def on_starting(server):
     global _temporary_metrics_dir
     # Imported here, not at the top: prometheus_client should first be imported once the
     # directory is set (service.metrics also copes with the other order).
-    from service.metrics import prepare_multiprocess_dir
+    from service.http.metrics import prepare_multiprocess_dir
 
     path, created = prepare_multiprocess_dir(settings.metrics_dir)
     if created:
@@ -119,7 +119,7 @@ def post_worker_init(worker):
 
 def child_exit(server, worker):
     """Drop the exited worker's per-process gauges; its counters keep adding up."""
-    from service.metrics import mark_process_dead
+    from service.http.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
 

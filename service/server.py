@@ -54,7 +54,7 @@ class SgdserveApplication(BaseApplication):
         # Runs in each worker after fork (preload_app is off), so nothing is opened in the master.
         if self.app_uri is not None:
             return util.import_app(self.app_uri)
-        from service.app import create_app
+        from service.http import create_app
 
         # create_app takes Settings fields as overrides; passing all of them keeps CLI overrides.
         fields = dataclasses.fields(self.settings)

@@ -19,10 +19,15 @@ from typing import Any
 import numpy as np
 
 from . import data as data_module
-from .errors import ConvergenceWarning, DataError, IntegrityError, NoActiveModelError
-from .model import LinearModel
-from .sgd import SGDRegressor, regression_metrics
-from .store import ModelStore
+from .engine import LinearModel, RegressionSums, SGDRegressor, regression_metrics
+from .errors import (
+    ConvergenceWarning,
+    CurrentDamagedError,
+    DataError,
+    IntegrityError,
+    NoActiveModelError,
+)
+from .store import ANY, ModelStore
 
 DEFAULT_HOLDOUT_FRACTION = 0.2
 
@@ -89,7 +94,7 @@ def train(
 
     guard = store.lock(wait=wait_lock, owner=owner or "sgdserve train") if lock else nullcontext()
     with guard:
-        active_id, active, decided = _active_for_gate(store, force)
+        active_id, active, decided, expected = _active_for_gate(store, force)
         fit = _fit_streamed if stream else _fit_in_memory
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
@@ -134,7 +139,7 @@ def train(
         }
         version = store.save(candidate, manifest, parent=active_id, status=status)
         if promote:
-            store.activate(version)
+            store.activate(version, expected_current=expected)
         store.prune()
 
     return TrainResult(
@@ -169,32 +174,6 @@ def make_regressor(params: Mapping[str, Any] | None, seed: int) -> SGDRegressor:
 
 # ---------------------------------------------------------------------------------------------
 # Splitting and fitting
-
-
-class _Sums:
-    """Running sums for RMSE, MAE and R^2, so metrics can be built chunk by chunk."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.sse = self.sae = self.y_sum = self.y_sq = 0.0
-
-    def add(self, y: np.ndarray, pred: np.ndarray) -> None:
-        r = y - pred
-        self.n += len(y)
-        self.sse += float(r @ r)
-        self.sae += float(np.abs(r).sum())
-        self.y_sum += float(y.sum())
-        self.y_sq += float(y @ y)
-
-    def metrics(self) -> dict[str, Any]:
-        n = max(self.n, 1)
-        sst = self.y_sq - self.y_sum * self.y_sum / n
-        return {
-            "rmse": math.sqrt(self.sse / n),
-            "mae": self.sae / n,
-            "r2": 1.0 - self.sse / sst if sst > 0 else 0.0,
-            "rows": self.n,
-        }
 
 
 @dataclass
@@ -266,7 +245,7 @@ def _fit_streamed(reg, path, target, features, fraction, seed, progress, active)
     reg.fit_chunks(training_chunks)
     candidate = LinearModel.from_regressor(reg, reader.feature_names, target)
     columns = _active_columns(active, reader.feature_names) if active is not None else None
-    train, holdout, active_holdout = _Sums(), _Sums(), _Sums()
+    train, holdout, active_holdout = RegressionSums(), RegressionSums(), RegressionSums()
     for chunk in reader:
         mask = _holdout(chunk.start_row, len(chunk.y), fraction, seed)
         keep = ~mask
@@ -300,15 +279,24 @@ def _holdout(start_row: int, n_rows: int, fraction: float, seed: int) -> np.ndar
 
 
 def _active_for_gate(store: ModelStore, force: bool):
-    """The active model to compare with: (id, model or None, a decision already made or None)."""
+    """The active model to compare with: (id, model or None, a decision already made or None,
+    the precondition for the promotion)."""
     try:
         active_id, active, _ = store.active()
     except NoActiveModelError:
-        return None, None, (True, "no active model: the first model is promoted")
-    except IntegrityError as exc:
-        return store.active_version(), None, (
-            True, f"the active model cannot be loaded ({exc}); promoted")
-    return active_id, active, None
+        return None, None, (True, "no active model: the first model is promoted"), None
+    except CurrentDamagedError as exc:
+        if not force:
+            raise CurrentDamagedError(
+                f"{exc}; nothing was trained: with a damaged CURRENT the gate has no active "
+                "model to compare with"
+            ) from None
+        return None, None, (True, f"forced: {exc}; the candidate repairs it"), ANY
+    except IntegrityError as exc:  # CURRENT names a version whose files are broken
+        active_id = store.active_version()
+        return active_id, None, (
+            True, f"the active model cannot be loaded ({exc}); promoted"), active_id
+    return active_id, active, None, active_id
 
 
 def _decide(active_id: str | None, active: LinearModel, evaluation: _Evaluation,

@@ -15,9 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 _LOCK_HOLDER = """
 import sys
-from service.store import ModelStore
+from service.store import LocalStore
 
-with ModelStore(sys.argv[1]).lock(owner=sys.argv[2]):
+with LocalStore(sys.argv[1]).lock(owner=sys.argv[2]):
     print("locked", flush=True)
     sys.stdin.read()  # hold the lock until the parent closes stdin
 """

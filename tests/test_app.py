@@ -9,11 +9,11 @@ import orjson
 import pytest
 from openapi_spec_validator import validate
 
-from service.app import create_app
-from service.model import LinearModel
-from service.openapi import document
-from service.reload import ModelHolder
-from service.store import ModelStore
+from service.engine import LinearModel
+from service.http import create_app
+from service.http.openapi import document
+from service.http.reload import ModelHolder
+from service.store import LocalStore
 
 FEATURES = ("sqft", "bedrooms", "bathrooms", "age_years")
 TOKEN = "s3cret-token-for-tests"
@@ -42,7 +42,7 @@ def make_model(
     )
 
 
-def add_version(store: ModelStore, model: LinearModel, *, activate: bool = True) -> str:
+def add_version(store: LocalStore, model: LinearModel, *, activate: bool = True) -> str:
     metrics = {"holdout": {"rmse": 1000.0, "mae": 800.0, "r2": 0.9}}
     version = store.save(model, {"metrics": metrics}, parent=store.active_version())
     if activate:
@@ -58,8 +58,8 @@ pytestmark = pytest.mark.usefixtures("clean_env")  # tests/conftest.py
 
 
 @pytest.fixture
-def store(tmp_path) -> ModelStore:
-    return ModelStore(tmp_path / "models", "house-price")
+def store(tmp_path) -> LocalStore:
+    return LocalStore(tmp_path / "models", "house-price")
 
 
 def build(tmp_path, **overrides):
@@ -326,7 +326,7 @@ def test_the_typed_and_general_paths_answer_alike(client, model, monkeypatch):
     """Valid bodies are decoded by msgspec into typed rows; anything it refuses is re-parsed
     by the general path, which names the problem. Both must accept the same bodies and predict
     the same values, bit for bit."""
-    from service.rows import RowDecoder
+    from service.http.rows import RowDecoder
 
     bodies = _bodies_for_both_paths()
 
@@ -347,10 +347,10 @@ def test_the_typed_and_general_paths_answer_alike(client, model, monkeypatch):
 
 
 def test_valid_bodies_are_not_parsed_twice(client, model, monkeypatch):
-    import service.api
+    import service.http.predict
 
     calls = []
-    monkeypatch.setattr(service.api, "parse_json", lambda data: calls.append(data))
+    monkeypatch.setattr(service.http.predict, "parse_json", lambda data: calls.append(data))
     assert post_json(client, "/predict", {"features": ROW}).status_code == 200
     assert post_json(client, "/predict", {"instances": [ROW] * 3}).status_code == 200
     assert calls == []  # the general parser ran for neither
@@ -544,7 +544,7 @@ def test_a_promotion_by_another_process_is_picked_up(tmp_path, model, store):
     client = build(tmp_path).test_client()
     first = store.active_version()
     assert post_json(client, "/predict", {"features": ROW}).get_json()["model_version"] == first
-    other_store = ModelStore(tmp_path / "models", "house-price")  # as the CLI would open it
+    other_store = LocalStore(tmp_path / "models", "house-price")  # as the CLI would open it
     new_model = make_model(coef=(100.0, 0.0, 0.0, 0.0), intercept=7.0)
     second = add_version(other_store, new_model)
     body = post_json(client, "/predict", {"features": ROW}).get_json()
@@ -765,15 +765,16 @@ def test_holder_logs_a_lasting_stat_failure_once_and_keeps_serving(caplog):
 def test_a_parsed_batch_is_freed_after_the_response_is_sent(client, model, monkeypatch):
     import weakref
 
-    import service.api
-    from service.api import release_after_sending
+    import service.http.predict
+    from service.http.body import release_after_sending
+    from service.http.errors import json_response
 
     class Body:  # stands for a parsed body: weakly referenceable
         pass
 
     body = Body()
     alive = weakref.ref(body)
-    response = service.api.json_response({"ok": True})
+    response = json_response({"ok": True})
     release_after_sending(response, body)
     del body
     assert alive() is not None  # held by the response...
@@ -781,7 +782,7 @@ def test_a_parsed_batch_is_freed_after_the_response_is_sent(client, model, monke
     assert alive() is None  # ...until the server closes it
 
     held = []
-    monkeypatch.setattr(service.api, "release_after_sending",
+    monkeypatch.setattr(service.http.predict, "release_after_sending",
                         lambda response, *objects: held.extend(objects))
     assert post_json(client, "/predict", {"instances": [ROW] * 3}).status_code == 200
     assert len(held[0].instances) == 3 and isinstance(held[1], bytes)

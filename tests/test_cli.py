@@ -25,7 +25,7 @@ import pytest
 
 from service import data
 from service.cli import build_parser
-from service.store import ModelStore
+from service.store import LocalStore
 
 REPO = Path(__file__).resolve().parent.parent
 SGDSERVE = shutil.which("sgdserve", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -122,7 +122,7 @@ def test_train_prints_a_readable_summary(trained: Trained, tmp_path: Path) -> No
     proc = sgdserve("train", "--data", trained.houses, "--target", "price",
                     "--model-dir", tmp_path / "m", "--epochs", 5, "--tol", 0)
     out = proc.stdout
-    store = ModelStore(tmp_path / "m")
+    store = LocalStore(tmp_path / "m")
     version, model, manifest = store.active()
     assert f"version   {version}" in out
     assert "promoted  yes: no active model" in out
@@ -142,7 +142,7 @@ def test_sample_trains_on_the_bundled_data_only_if_empty(tmp_path: Path) -> None
     # No --model-dir: ./models in the working directory.
     first = last_json(sgdserve("train", "--sample", "--if-empty", "--json", cwd=tmp_path))
     assert first["promoted"] and first["features"] == HOUSES and first["target"] == "price"
-    store = ModelStore(tmp_path / "models")
+    store = LocalStore(tmp_path / "models")
     assert store.active_version() == first["version"]
     assert store.get(first["version"])["data"]["file"] == "houses.csv"
 
@@ -154,7 +154,7 @@ def test_sample_trains_on_the_bundled_data_only_if_empty(tmp_path: Path) -> None
     # --name picks another model in the same directory; the environment sets the directory.
     env = child_env(SGDSERVE_MODEL_DIR=str(tmp_path / "elsewhere"))
     other = last_json(sgdserve("train", "--sample", "--name", "other", "--json", env=env))
-    assert ModelStore(tmp_path / "elsewhere", "other").active_version() == other["version"]
+    assert LocalStore(tmp_path / "elsewhere", "other").active_version() == other["version"]
 
 
 # -- predict -------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def test_predict_adds_a_prediction_column(trained: Trained, tmp_path: Path) -> N
     assert header == lines[0].split(",") + ["prediction"]
     assert proc.stdout.splitlines()[1:] == [f"{line},{row[-1]}" for line, row in
                                              zip(lines[1:], rows, strict=True)]
-    model, _ = ModelStore(trained.models).load(version)
+    model, _ = LocalStore(trained.models).load(version)
     expected = model.predict(X)
     assert [float(row[-1]) for row in rows] == expected.tolist()  # exactly: repr round trips
 
@@ -198,7 +198,7 @@ def test_predict_with_a_named_version(trained: Trained) -> None:
     proc = sgdserve("predict", "--data", trained.houses, "--model-dir", trained.models,
                     "--version", first)
     assert proc.stderr.strip() == f"scored 2000 rows with version {first}"
-    model, _ = ModelStore(trained.models).load(first)
+    model, _ = LocalStore(trained.models).load(first)
     ds = data.read_csv(trained.houses, "price")
     _, rows = read_rows(proc.stdout)
     assert np.array_equal([float(r[-1]) for r in rows], model.predict(ds.X))
@@ -278,7 +278,7 @@ def test_rollback_by_activating_the_first_version(trained: Trained, tmp_path: Pa
     assert shown["id"] == first and shown["active"] is True
     proc = sgdserve("predict", "--data", trained.houses, "--model-dir", models)
     assert proc.stderr.strip() == f"scored 2000 rows with version {first}"
-    assert ModelStore(models).history()[-1]["previous"] == second
+    assert LocalStore(models).history()[-1]["previous"] == second
 
 
 # -- help ----------------------------------------------------------------------------------
@@ -287,8 +287,8 @@ def test_rollback_by_activating_the_first_version(trained: Trained, tmp_path: Pa
 DOCUMENTED = {
     "sample": ["--rows", "--out", "--seed"],
     "train": ["--data", "--target", "--features", "--model-dir", "--name", "--epochs",
-              "--learning-rate", "--batch-size", "--loss", "--penalty", "--alpha", "--seed",
-              "--force", "--json", "--sample", "--if-empty"],
+              "--learning-rate", "--eta0", "--batch-size", "--loss", "--penalty", "--alpha",
+              "--seed", "--force", "--json", "--sample", "--if-empty"],
     "predict": ["--data", "--out", "--model-dir", "--name", "--version"],
     "models": ["list", "show", "activate", "--model-dir", "--name"],
     "serve": ["--host", "--port", "--workers", "--model-dir"],
@@ -344,16 +344,18 @@ ERRORS = [
     ("train --data {houses} --target price --learning-rate -0.5 --model-dir {dir}/m",
      r"--learning-rate must be > 0(\.0)?, got -0\.5"),
     ("train --data {houses} --target price --learning-rate abc --model-dir {dir}/m",
-     r"argument --learning-rate: invalid float value: 'abc'"),
+     r"--learning-rate must be one of constant, invscaling, adaptive, got 'abc'"),
+    ("train --data {houses} --target price --eta0 0 --model-dir {dir}/m",
+     r"--eta0 must be > 0, got 0"),
     ("train --data {houses} --target price --epochs 0 --model-dir {dir}/m",
-     r"--epochs must be >= 1, got 0"),
+     r"--epochs must be between 1 and 100000, got 0"),
     ("train --data {houses} --target price --holdout-fraction 1.5 --model-dir {dir}/m",
      r"--holdout-fraction must be between 0 and 1, got 1\.5"),
     ("train --data {houses} --target price --tolerance -1 --model-dir {dir}/m",
      r"--tolerance must be >= 0"),
     ("train --data {houses} --target price --loss nope --model-dir {dir}/m",
-     r"argument --loss: invalid choice: 'nope'"),
-    ("train --data {houses} --target price --learning-rate 1e9 --schedule constant "
+     r"--loss must be one of squared_error, huber, .*, got 'nope'"),
+    ("train --data {houses} --target price --eta0 1e9 --learning-rate constant "
      "--model-dir {dir}/m", r"SGD diverged at epoch 1 .* smaller learning rate"),
     ("predict --data {houses} --model-dir {dir}/m", r"no active model in .*; train one"),
     ("predict --data {nofeature} --model-dir {models}", r"feature column 'sqft' is missing"),
@@ -414,15 +416,15 @@ def test_error_exits(error_runs, trained: Trained, template: str, pattern: str) 
     # A failed command leaves no version behind, in its own store or in the shared one.
     assert not (folder / "m" / "house-price" / "versions").exists() or not any(
         (folder / "m" / "house-price" / "versions").iterdir())
-    assert [m["id"] for m in ModelStore(trained.models).list()] == [
+    assert [m["id"] for m in LocalStore(trained.models).list()] == [
         trained.first["version"], trained.second["version"]]
 
 
 LOCK_HOLDER = textwrap.dedent("""
     import sys
-    from service.store import ModelStore
+    from service.store import LocalStore
 
-    with ModelStore(sys.argv[1]).lock(owner="sgdserve train"):
+    with LocalStore(sys.argv[1]).lock(owner="sgdserve train"):
         print("locked", flush=True)
         sys.stdin.read()  # hold the lock until the parent closes stdin
 """)
@@ -451,6 +453,6 @@ def test_lock_held_by_another_process(trained: Trained, tmp_path: Path) -> None:
         holder.stdin.close()
         holder.wait(timeout=60)
         holder.stdout.close()
-    store = ModelStore(models)
+    store = LocalStore(models)
     assert store.active_version() == trained.second["version"]
     assert len(store.list()) == 2

@@ -24,9 +24,10 @@ from service.data import (
     write_houses_csv,
     write_rows_csv,
 )
+from service.data import reader as csv_reader
 from service.errors import DataError
 
-SAMPLE = Path(data.__file__).parent / "sample_data" / "houses.csv"
+SAMPLE = Path(data.__file__).parents[1] / "sample_data" / "houses.csv"
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "data.csv") -> Path:
@@ -191,7 +192,7 @@ def test_short_decimals_are_bit_exact_on_the_fast_path(tmp_path):
 def test_threaded_read_of_a_larger_file_matches_the_written_values(wide_csv, monkeypatch,
                                                                     block_bytes):
     if block_bytes:  # blocks smaller than a line, and blocks that split the file unevenly
-        monkeypatch.setattr(data, "_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(csv_reader, "_BLOCK_BYTES", block_bytes)
     ds = read_csv(wide_csv, "y")
     lines = wide_csv.read_text().splitlines()[1:]
     expected = np.array([[float(t) for t in line.split(",")] for line in lines])
@@ -391,7 +392,7 @@ def test_chunks_equal_the_whole_file(houses_csv, chunk_rows):
 @pytest.mark.parametrize("block_bytes", [None, 20_000, 100_000])
 def test_chunks_of_a_larger_file_and_a_second_pass(wide_csv, monkeypatch, block_bytes):
     if block_bytes:
-        monkeypatch.setattr(data, "_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(csv_reader, "_BLOCK_BYTES", block_bytes)
     whole = read_csv(wide_csv, "y", features=["x5", "x0"])
     reader = iter_chunks(wide_csv, "y", features=["x5", "x0"], chunk_rows=10_000)
     for _ in range(2):  # the trainer passes once for the scaler, then once per epoch
@@ -412,7 +413,7 @@ def test_chunks_with_blank_lines_crlf_and_no_final_newline(tmp_path):
 
 
 def test_streamed_error_after_good_chunks_has_the_file_line(houses_csv, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_BLOCK_BYTES", 16 * 1024)  # errors surface block by block
+    monkeypatch.setattr(csv_reader, "_BLOCK_BYTES", 16 * 1024)  # errors surface block by block
     lines = houses_csv.read_text().splitlines()
     lines[2500] = lines[2500].replace(",", ",x", 1)
     path = write(tmp_path, "\n".join(lines) + "\n")
@@ -426,7 +427,7 @@ def test_streamed_error_after_good_chunks_has_the_file_line(houses_csv, tmp_path
 
 def test_should_stream_uses_the_threshold(houses_csv, monkeypatch):
     assert not should_stream(houses_csv)
-    monkeypatch.setattr(data, "STREAM_THRESHOLD_BYTES", 1000)
+    monkeypatch.setattr(csv_reader, "STREAM_THRESHOLD_BYTES", 1000)
     assert should_stream(houses_csv)
 
 
@@ -547,10 +548,10 @@ def test_plain_numbers_never_need_the_careful_pass(houses_csv, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the careful pass ran")
 
-    monkeypatch.setattr(data, "_parse_slow", refuse)
-    monkeypatch.setattr(data, "_convert", refuse)
-    monkeypatch.setattr(data, "_parse_long", refuse)
-    monkeypatch.setattr(data, "_parse_other", refuse)
+    monkeypatch.setattr(csv_reader, "_parse_slow", refuse)
+    monkeypatch.setattr(csv_reader, "_convert", refuse)
+    monkeypatch.setattr(csv_reader, "_parse_long", refuse)
+    monkeypatch.setattr(csv_reader, "_parse_other", refuse)
     assert read_csv(houses_csv, "price").fingerprint.rows == 3000
     X, y, _, _ = make_regression(30_000, 6, seed=3)
     columns = {f"x{j}": X[:, j] for j in range(6)}

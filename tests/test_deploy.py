@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from service.app import create_app
 from service.config import Settings
+from service.http import create_app
 from service.server import gunicorn_options
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,8 +24,8 @@ import pytest
 import requests
 
 from service.data import write_houses_csv
-from service.model import LinearModel
-from service.store import ModelStore
+from service.engine import LinearModel
+from service.store import LocalStore
 
 WORKERS = 4
 TOKEN = "gunicorn-test-token"
@@ -58,7 +58,7 @@ class Server:
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.store = ModelStore(tmp / "models", "house-price")
+        self.store = LocalStore(tmp / "models", "house-price")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SGDSERVE_")}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env.update(
@@ -176,7 +176,7 @@ class Traffic:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gunicorn")
-    store = ModelStore(tmp / "models", "house-price")
+    store = LocalStore(tmp / "models", "house-price")
     first = store.save(hand_model(1.0), {"metrics": {}}, parent=None)
     store.activate(first)
     srv = Server(tmp)
@@ -190,7 +190,7 @@ def server(tmp_path_factory):
             time.sleep(0.1)
 
 
-def promotion_time(store: ModelStore) -> float:
+def promotion_time(store: LocalStore) -> float:
     """Wall-clock time at which CURRENT was last replaced."""
     return os.stat(store.current_file).st_mtime
 

@@ -10,11 +10,12 @@ import numpy as np
 import orjson
 import pytest
 
-from service import jobs
-from service.app import create_app
+from service import retrain as jobs
 from service.data import make_houses, write_houses_csv
-from service.model import LinearModel
-from service.store import ModelStore
+from service.engine import LinearModel
+from service.http import create_app
+from service.params import TrainingSpec, parse_training_params
+from service.store import LocalStore
 
 TOKEN = "jobs-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("clean_env")  # tests/conftest.py
 
 @pytest.fixture
 def store(tmp_path):
-    store = ModelStore(tmp_path / "models", "house-price")
+    store = LocalStore(tmp_path / "models", "house-price")
     yield store
     # A job's child process may still run: let it finish before tmp_path goes away.
     deadline = time.monotonic() + 60
@@ -55,7 +56,7 @@ def csv_bytes(tmp_path) -> bytes:
     return write_houses_csv(tmp_path / "houses.csv", 2000, seed=1).read_bytes()
 
 
-def seed_model(store: ModelStore) -> str:
+def seed_model(store: LocalStore) -> str:
     """An active, deliberately poor model, so any trained candidate is promoted."""
     model = LinearModel(
         feature_names=FEATURES, target="price", coef=np.zeros(4), intercept=1.0,
@@ -119,7 +120,7 @@ def test_retrain_from_a_multipart_upload(client, store, csv_bytes):
     assert store.get(new)["parent"] == old
     predicted = client.post("/predict", json={"features": dict.fromkeys(FEATURES, 2)})
     assert predicted.get_json()["model_version"] == new
-    assert not store.job_dir(job_id).joinpath(jobs.DATA_FILE).exists()  # upload removed
+    assert not store.jobs.directory(job_id).joinpath(jobs.DATA_FILE).exists()  # upload removed
 
 
 def test_retrain_from_a_csv_body_with_query_parameters_and_wait(client, store, csv_bytes):
@@ -201,7 +202,7 @@ def test_a_second_retrain_while_one_runs_is_409_naming_the_job(client, store, cs
 
 @pytest.mark.parametrize("kind", ["multipart", "csv", "json"])
 def test_retrain_is_409_while_a_job_holds_the_lock(client, store, csv_bytes, kind):
-    running = store.new_job_id()
+    running = store.jobs.new_id()
     fd = jobs.acquire_lock(store, running)
     try:
         r = post_retrain(client, kind, csv_bytes)
@@ -232,9 +233,9 @@ def post_retrain(client, kind: str, csv_bytes: bytes, query: str = "target=price
     return client.post(f"/retrain?{query}", json={"rows": houses_rows(10)}, headers=AUTH)
 
 
-def list_job_dirs(store: ModelStore) -> list[str]:
+def list_job_dirs(store: LocalStore) -> list[str]:
     """Job directories (uploads) present; finished and refused jobs leave none."""
-    return sorted(p.name for p in store.jobs_dir.glob("job-*") if p.is_dir())
+    return sorted(p.name for p in store.jobs.dir.glob("job-*") if p.is_dir())
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -375,20 +376,20 @@ def test_uploads_have_their_own_limit(tmp_path, store, csv_bytes):
 
 def test_a_multipart_upload_is_written_straight_into_the_job_dir(client, store, csv_bytes,
                                                                  monkeypatch):
-    import service.app
+    import service.http.app
 
     made = []
-    real = service.app.tempfile.NamedTemporaryFile
+    real = service.http.app.tempfile.NamedTemporaryFile
 
     def spy(*args, **kwargs):
         made.append(kwargs.get("dir"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service.app.tempfile, "NamedTemporaryFile", spy)
+    monkeypatch.setattr(service.http.app.tempfile, "NamedTemporaryFile", spy)
     r = post_retrain(client, "multipart", csv_bytes)
     assert r.status_code == 202
     job_id = r.get_json()["job_id"]
-    assert made == [str(store.jobs_dir / job_id)]
+    assert made == [str(store.jobs.dir / job_id)]
     wait_final(client, job_id)
 
 
@@ -401,7 +402,7 @@ def test_job_status_is_read_from_the_file_by_any_worker(tmp_path, store, csv_byt
     r = post_retrain(first, "csv", csv_bytes)
     job_id = r.get_json()["job_id"]
     result = wait_final(other, job_id)
-    record = store.read_job(job_id)
+    record = store.jobs.read(job_id)
     expected = {k: v for k, v in record.items() if k not in ("id", "pid")}
     assert result == {**expected, "job_id": job_id, "status_url": f"/retrain/{job_id}"}
     assert result["status"] == "promoted"
@@ -417,17 +418,17 @@ def test_an_unknown_job_is_404(client, store, job_id):
 
 
 def test_a_job_whose_process_died_is_reported_failed(client, store):
-    job_id = store.new_job_id()
-    store.write_job(job_id, {"status": "running", "request": {}})
+    job_id = store.jobs.new_id()
+    store.jobs.write(job_id, {"status": "running", "request": {}})
     body = client.get(f"/retrain/{job_id}").get_json()
     assert body["status"] == "failed"
     assert "ended without a result" in body["reason"]
-    assert store.read_job(job_id)["status"] == "failed"
+    assert store.jobs.read(job_id)["status"] == "failed"
 
 
 def test_a_running_job_holding_the_lock_is_reported_running(client, store):
-    job_id = store.new_job_id()
-    store.write_job(job_id, {"status": "running", "request": {}})
+    job_id = store.jobs.new_id()
+    store.jobs.write(job_id, {"status": "running", "request": {}})
     fd = jobs.acquire_lock(store, job_id)
     try:
         assert client.get(f"/retrain/{job_id}").get_json()["status"] == "running"
@@ -452,18 +453,17 @@ def test_finished_jobs_are_counted_in_metrics(client, store, csv_bytes):
 
 
 def test_parse_params_maps_names_onto_the_regressor():
-    spec = jobs.parse_params(
-        {"target": "price", "features": '["a", "b"]', "epochs": "7", "learning_rate": "0.5",
-         "batch_size": "64", "loss": "huber", "penalty": "none", "alpha": "0", "seed": "9",
-         "force": "yes"},
+    spec = parse_training_params(
+        {"target": "price", "features": '["a", "b"]', "epochs": "7", "eta0": "0.5",
+         "learning_rate": "constant", "batch_size": "64", "loss": "huber", "penalty": "none",
+         "alpha": "0", "seed": "9", "force": "yes"},
         typed=False,
     )
-    assert spec == {
-        "target": "price", "features": ["a", "b"], "force": True, "seed": 9,
-        "params": {"max_iter": 7, "eta0": 0.5, "batch_size": 64, "loss": "huber",
-                   "penalty": "none", "alpha": 0.0},
-    }
-    assert orjson.loads(orjson.dumps(spec)) == spec  # stored in the job file as JSON
+    assert (spec.target, spec.features, spec.force, spec.seed) == ("price", ["a", "b"], True, 9)
+    assert spec.sgd == {"max_iter": 7, "eta0": 0.5, "learning_rate": "constant",
+                        "batch_size": 64, "loss": "huber", "penalty": "none", "alpha": 0.0}
+    record = orjson.loads(orjson.dumps(spec.to_dict()))  # stored in the job file as JSON
+    assert TrainingSpec.from_dict(record) == spec
 
 
 def test_a_training_process_that_cannot_start_is_503_and_releases_the_lock(
@@ -478,7 +478,7 @@ def test_a_training_process_that_cannot_start_is_503_and_releases_the_lock(
     error = error_of(r)
     assert error["code"] == "unavailable"
     assert "Resource temporarily unavailable" in error["message"]
-    assert store.read_job(error["job_id"])["status"] == "failed"
+    assert store.jobs.read(error["job_id"])["status"] == "failed"
     assert store.is_locked() is None
     assert list_job_dirs(store) == []
 
@@ -488,8 +488,8 @@ def test_a_job_that_has_finished_but_not_yet_exited_does_not_block_the_next(
 ):
     import threading
 
-    done = store.new_job_id()
-    store.write_job(done, {"status": "promoted", "request": {}})
+    done = store.jobs.new_id()
+    store.jobs.write(done, {"status": "promoted", "request": {}})
     fd = jobs.acquire_lock(store, done)  # its process is still exiting
     threading.Timer(0.3, os.close, args=(fd,)).start()
     r = post_retrain(client, "csv", csv_bytes)

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import (
+from service.http.metrics import (
     LATENCY_BUCKETS,
     MULTIPROC_ENV,
     Metrics,
@@ -143,7 +143,7 @@ WRITER = textwrap.dedent(
     if sys.argv[2] == "import-first":
         import prometheus_client  # before the directory is known, as a CLI would
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
-    from service.metrics import Metrics
+    from service.http.metrics import Metrics
     m = Metrics(Path(sys.argv[1]) if sys.argv[2] != "adopt" else None)
     n = int(sys.argv[3])
     for _ in range(n):
@@ -162,7 +162,7 @@ RENDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from service.metrics import Metrics, mark_process_dead
+    from service.http.metrics import Metrics, mark_process_dead
     m = Metrics(Path(sys.argv[1]))
     for pid in sys.argv[2:]:
         mark_process_dead(int(pid))
@@ -232,7 +232,7 @@ def test_none_adopts_the_directory_of_a_multiprocess_server(tmp_path: Path) -> N
 
 
 def test_directory_must_match_the_environment(tmp_path: Path) -> None:
-    code = "from service.metrics import Metrics; import sys; from pathlib import Path\n" \
+    code = "from service.http.metrics import Metrics; import sys; from pathlib import Path\n" \
            "try:\n    Metrics(Path(sys.argv[1]))\nexcept ValueError as e:\n    print(e)"
     out = run_python(code, str(tmp_path / "b"), env_dir=tmp_path / "a")
     assert "PROMETHEUS_MULTIPROC_DIR" in out and "must match" in out

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from service.rows import RowDecoder, decoder_for
+from service.http.rows import RowDecoder, decoder_for
 
 FEATURES = ("sqft", "bedrooms", "bathrooms", "age_years")
 

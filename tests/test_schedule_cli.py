@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from service.data import write_houses_csv
-from service.store import ModelStore
+from service.store import LocalStore
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def wait_for(predicate, timeout: float, what: str):
 def test_schedule_ticks_gate_promote_reach_gunicorn_and_stop_on_sigterm(tmp_path):
     data = write_houses_csv(tmp_path / "houses.csv", 2_000, seed=4)
     env = clean_env(tmp_path)
-    store = ModelStore(tmp_path / "models", "house-price")
+    store = LocalStore(tmp_path / "models", "house-price")
     port = free_port()
     server_log = open(tmp_path / "gunicorn.log", "wb")
     server = subprocess.Popen(

@@ -25,9 +25,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import Settings
-from service.model import LinearModel
+from service.engine import LinearModel
 from service.server import JsonAccessLogger, gunicorn_options
-from service.store import ModelStore
+from service.store import LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cr3t-token-never-logged"
@@ -39,7 +39,7 @@ ROW = {"sqft": 1500, "bedrooms": 3, "bathrooms": 2, "age_years": 20}
 STANDIN = textwrap.dedent(
     """
     import os, time
-    from service.metrics import Metrics
+    from service.http.metrics import Metrics
 
     metrics = Metrics(None)
     metrics.model_loaded("standin-1")
@@ -283,7 +283,7 @@ def make_store(root: Path) -> str:
         x_mean=np.array([1500.0, 3.0, 2.0, 20.0]), x_scale=x_scale, y_mean=300_000.0,
         y_scale=80_000.0, coef_std=coef * x_scale / 80_000.0, intercept_std=0.0,
     )
-    store = ModelStore(root)
+    store = LocalStore(root)
     version = store.save(model, {}, parent=None)
     store.activate(version)
     return version
@@ -359,7 +359,11 @@ def test_token_never_reaches_the_logs(server: Server) -> None:
 def test_starts_without_a_home_directory_or_control_socket(server: Server) -> None:
     # HOME points to a missing directory: no control socket was made there, and none failed.
     assert not server.home.exists()
-    assert "Control socket disabled" in server.stderr()  # gunicorn's debug line
+    # gunicorn's debug line, logged by the master once its first workers are forked.
+    deadline = time.monotonic() + 15
+    while "Control socket disabled" not in server.stderr() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "Control socket disabled" in server.stderr()
     assert "Failed to start control socket" not in server.stderr()
 
 

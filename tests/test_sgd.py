@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
+from service.engine import LOSSES, PENALTIES, SGDRegressor, r2_score
 from service.errors import ConvergenceWarning, DivergenceError
-from service.sgd import LOSSES, PENALTIES, SGDRegressor, r2_score
 
 # ---------------------------------------------------------------------------------------------
 # Data

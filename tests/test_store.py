@@ -20,13 +20,15 @@ import pytest
 from service import __version__
 from service import store as store_module
 from service.errors import (
+    CurrentDamagedError,
     IntegrityError,
     JobError,
+    JobNotFoundError,
     LockHeldError,
     NoActiveModelError,
     VersionNotFoundError,
 )
-from service.store import FAULT_STEPS, JobNotFoundError, ModelStore
+from service.store import FAULT_STEPS, LocalStore
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 # that SIGKILL themselves at a step; the child only needs numpy and the service package.
 SCENARIO = '''
 import numpy as np
-from service.model import LinearModel
+from service.engine import LinearModel
 
 
 def make_model(shift=0.0, features=("sqft", "bedrooms", "age")):
@@ -60,13 +62,13 @@ def run_scenario(store, parent, job_id):
     version = store.save(make_model(2.0), {"metrics": {"holdout": {"rmse": 1.5}}}, parent=parent)
     store.activate(version)
     store.prune()
-    store.write_job(job_id, {"status": "running"})
+    store.jobs.write(job_id, {"status": "running"})
     return version
 '''
 
 CHILD_MAIN = """
 import os, signal, sys
-from service.store import ModelStore
+from service.store import LocalStore
 
 root, step, parent, job_id = sys.argv[1:5]
 
@@ -76,7 +78,7 @@ def fault(name):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-run_scenario(ModelStore(root, keep=1, _fault=fault), parent, job_id)
+run_scenario(LocalStore(root, keep=1, _fault=fault), parent, job_id)
 """
 
 _namespace: dict = {}
@@ -94,8 +96,8 @@ def child_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ModelStore:
-    return ModelStore(tmp_path / "models")
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "models")
 
 
 def assert_same_model(a, b) -> None:
@@ -114,7 +116,7 @@ def assert_same_model(a, b) -> None:
 # -- round trip and manifest ---------------------------------------------------------------
 
 
-def test_round_trip(store: ModelStore) -> None:
+def test_round_trip(store: LocalStore) -> None:
     model = make_model(0.5)
     version = store.save(model, {"metrics": {"holdout": {"rmse": 2.0}}}, parent=None)
     assert store.activate(version) is None
@@ -132,7 +134,7 @@ def test_round_trip(store: ModelStore) -> None:
     assert (store.path / "CURRENT").read_text() == version + "\n"
 
 
-def test_model_file_holds_plain_state_only(store: ModelStore) -> None:
+def test_model_file_holds_plain_state_only(store: LocalStore) -> None:
     version = store.save(make_model(), {}, parent=None)
     state = joblib.load(store.path / "versions" / version / "model.joblib")
     assert isinstance(state, dict)
@@ -149,7 +151,7 @@ def test_model_file_holds_plain_state_only(store: ModelStore) -> None:
     assert plain(state)
 
 
-def test_manifest_fields(store: ModelStore) -> None:
+def test_manifest_fields(store: LocalStore) -> None:
     parent = store.save(make_model(), {}, parent=None)
     caller = {
         "data": {"file": "houses.csv", "rows": 1000, "columns": 4, "sha256": "ab" * 32},
@@ -185,24 +187,24 @@ def test_manifest_fields(store: ModelStore) -> None:
     assert on_disk["loss_history"] == [3.0, 2.0, 1.5]
 
 
-def test_manifest_refuses_values_json_cannot_hold(store: ModelStore) -> None:
+def test_manifest_refuses_values_json_cannot_hold(store: LocalStore) -> None:
     with pytest.raises(TypeError, match=r"manifest\.extra\.thing is not JSON-serialisable"):
         store.save(make_model(), {"extra": {"thing": object()}}, parent=None)
     assert store.list() == []
 
 
-def test_save_validates_arguments(store: ModelStore) -> None:
+def test_save_validates_arguments(store: LocalStore) -> None:
     with pytest.raises(TypeError, match="model must be a LinearModel, got dict"):
         store.save({"coef": [1.0]}, {}, parent=None)
     with pytest.raises(VersionNotFoundError, match=r"version '\.\./x' not found"):
         store.save(make_model(), {}, parent="../x")
     with pytest.raises(ValueError, match="model name must be"):
-        ModelStore(store.root, name="../other")
+        LocalStore(store.root, name="../other")
     with pytest.raises(ValueError, match="keep must be an integer >= 1, got 0"):
-        ModelStore(store.root, keep=0)
+        LocalStore(store.root, keep=0)
 
 
-def test_ids_sort_in_creation_order(store: ModelStore) -> None:
+def test_ids_sort_in_creation_order(store: LocalStore) -> None:
     ids = [store.save(make_model(i), {"n": i}, parent=None) for i in range(6)]
     assert ids == sorted(ids)
     assert len(set(ids)) == 6
@@ -210,7 +212,7 @@ def test_ids_sort_in_creation_order(store: ModelStore) -> None:
     assert [m["n"] for m in store.list()] == list(range(6))
 
 
-def test_ids_increase_even_if_the_clock_went_back(store: ModelStore) -> None:
+def test_ids_increase_even_if_the_clock_went_back(store: LocalStore) -> None:
     store.save(make_model(), {}, parent=None)
     future = "29990101T000000.000000Z-abcdef"
     (store.path / "versions" / future).mkdir()
@@ -222,18 +224,18 @@ def test_ids_increase_even_if_the_clock_went_back(store: ModelStore) -> None:
     assert store.save(make_model(), {}, parent=None).startswith("29990101T000001.000001Z-")
 
 
-def test_empty_store(store: ModelStore) -> None:
+def test_empty_store(store: LocalStore) -> None:
     assert store.active_version() is None
     assert store.current_stamp() is None
     assert store.list() == []
-    assert store.list_jobs() == []
+    assert store.jobs.list() == []
     assert store.last_promotion() is None
     assert store.prune() == []
     with pytest.raises(NoActiveModelError, match=r"sgdserve train --data FILE --target COL"):
         store.active()
 
 
-def test_list_skips_temporary_directories(store: ModelStore) -> None:
+def test_list_skips_temporary_directories(store: LocalStore) -> None:
     version = store.save(make_model(), {}, parent=None)
     tmp = store.path / "versions" / f".tmp-{version}-deadbeef"
     tmp.mkdir()
@@ -241,26 +243,17 @@ def test_list_skips_temporary_directories(store: ModelStore) -> None:
     assert [m["id"] for m in store.list()] == [version]
 
 
-def test_set_status(store: ModelStore) -> None:
-    version = store.save(make_model(), {"metrics": {"rmse": 1.0}}, parent=None)
-    store.set_status(version, "rejected")
-    manifest = store.get(version)
-    assert manifest["status"] == "rejected"
-    assert manifest["metrics"] == {"rmse": 1.0}
-    store.load(version)  # the sha256 covers model.joblib only, so it still loads
-
-
 # -- crash safety at every step -------------------------------------------------------------
 
 
 def setup_scenario(root: Path) -> tuple[str, str, str]:
     """An old version v0, the active version v1 and a queued job, before ``run_scenario``."""
-    store = ModelStore(root, keep=1)
+    store = LocalStore(root, keep=1)
     v0 = store.save(make_model(0.0), {}, parent=None)
     v1 = store.save(make_model(1.0), {}, parent=v0)
     store.activate(v1)
-    job = store.new_job_id()
-    store.write_job(job, {"status": "queued"})
+    job = store.jobs.new_id()
+    store.jobs.write(job, {"status": "queued"})
     return v0, v1, job
 
 
@@ -272,7 +265,7 @@ def check_after_crash(root: Path, step: str, v0: str, v1: str, job: str) -> None
     v0_gone = at >= FAULT_STEPS.index("prune:renamed")
     job_running = at >= FAULT_STEPS.index("job:replaced")
 
-    store = ModelStore(root, keep=1)
+    store = LocalStore(root, keep=1)
     listed = store.list()
     assert all(m["status"] != "corrupt" for m in listed), listed
     ids = [m["id"] for m in listed]
@@ -290,7 +283,7 @@ def check_after_crash(root: Path, step: str, v0: str, v1: str, job: str) -> None
     else:
         assert active_id == v1
         assert_same_model(model, make_model(1.0))
-    assert store.read_job(job)["status"] == ("running" if job_running else "queued")
+    assert store.jobs.read(job)["status"] == ("running" if job_running else "queued")
 
     # The store is not wedged: the lock is free and a new version can be saved and promoted.
     with store.lock(owner="recovery"):
@@ -312,7 +305,7 @@ def test_injected_exception_at_each_step(tmp_path: Path, step: str) -> None:
             raise InjectedFault(name)
 
     with pytest.raises(InjectedFault):
-        run_scenario(ModelStore(root, keep=1, _fault=fault), v1, job)
+        run_scenario(LocalStore(root, keep=1, _fault=fault), v1, job)
     # A failed operation cleans up after itself: no temporary files anywhere.
     leftovers = [p for p in (root / "house-price").rglob(".tmp-*")]
     assert leftovers == []
@@ -350,7 +343,7 @@ def test_process_killed_at_each_step(killed_stores: dict, step: str) -> None:
     check_after_crash(root, step, v0, v1, job)
 
     # prune() clears what the killed process left: deletions at once, temp files after an hour.
-    store = ModelStore(root, keep=50)
+    store = LocalStore(root, keep=50)
     store.prune()
     assert not list((store.path / "versions").glob(".tmp-delete-*"))
     hours_ago = time.time() - 7200
@@ -364,7 +357,7 @@ def test_fault_steps_are_all_reached_in_order(tmp_path: Path) -> None:
     root = tmp_path / "models"
     v0, v1, job = setup_scenario(root)
     seen: list[str] = []
-    run_scenario(ModelStore(root, keep=1, _fault=seen.append), v1, job)
+    run_scenario(LocalStore(root, keep=1, _fault=seen.append), v1, job)
     assert seen == list(FAULT_STEPS)
 
 
@@ -423,7 +416,7 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("corruption", CORRUPTIONS)
-def test_corrupt_version_is_refused(store: ModelStore, corruption: str) -> None:
+def test_corrupt_version_is_refused(store: LocalStore, corruption: str) -> None:
     corrupt, message = CORRUPTIONS[corruption]
     good = store.save(make_model(1.0), {}, parent=None)
     store.activate(good)
@@ -448,7 +441,7 @@ def test_corrupt_version_is_refused(store: ModelStore, corruption: str) -> None:
         assert repr(bad) in listed[bad]["error"]
 
 
-def test_active_pointing_at_a_missing_version(store: ModelStore) -> None:
+def test_active_pointing_at_a_missing_version(store: LocalStore) -> None:
     version = store.save(make_model(), {}, parent=None)
     store.activate(version)
     os.rename(store.path / "versions" / version, store.path / "versions" / "gone")
@@ -456,10 +449,10 @@ def test_active_pointing_at_a_missing_version(store: ModelStore) -> None:
         store.active()
 
 
-def test_garbage_in_current_is_an_integrity_error(store: ModelStore) -> None:
+def test_garbage_in_current_is_an_integrity_error(store: LocalStore) -> None:
     store.path.mkdir(parents=True)
     (store.path / "CURRENT").write_text("../../etc/passwd\n")
-    with pytest.raises(IntegrityError, match="invalid version id"):
+    with pytest.raises(CurrentDamagedError, match="CURRENT is damaged: it holds '../../etc"):
         store.active_version()
 
 
@@ -479,17 +472,16 @@ BAD_IDS = [
 
 
 @pytest.mark.parametrize("bad", BAD_IDS, ids=repr)
-def test_bad_version_ids_are_refused_before_touching_disk(store: ModelStore, bad) -> None:
+def test_bad_version_ids_are_refused_before_touching_disk(store: LocalStore, bad) -> None:
     good = store.save(make_model(), {}, parent=None)
     store.activate(good)
-    for call in (store.get, store.load, store.activate, store.version_dir, store.set_status):
-        args = (bad, "rejected") if call == store.set_status else (bad,)
+    for call in (store.get, store.load, store.activate, store.version_dir):
         with pytest.raises(VersionNotFoundError, match=r"not found in .*house-price"):
-            call(*args)
+            call(bad)
     assert store.active_version() == good
 
 
-def test_unknown_version(store: ModelStore) -> None:
+def test_unknown_version(store: LocalStore) -> None:
     unknown = "20200101T000000.000000Z-000000"
     with pytest.raises(VersionNotFoundError) as info:
         store.load(unknown)
@@ -501,7 +493,7 @@ def test_unknown_version(store: ModelStore) -> None:
 # -- activate, rollback, history -----------------------------------------------------------
 
 
-def test_rollback_and_history(store: ModelStore) -> None:
+def test_rollback_and_history(store: LocalStore) -> None:
     v1 = store.save(make_model(1.0), {}, parent=None)
     v2 = store.save(make_model(2.0), {}, parent=v1)
     assert store.activate(v1) is None
@@ -521,10 +513,10 @@ def test_rollback_and_history(store: ModelStore) -> None:
     assert [(e["version"], e["previous"]) for e in history] == [(v1, None), (v2, v1), (v1, v2)]
     assert all(e["pid"] == os.getpid() for e in history)
     assert store.last_promotion() == history[-1]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", history[-1]["time"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", history[-1]["time"])
 
 
-def test_last_promotion_skips_a_torn_line(store: ModelStore) -> None:
+def test_last_promotion_skips_a_torn_line(store: LocalStore) -> None:
     version = store.save(make_model(), {}, parent=None)
     store.activate(version)
     with open(store.path / "history.jsonl", "a") as f:
@@ -536,7 +528,7 @@ def test_last_promotion_skips_a_torn_line(store: ModelStore) -> None:
 
 
 def test_retention_keeps_newest_plus_active_and_parent(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path / "models", keep=3)
+    store = LocalStore(tmp_path / "models", keep=3)
     ids: list[str] = []
     for i in range(6):
         ids.append(store.save(make_model(i), {}, parent=ids[-1] if ids else None))
@@ -567,16 +559,16 @@ def test_retention_keeps_newest_plus_active_and_parent(tmp_path: Path) -> None:
 # -- the lock ------------------------------------------------------------------------------
 
 @pytest.fixture
-def lock_holder(store: ModelStore, hold_store_lock):
+def lock_holder(store: LocalStore, hold_store_lock):
     """A separate process holding the store lock until its stdin is closed."""
     with hold_store_lock(store.root, "sgdserve train") as child:
         yield child
 
 
-def test_second_process_fails_fast_naming_the_holder(store: ModelStore, lock_holder) -> None:
+def test_second_process_fails_fast_naming_the_holder(store: LocalStore, lock_holder) -> None:
     pattern = (
         rf"^model store is locked by pid {lock_holder.pid} \(sgdserve train\) "
-        r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+        r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
     )
     with pytest.raises(LockHeldError, match=pattern):
         with store.lock(owner="sgdserve models activate"):
@@ -587,13 +579,13 @@ def test_second_process_fails_fast_naming_the_holder(store: ModelStore, lock_hol
     assert info["owner"] == "sgdserve train"
 
 
-def test_timed_wait_gives_up(store: ModelStore, lock_holder) -> None:
+def test_timed_wait_gives_up(store: LocalStore, lock_holder) -> None:
     with pytest.raises(LockHeldError, match=rf"pid {lock_holder.pid} .*\(waited 0\.2 s\)$"):
         with store.lock(wait=0.2):
             pass
 
 
-def test_wait_true_blocks_until_released(store: ModelStore, lock_holder) -> None:
+def test_wait_true_blocks_until_released(store: LocalStore, lock_holder) -> None:
     acquired = threading.Event()
     holder_seen: list = []
 
@@ -613,7 +605,7 @@ def test_wait_true_blocks_until_released(store: ModelStore, lock_holder) -> None
     assert store.is_locked() is None
 
 
-def test_lock_of_a_killed_holder_is_free(store: ModelStore, lock_holder) -> None:
+def test_lock_of_a_killed_holder_is_free(store: LocalStore, lock_holder) -> None:
     lock_holder.kill()
     lock_holder.wait(timeout=60)
     assert store.is_locked() is None
@@ -621,12 +613,12 @@ def test_lock_of_a_killed_holder_is_free(store: ModelStore, lock_holder) -> None
         assert holder["pid"] == os.getpid()
 
 
-def test_lock_is_not_reentrant_within_a_process(store: ModelStore) -> None:
+def test_lock_is_not_reentrant_within_a_process(store: LocalStore) -> None:
     assert store.is_locked() is None
     with store.lock(owner="outer") as holder:
         assert holder["owner"] == "outer"
         assert store.is_locked() == holder
-        other = ModelStore(store.root)
+        other = LocalStore(store.root)
         with pytest.raises(LockHeldError, match=rf"pid {os.getpid()} \(outer\)"):
             with other.lock():
                 pass
@@ -636,7 +628,7 @@ def test_lock_is_not_reentrant_within_a_process(store: ModelStore) -> None:
         pass
 
 
-def test_lock_rejects_negative_wait(store: ModelStore) -> None:
+def test_lock_rejects_negative_wait(store: LocalStore) -> None:
     with pytest.raises(ValueError, match="wait must be"):
         with store.lock(wait=-1):
             pass
@@ -645,62 +637,62 @@ def test_lock_rejects_negative_wait(store: ModelStore) -> None:
 # -- jobs ----------------------------------------------------------------------------------
 
 
-def test_jobs_round_trip(store: ModelStore) -> None:
-    first = store.new_job_id()
-    second = store.new_job_id()
+def test_jobs_round_trip(store: LocalStore) -> None:
+    first = store.jobs.new_id()
+    second = store.jobs.new_id()
     assert first != second
     assert re.fullmatch(r"job-\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}", first)
 
-    directory = store.job_dir(first)
+    directory = store.jobs.directory(first)
     assert directory.is_dir()
     assert directory == store.path / "jobs" / first
     (directory / "data.csv").write_text("sqft,price\n1,2\n")
 
-    written = store.write_job(first, {"status": "running", "progress": np.float64(0.5)})
+    written = store.jobs.write(first, {"status": "running", "progress": np.float64(0.5)})
     assert written["id"] == first
-    assert store.read_job(first) == written
-    assert store.read_job(first)["progress"] == 0.5
-    store.write_job(first, {"status": "failed", "reason": "bad CSV", "rmse": float("nan")})
-    assert store.read_job(first)["status"] == "failed"
-    assert store.read_job(first)["rmse"] is None
-    store.write_job(second, {"status": "queued"})
-    assert [j["id"] for j in store.list_jobs()] == sorted([first, second])
+    assert store.jobs.read(first) == written
+    assert store.jobs.read(first)["progress"] == 0.5
+    store.jobs.write(first, {"status": "failed", "reason": "bad CSV", "rmse": float("nan")})
+    assert store.jobs.read(first)["status"] == "failed"
+    assert store.jobs.read(first)["rmse"] is None
+    store.jobs.write(second, {"status": "queued"})
+    assert [j["id"] for j in store.jobs.list()] == sorted([first, second])
 
     with pytest.raises(JobNotFoundError, match="not found"):
-        store.read_job(store.new_job_id())
+        store.jobs.read(store.jobs.new_id())
     for bad in ("../x", "job-../../CURRENT", "", None):
         with pytest.raises(JobNotFoundError):
-            store.read_job(bad)
+            store.jobs.read(bad)
         with pytest.raises(JobNotFoundError):
-            store.job_dir(bad)
+            store.jobs.directory(bad)
         with pytest.raises(JobNotFoundError):
-            store.write_job(bad, {})
+            store.jobs.write(bad, {})
     assert issubclass(JobNotFoundError, JobError)
 
     (store.path / "jobs" / f"{second}.json").write_text("{not json")
     with pytest.raises(JobError, match="not valid JSON"):
-        store.read_job(second)
-    assert [j["status"] for j in store.list_jobs()] == ["failed", "corrupt"]
+        store.jobs.read(second)
+    assert [j["status"] for j in store.jobs.list()] == ["failed", "corrupt"]
 
 
-def test_job_pruning(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "JOBS_KEPT", 5)  # 100 in production; fewer fsyncs here
-    ids = [store.new_job_id() for _ in range(9)]
+def test_job_pruning(store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module.jobs, "JOBS_KEPT", 5)  # 100 in production; fewer fsyncs here
+    ids = [store.jobs.new_id() for _ in range(9)]
     ids.sort()
     for job_id in ids:
-        store.write_job(job_id, {"status": "promoted"})
-    store.write_job(ids[1], {"status": "running"})  # still running: not pruned by count
-    store.job_dir(ids[2])
-    old = store.new_job_id()
-    store.write_job(old, {"status": "running"})
-    store.job_dir(old)
+        store.jobs.write(job_id, {"status": "promoted"})
+    store.jobs.write(ids[1], {"status": "running"})  # still running: not pruned by count
+    store.jobs.directory(ids[2])
+    old = store.jobs.new_id()
+    store.jobs.write(old, {"status": "running"})
+    store.jobs.directory(old)
     two_days_ago = time.time() - 2 * 86400
     os.utime(store.path / "jobs" / f"{old}.json", (two_days_ago, two_days_ago))
 
-    removed = store.prune_jobs()
+    removed = store.jobs.prune()
     # 10 jobs: the newest 5 stay (the stale one among them goes by age), and the running one
     assert sorted(removed) == sorted([ids[0], ids[2], ids[3], ids[4], old])
-    remaining = {j["id"] for j in store.list_jobs()}
+    remaining = {j["id"] for j in store.jobs.list()}
     assert remaining == set(ids) - {ids[0], ids[2], ids[3], ids[4]}
     assert not (store.path / "jobs" / ids[2]).exists()
     assert not (store.path / "jobs" / old).exists()

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from service import data
+from service.engine import LinearModel
+from service.engine.sgd import SGDRegressor
 from service.errors import DataError, DivergenceError, LockHeldError
-from service.model import LinearModel
-from service.sgd import SGDRegressor
-from service.store import ModelStore
+from service.store import LocalStore
 from service.training import TrainResult, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,8 +33,8 @@ def child_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ModelStore:
-    return ModelStore(tmp_path / "models")
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "models")
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def regression_csv(tmp_path: Path) -> Path:
     return data.write_csv(tmp_path / "regression.csv", columns)
 
 
-def snapshot(store: ModelStore) -> tuple[list[str], str | None]:
+def snapshot(store: LocalStore) -> tuple[list[str], str | None]:
     """Everything a failed run must leave alone: the version directories and CURRENT."""
     entries = sorted(os.listdir(store.versions_dir)) if store.versions_dir.is_dir() else []
     current = store.current_file.read_text() if store.current_file.exists() else None
@@ -71,7 +71,7 @@ def rmse(model: LinearModel, X: np.ndarray, y: np.ndarray) -> float:
 # -- the gate ------------------------------------------------------------------------------
 
 
-def test_first_model_is_promoted(store: ModelStore, houses: Path) -> None:
+def test_first_model_is_promoted(store: LocalStore, houses: Path) -> None:
     result = train(store, houses, target="price")
     assert isinstance(result, TrainResult)
     assert result.promoted and result.status == "promoted"
@@ -85,7 +85,7 @@ def test_first_model_is_promoted(store: ModelStore, houses: Path) -> None:
     assert result.metrics["holdout"]["r2"] > 0.9
 
 
-def test_not_worse_candidate_is_promoted(store: ModelStore, houses: Path) -> None:
+def test_not_worse_candidate_is_promoted(store: LocalStore, houses: Path) -> None:
     first = train(store, houses, target="price")
     second = train(store, houses, target="price", seed=0)
     # The same data, seed and parameters give the same model: not worse, so promoted.
@@ -98,7 +98,7 @@ def test_not_worse_candidate_is_promoted(store: ModelStore, houses: Path) -> Non
     )
 
 
-def test_worse_candidate_is_kept_as_rejected(store: ModelStore, houses: Path) -> None:
+def test_worse_candidate_is_kept_as_rejected(store: LocalStore, houses: Path) -> None:
     first = train(store, houses, target="price")
     # One epoch at a tiny step size barely leaves the starting point: clearly worse.
     worse = train(store, houses, target="price", params={"max_iter": 1, "eta0": 1e-4})
@@ -122,7 +122,7 @@ def test_worse_candidate_is_kept_as_rejected(store: ModelStore, houses: Path) ->
     assert manifest["warnings"] == worse.warnings
 
 
-def test_force_promotes_a_worse_candidate(store: ModelStore, houses: Path) -> None:
+def test_force_promotes_a_worse_candidate(store: LocalStore, houses: Path) -> None:
     train(store, houses, target="price")
     forced = train(store, houses, target="price", params={"max_iter": 1, "eta0": 1e-4},
                    force=True)
@@ -133,7 +133,7 @@ def test_force_promotes_a_worse_candidate(store: ModelStore, houses: Path) -> No
     assert store.get(forced.version)["gate"]["forced"] is True
 
 
-def test_tolerance_is_respected(store: ModelStore, houses: Path) -> None:
+def test_tolerance_is_respected(store: LocalStore, houses: Path) -> None:
     train(store, houses, target="price")
     # Strong regularisation: a few percent worse, not hugely.
     mild = {"alpha": 0.03}
@@ -154,7 +154,7 @@ def test_tolerance_is_respected(store: ModelStore, houses: Path) -> None:
     assert store.get(within.version)["gate"]["tolerance"] == pytest.approx(ratio * 1.2)
 
 
-def test_different_features_need_force(store: ModelStore, houses: Path) -> None:
+def test_different_features_need_force(store: LocalStore, houses: Path) -> None:
     first = train(store, houses, target="price", features=["sqft", "bedrooms"])
     wider = train(store, houses, target="price")
     assert not wider.promoted and wider.status == "rejected"
@@ -169,14 +169,14 @@ def test_different_features_need_force(store: ModelStore, houses: Path) -> None:
     assert store.active_version() == forced.version
 
 
-def test_different_target_needs_force(store: ModelStore, houses: Path) -> None:
+def test_different_target_needs_force(store: LocalStore, houses: Path) -> None:
     train(store, houses, target="price", features=["sqft", "bedrooms"])
     other = train(store, houses, target="age_years", features=["sqft", "bedrooms"])
     assert not other.promoted and "target 'price' -> 'age_years'" in other.reason
 
 
 def test_active_model_is_scored_on_the_candidates_holdout_rows(
-    store: ModelStore, houses: Path, tmp_path: Path
+    store: LocalStore, houses: Path, tmp_path: Path
 ) -> None:
     first = train(store, houses, target="price")
     newer = data.write_houses_csv(tmp_path / "newer.csv", 3000, seed=7)
@@ -209,7 +209,7 @@ def test_active_model_is_scored_on_the_candidates_holdout_rows(
 
 
 def test_manifest_records_data_parameters_metrics_and_parent(
-    store: ModelStore, houses: Path
+    store: LocalStore, houses: Path
 ) -> None:
     first = train(store, houses, target="price")
     params = {"max_iter": 7, "tol": None, "eta0": 0.02, "batch_size": 32}
@@ -247,7 +247,7 @@ def test_manifest_records_data_parameters_metrics_and_parent(
     assert first.epochs < 100
 
 
-def test_result_is_json_serialisable(store: ModelStore, houses: Path) -> None:
+def test_result_is_json_serialisable(store: LocalStore, houses: Path) -> None:
     results = [
         train(store, houses, target="price"),
         train(store, houses, target="price", params={"max_iter": 1, "eta0": 1e-4}),
@@ -265,13 +265,13 @@ def test_result_is_json_serialisable(store: ModelStore, houses: Path) -> None:
 # -- the lock ------------------------------------------------------------------------------
 
 @pytest.fixture
-def lock_holder(store: ModelStore, hold_store_lock):
+def lock_holder(store: LocalStore, hold_store_lock):
     """A separate process holding the store lock until its stdin is closed."""
     with hold_store_lock(store.root, "another trainer") as child:
         yield child
 
 
-def test_lock_held_by_another_process(store: ModelStore, houses: Path, lock_holder) -> None:
+def test_lock_held_by_another_process(store: LocalStore, houses: Path, lock_holder) -> None:
     before = snapshot(store)
     with pytest.raises(LockHeldError, match=rf"pid {lock_holder.pid} \(another trainer\)"):
         train(store, houses, target="price")
@@ -289,14 +289,14 @@ def test_lock_held_by_another_process(store: ModelStore, houses: Path, lock_hold
 def test_streamed_training_matches_in_memory(
     tmp_path: Path, regression_csv: Path, monkeypatch
 ) -> None:
-    whole = train(ModelStore(tmp_path / "whole"), regression_csv, target="y", stream=False)
+    whole = train(LocalStore(tmp_path / "whole"), regression_csv, target="y", stream=False)
     # Small chunks: 20 of them, so chunk offsets and the per-row holdout rule are exercised.
     monkeypatch.setattr(data, "iter_chunks", functools.partial(data.iter_chunks,
                                                                 chunk_rows=1000))
-    streamed_store = ModelStore(tmp_path / "streamed")
+    streamed_store = LocalStore(tmp_path / "streamed")
     streamed = train(streamed_store, regression_csv, target="y", stream=True)
 
-    m_whole = ModelStore(tmp_path / "whole").get(whole.version)
+    m_whole = LocalStore(tmp_path / "whole").get(whole.version)
     m_streamed = streamed_store.get(streamed.version)
     assert m_streamed["split"]["streamed"] is True and m_whole["split"]["streamed"] is False
     assert m_streamed["data"] == m_whole["data"]
@@ -321,11 +321,11 @@ def test_streamed_training_matches_in_memory(
 
 
 def test_large_files_stream_by_default(
-    store: ModelStore, regression_csv: Path, monkeypatch
+    store: LocalStore, regression_csv: Path, monkeypatch
 ) -> None:
     first = train(store, regression_csv, target="y")
     assert store.get(first.version)["split"]["streamed"] is False
-    monkeypatch.setattr(data, "STREAM_THRESHOLD_BYTES", 1024)
+    monkeypatch.setattr(data.reader, "STREAM_THRESHOLD_BYTES", 1024)
     second = train(store, regression_csv, target="y")
     assert store.get(second.version)["split"]["streamed"] is True
     # The gate works the same when streaming: the active model on the same holdout rows.
@@ -336,7 +336,7 @@ def test_large_files_stream_by_default(
 
 
 def test_streamed_training_reads_in_bounded_chunks(
-    store: ModelStore, regression_csv: Path, monkeypatch
+    store: LocalStore, regression_csv: Path, monkeypatch
 ) -> None:
     def no_whole_read(*args, **kwargs):
         raise AssertionError("the streamed path read the file whole")
@@ -368,12 +368,12 @@ def test_streamed_training_reads_in_bounded_chunks(
 
 RSS_CHILD = textwrap.dedent("""
     import json, resource, sys, time
-    from service.store import ModelStore
+    from service.store import LocalStore
     from service.training import train
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     started = time.perf_counter()
-    result = train(ModelStore(sys.argv[2]), sys.argv[1], target="y", stream=True,
+    result = train(LocalStore(sys.argv[2]), sys.argv[1], target="y", stream=True,
                    params={"max_iter": 1, "tol": None})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"before": before, "peak": peak, "seconds": time.perf_counter() - started,
@@ -429,7 +429,7 @@ def test_streamed_training_memory_stays_well_below_the_file_size(tmp_path: Path)
     ],
 )
 def test_bad_input_leaves_the_store_unchanged(
-    store: ModelStore, houses: Path, kwargs, error, match
+    store: LocalStore, houses: Path, kwargs, error, match
 ) -> None:
     first = train(store, houses, target="price")
     before = snapshot(store)
@@ -453,7 +453,7 @@ def test_bad_input_leaves_the_store_unchanged(
     ids=["bad-value", "short-row", "empty", "two-rows"],
 )
 def test_bad_data_leaves_the_store_unchanged(
-    store: ModelStore, houses: Path, tmp_path: Path, content: str, match: str, stream: bool
+    store: LocalStore, houses: Path, tmp_path: Path, content: str, match: str, stream: bool
 ) -> None:
     train(store, houses, target="price")
     before = snapshot(store)

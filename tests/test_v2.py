@@ -23,8 +23,8 @@ from test_app import (
     post_json,
 )
 
-from service.model import LinearModel
-from service.store import ModelStore
+from service.engine import LinearModel
+from service.store import LocalStore
 
 pytestmark = pytest.mark.usefixtures("clean_env")  # tests/conftest.py
 
@@ -73,8 +73,8 @@ def conforms(body, kind):
 
 
 @pytest.fixture
-def store(tmp_path) -> ModelStore:
-    return ModelStore(tmp_path / "models", NAME)
+def store(tmp_path) -> LocalStore:
+    return LocalStore(tmp_path / "models", NAME)
 
 
 @pytest.fixture
@@ -390,7 +390,7 @@ def _requests_for_both_paths() -> list[bytes]:
 
 
 def test_the_fast_and_general_paths_answer_alike(client, model, monkeypatch):
-    import service.v2
+    import service.http.v2
 
     bodies = _requests_for_both_paths()
 
@@ -399,7 +399,7 @@ def test_the_fast_and_general_paths_answer_alike(client, model, monkeypatch):
             client.post(INFER, data=body, content_type="application/json") for body in bodies)]
 
     fast = answers()
-    monkeypatch.setattr(service.v2, "_decode_fast", lambda data: None)
+    monkeypatch.setattr(service.http.v2, "_decode_fast", lambda data: None)
     general = answers()
     for body, a, b in zip(bodies, fast, general, strict=True):
         assert a == b, body[:200]
@@ -408,10 +408,10 @@ def test_the_fast_and_general_paths_answer_alike(client, model, monkeypatch):
 
 
 def test_flat_numeric_requests_are_parsed_once(client, model, monkeypatch):
-    import service.v2
+    import service.http.v2
 
     calls = []
-    monkeypatch.setattr(service.v2, "parse_json", lambda data: calls.append(data))
+    monkeypatch.setattr(service.http.v2, "parse_json", lambda data: calls.append(data))
     assert infer(client, one_matrix(rows(3))).status_code == 200
     assert infer(client, dict(by_feature(rows(3)), id="a")).status_code == 200
     assert calls == []

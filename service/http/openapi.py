@@ -9,12 +9,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from . import __version__
-from .jobs import LOSSES, MAX_EPOCHS, MAX_FEATURES, PENALTIES
+from .. import __version__
+from ..params import TRAINING_PARAMS
+from ..store import JobStatus
+from ..store.ids import JOB_PATTERN, VERSION_PATTERN
 from .rows import NUMERIC_TYPES
-
-VERSION_PATTERN = r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$"
-JOB_PATTERN = r"^job-\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -47,36 +46,9 @@ _AUTH_ERRORS = {
 
 
 def _parameter_properties() -> dict[str, Any]:
-    """The retrain parameters; typed as in a JSON body (forms and queries send them as text)."""
-    return {
-        "target": {
-            "type": "string", "minLength": 1, "maxLength": 200,
-            "description": "Column to predict (default: the active model's target).",
-        },
-        "features": {
-            "description": "Columns to train on (default: every other column); a JSON list, "
-            "or a comma-separated string.",
-            "oneOf": [
-                {"type": "array", "minItems": 1, "maxItems": MAX_FEATURES, "uniqueItems": True,
-                 "items": {"type": "string", "minLength": 1, "maxLength": 200}},
-                {"type": "string", "minLength": 1},
-            ],
-        },
-        "epochs": {"type": "integer", "minimum": 1, "maximum": MAX_EPOCHS},
-        "learning_rate": {
-            "type": "number", "exclusiveMinimum": True, "minimum": 0,
-            "description": "Initial step size (eta0).",
-        },
-        "batch_size": {"type": "integer", "minimum": 1},
-        "loss": {"type": "string", "enum": list(LOSSES)},
-        "penalty": {"type": "string", "enum": list(PENALTIES)},
-        "alpha": {"type": "number", "minimum": 0},
-        "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
-        "force": {
-            "type": "boolean",
-            "description": "Promote even if the candidate is worse than the live model.",
-        },
-    }
+    """The retrain parameters (service/params.py), typed as in a JSON body; forms and queries
+    send the same names as text."""
+    return {p.name: p.json_schema() for p in TRAINING_PARAMS if p.http}
 
 
 def _form_properties() -> dict[str, Any]:
@@ -433,7 +405,7 @@ def document(
             "required": ["job_id", "status", "status_url"],
             "properties": {
                 "job_id": {"type": "string", "pattern": JOB_PATTERN},
-                "status": {"type": "string", "enum": ["queued"]},
+                "status": {"type": "string", "enum": [JobStatus.QUEUED.value]},
                 "status_url": {"type": "string"},
             },
         },
@@ -449,7 +421,7 @@ def document(
                 "job_id": {"type": "string", "pattern": JOB_PATTERN},
                 "status": {
                     "type": "string",
-                    "enum": ["queued", "running", "promoted", "rejected", "failed"],
+                    "enum": [status.value for status in JobStatus],
                 },
                 "status_url": {"type": "string"},
                 "version": {"type": "string", "nullable": True,

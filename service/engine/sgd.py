@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConvergenceWarning, DivergenceError
+from ..errors import ConvergenceWarning, DivergenceError
+from .metrics import r2_score
 
 __all__ = [
     "LOSSES",
@@ -493,9 +494,9 @@ class SGDRegressor:
     def partial_fit(self, X: Any, y: Any) -> SGDRegressor:
         """One epoch over this chunk, continuing from the current weights and statistics.
 
-        The scaler statistics are merged first (unless ``freeze_scaler`` has been called, as
-        the streaming trainer does after its statistics pass); the weights are re-expressed so
-        the model in original units is unchanged by the new statistics.
+        The scaler statistics are merged first (unless :meth:`freeze_scaler` has been called);
+        the weights are re-expressed so the model in original units is unchanged by the new
+        statistics.
         """
         frozen = getattr(self, "_scaler_frozen", False)
         X, y = _check_X_y(X, y, min_rows=1, check_finite=frozen)
@@ -871,7 +872,7 @@ _PARAM_NAMES = tuple(inspect.signature(SGDRegressor.__init__).parameters)[1:]
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation helpers and metrics.
+# Validation helpers.
 
 
 def _check_X(X: Any, check_finite: bool = True) -> np.ndarray:
@@ -921,24 +922,3 @@ def _check_int(name, value, *, low):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value!r}")
-
-
-def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
-    """Coefficient of determination (1 - SSE/SST); -inf never, 0 for a constant y matched."""
-    resid = y - pred
-    sst = float(((y - y.mean()) ** 2).sum())
-    sse = float(resid @ resid)
-    if sst == 0.0:
-        return 1.0 if sse == 0.0 else 0.0
-    return 1.0 - sse / sst
-
-
-def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """RMSE, MAE and R^2 of predictions, as plain floats."""
-    resid = y - pred
-    return {
-        "rmse": float(np.sqrt(np.mean(resid * resid))),
-        "mae": float(np.mean(np.abs(resid))),
-        "r2": r2_score(y, pred),
-        "rows": int(len(y)),
-    }

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
+from ..util import to_json
 
 FORMAT_VERSION = 1
 
@@ -104,7 +105,7 @@ class LinearModel:
             "y_scale": float(self.y_scale),
             "coef_std": np.array(self.coef_std),
             "intercept_std": float(self.intercept_std),
-            "extra": _plain(dict(self.extra)),
+            "extra": to_json(dict(self.extra), "extra"),
         }
 
     @classmethod
@@ -132,16 +133,3 @@ class LinearModel:
     def coefficients(self) -> dict[str, float]:
         """Slope per feature in original units, by name."""
         return {n: float(c) for n, c in zip(self.feature_names, self.coef, strict=True)}
-
-
-def _plain(value: Any) -> Any:
-    """Reduce to JSON-like primitives so the stored state never holds arbitrary objects."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)

@@ -15,10 +15,10 @@ An inference request sends the features in one of two layouts:
 The answer is one output, ``predict``, of shape ``[n]`` and datatype ``FP64``. Values of any
 numeric datatype are read as float64 (integer types must hold integers, unsigned ones no negative
 value); ``BOOL`` and ``BYTES`` are refused. Errors are the protocol's ``{"error": message}``, with
-sgdserve's stable ``code`` beside it (see ``http_errors.error_response``).
+sgdserve's stable ``code`` beside it (see ``service.http.errors.error_response``).
 
 Flat numeric ``data`` is decoded by msgspec straight into typed lists and packed into arrays
-without a Python pass per value (:func:`service.rows.float_array`); anything else (nested data,
+without a Python pass per value (:func:`service.http.rows.float_array`); anything else (nested data,
 wrong types, missing keys) is parsed with orjson and checked key by key, to name what is wrong.
 """
 
@@ -31,12 +31,12 @@ import msgspec
 import numpy as np
 from flask import Blueprint, Response, request
 
-from . import __version__
-from .api import json_text, parse_json, read_json_body, release_after_sending
-from .app import ServiceState, state
-from .http_errors import NO_MODEL_MESSAGE, APIError, json_response
-from .ops import check_ready
+from .. import __version__
+from .body import json_text, parse_json, read_json_body, release_after_sending
+from .errors import NO_MODEL_MESSAGE, APIError, json_response
+from .reload import check_ready
 from .rows import FLOAT_TYPES, NUMERIC_TYPES, UINT_TYPES, float_array
+from .state import ServiceState, state
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 

@@ -17,7 +17,8 @@ from flask import Flask, Response, request
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
-from .errors import (
+from ..errors import (
+    CurrentChangedError,
     DataError,
     IntegrityError,
     JobConflictError,
@@ -114,6 +115,8 @@ def from_exception(exc: Exception) -> APIError | None:
     if isinstance(exc, JobConflictError):
         extra = {"job_id": exc.job_id} if exc.job_id else {}
         return APIError(str(exc), status_code=409, code="retrain_in_progress", **extra)
+    if isinstance(exc, CurrentChangedError):
+        return APIError(str(exc), status_code=409, code="current_changed", current=exc.current)
     if isinstance(exc, LockHeldError):
         return APIError(str(exc), status_code=409, code="store_locked")
     if isinstance(exc, VersionNotFoundError):

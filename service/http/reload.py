@@ -13,8 +13,11 @@ import threading
 import time
 from typing import Any, Protocol
 
-from .errors import SGDServeError
-from .model import LinearModel
+import numpy as np
+
+from ..engine.model import LinearModel
+from ..errors import SGDServeError
+from .errors import NO_MODEL_MESSAGE, APIError
 
 log = logging.getLogger("sgdserve.reload")
 
@@ -124,3 +127,30 @@ class ModelHolder:
             )
         if self.metrics is not None and version is not None:
             self.metrics.model_load_failed(version)
+
+
+def check_ready(holder: Any) -> str:
+    """The version served, if a model is loaded and a smoke prediction on its mean row is
+    finite; otherwise a 503 APIError with the reason (shared by /ready and /v2/health/ready)."""
+    version, model = holder.get()
+    if model is None:
+        message = NO_MODEL_MESSAGE
+        if holder.last_error:
+            message = f"no model loaded: {holder.last_error}"
+        raise APIError(message, status_code=503, code="no_model")
+    try:
+        with np.errstate(all="ignore"):  # an overflow is reported below, not warned about
+            value = model.predict(model.x_mean[np.newaxis, :])[0]
+    except Exception as exc:  # any failure of the smoke test means not ready, with the reason
+        raise APIError(
+            f"smoke prediction with model {version} failed: {exc}",
+            status_code=503,
+            code="smoke_test_failed",
+        ) from None
+    if not np.isfinite(value):
+        raise APIError(
+            f"smoke prediction with model {version} is not finite ({value})",
+            status_code=503,
+            code="smoke_test_failed",
+        )
+    return version

@@ -39,6 +39,8 @@ from prometheus_client import (
     values,
 )
 
+from ..store.jobs import JobStatus
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Seconds. A single-row prediction takes well under a millisecond in the worker, a 10,000-row
@@ -47,7 +49,7 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 
-RETRAIN_OUTCOMES = ("promoted", "rejected", "failed")
+RETRAIN_OUTCOMES = tuple(sorted(JobStatus.final()))
 
 
 def multiprocess_dir() -> Path | None:
