@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-docker bench bench-serve lint clean
+.PHONY: run test test-quick test-docker bench bench-serve lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The quick loop: no test that starts a process (tests/conftest.py enforces the `slow` mark).
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not slow and not docker'
 
 test-docker: $(STAMP)
 	$(BIN)/python -m pytest -q -m docker

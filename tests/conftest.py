@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import child_env
+
 REPO = Path(__file__).resolve().parents[1]
 
 _LOCK_HOLDER = """
@@ -33,11 +35,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @contextlib.contextmanager
 def _holding(root: Path, owner: str) -> Iterator[subprocess.Popen]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SGDSERVE_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     child = subprocess.Popen(
         [sys.executable, "-c", _LOCK_HOLDER, str(root), owner],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(), text=True,
     )
     try:
         assert child.stdout.readline() == "locked\n"
@@ -57,3 +57,23 @@ def hold_store_lock():
     """``with hold_store_lock(root, owner) as child:``: a separate process holds the store's
     lock (as ``owner``) until the block ends."""
     return _holding
+
+
+@pytest.fixture(autouse=True)
+def _processes_are_slow(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A test that starts a process must be marked ``slow`` (``pytest -m 'not slow'`` is the
+    quick loop); one that is not marked fails here, naming the command it started."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    started: list[str] = []
+    real_init = subprocess.Popen.__init__
+
+    def spy(self, args, *a, **k):
+        started.append(" ".join(map(str, args if isinstance(args, list) else [args]))[:120])
+        real_init(self, args, *a, **k)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", spy)
+    yield
+    if started:
+        pytest.fail(f"this test starts a process ({started[0]}): mark it slow", pytrace=False)

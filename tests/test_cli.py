@@ -27,19 +27,15 @@ from service import data
 from service.cli import build_parser
 from service.store import LocalStore
 
+from helpers import child_env
+
+pytestmark = pytest.mark.slow  # every test here runs sgdserve or gunicorn in a process
+
 REPO = Path(__file__).resolve().parent.parent
 SGDSERVE = shutil.which("sgdserve", path=str(Path(sys.executable).parent)) or shutil.which(
     "sgdserve"
 )
 HOUSES = list(data.HOUSE_FEATURES)
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment without any SGDSERVE_* setting of the person running the tests."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SGDSERVE_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
 
 
 def sgdserve(*args: object, cwd: Path | None = None, env: dict[str, str] | None = None,

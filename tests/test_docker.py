@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from helpers import free_port
+
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,12 +96,6 @@ class Container:
     def logs(self) -> str:
         result = docker("logs", self.name, check=False)
         return result.stdout + result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_ready(container: Container) -> None:

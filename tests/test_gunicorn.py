@@ -11,21 +11,19 @@ import collections
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 
 from service.data import write_houses_csv
-from service.engine import LinearModel
 from service.store import LocalStore
+
+from helpers import GunicornServer, hand_model, wait_until
 
 WORKERS = 4
 TOKEN = "gunicorn-test-token"
@@ -35,94 +33,6 @@ ROW = {"sqft": 1500, "bedrooms": 3, "bathrooms": 2, "age_years": 20}
 RELOAD_BOUND = 2.0  # seconds: a promotion must reach every worker within this
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def hand_model(intercept: float) -> LinearModel:
-    return LinearModel(
-        feature_names=FEATURES, target="price", coef=np.zeros(4), intercept=intercept,
-        x_mean=np.ones(4), x_scale=np.ones(4), y_mean=0.0, y_scale=1.0,
-        coef_std=np.zeros(4), intercept_std=0.0,
-    )
-
-
-class Server:
-    """`sgdserve serve` (gunicorn, 4 workers) with SGDSERVE_* settings; stopped by stop()."""
-
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.store = LocalStore(tmp / "models", "house-price")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SGDSERVE_")}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        env.update(
-            SGDSERVE_MODEL_DIR=str(tmp / "models"),
-            SGDSERVE_RELOAD_INTERVAL="1",
-            SGDSERVE_API_TOKEN=TOKEN,
-            SGDSERVE_METRICS_DIR=str(tmp / "metrics"),
-            SGDSERVE_LOG_LEVEL="warning",
-        )
-        self.log = open(tmp / "gunicorn.log", "wb")  # closed in stop()
-        # As a user starts it: `sgdserve serve` runs gunicorn with service/gunicorn_conf.py.
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(WORKERS)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"gunicorn exited: {self.logs()}")
-            try:
-                if requests.get(self.url + "/health", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:  # not listening yet, or a busy machine
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"gunicorn did not answer in {timeout} s: {self.logs()}")
-
-    def logs(self) -> str:
-        self.log.flush()
-        return (self.tmp / "gunicorn.log").read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-    def workers_serving(self) -> dict[str, str]:
-        """pid -> the version each live worker serves, from the metrics gauge."""
-        text = requests.get(self.url + "/metrics", timeout=10).text
-        serving = {}
-        for pid, version, value in re.findall(
-            r'sgdserve_model_version_info\{pid="(\d+)",version="([^"]+)"\} (\S+)', text
-        ):
-            if float(value) == 1.0:
-                serving[pid] = version
-        return serving
-
-    def wait_all_workers_serve(self, version: str, timeout: float = 30.0) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        serving: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            serving = self.workers_serving()
-            if len(serving) == WORKERS and set(serving.values()) == {version}:
-                return serving
-            time.sleep(0.1)
-        raise AssertionError(f"workers serve {serving}, expected all {WORKERS} on {version}")
 
 
 class Traffic:
@@ -179,15 +89,19 @@ def server(tmp_path_factory):
     store = LocalStore(tmp / "models", "house-price")
     first = store.save(hand_model(1.0), {"metrics": {}}, parent=None)
     store.activate(first)
-    srv = Server(tmp)
-    try:
-        srv.wait_ready()
+    # As a user starts it: `sgdserve serve` runs gunicorn with service/gunicorn_conf.py.
+    srv = GunicornServer(tmp, workers=WORKERS, env={
+        "SGDSERVE_MODEL_DIR": str(tmp / "models"),
+        "SGDSERVE_RELOAD_INTERVAL": "1",
+        "SGDSERVE_API_TOKEN": TOKEN,
+        "SGDSERVE_METRICS_DIR": str(tmp / "metrics"),
+        "SGDSERVE_LOG_LEVEL": "warning",
+    })
+    srv.store = store
+    with srv:
         yield srv
-    finally:
-        srv.stop()
-        deadline = time.monotonic() + 60  # a retrain child may outlive the server briefly
-        while store.is_locked() and time.monotonic() < deadline:
-            time.sleep(0.1)
+    # A retrain child may outlive the server briefly.
+    wait_until(lambda: not store.is_locked(), 60, "the store lock to be released")
 
 
 def promotion_time(store: LocalStore) -> float:
@@ -195,7 +109,7 @@ def promotion_time(store: LocalStore) -> float:
     return os.stat(store.current_file).st_mtime
 
 
-def check_switch(server: Server, traffic: Traffic, new: str) -> None:
+def check_switch(server: GunicornServer, traffic: Traffic, new: str) -> None:
     server.wait_all_workers_serve(new)
     t0 = promotion_time(server.store)
     cutoff = t0 + RELOAD_BOUND

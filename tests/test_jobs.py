@@ -95,6 +95,7 @@ def houses_rows(n: int, seed: int = 2) -> list[dict]:
 # -- the three input forms ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_retrain_from_a_multipart_upload(client, store, csv_bytes):
     old = seed_model(store)
     r = client.post(
@@ -123,6 +124,7 @@ def test_retrain_from_a_multipart_upload(client, store, csv_bytes):
     assert not store.jobs.directory(job_id).joinpath(jobs.DATA_FILE).exists()  # upload removed
 
 
+@pytest.mark.slow
 def test_retrain_from_a_csv_body_with_query_parameters_and_wait(client, store, csv_bytes):
     r = client.post(
         "/retrain?target=price&features=sqft,bedrooms,bathrooms,age_years&loss=huber&wait=25",
@@ -140,6 +142,7 @@ def test_retrain_from_a_csv_body_with_query_parameters_and_wait(client, store, c
     assert client.get("/model").get_json()["features"] == list(FEATURES)
 
 
+@pytest.mark.slow
 def test_retrain_from_json_rows_takes_the_target_from_the_active_model(client, store):
     seed_model(store)
     r = client.post(
@@ -153,6 +156,7 @@ def test_retrain_from_json_rows_takes_the_target_from_the_active_model(client, s
     assert result["request"]["data"]["format"] == "json"
 
 
+@pytest.mark.slow
 def test_a_worse_candidate_is_rejected_with_both_numbers(client, store, csv_bytes):
     r = client.post("/retrain?target=price&wait=25", data=csv_bytes, content_type="text/csv",
                     headers=AUTH)
@@ -171,6 +175,7 @@ def test_a_worse_candidate_is_rejected_with_both_numbers(client, store, csv_byte
     assert store.active_version() == good["version"]
 
 
+@pytest.mark.slow
 def test_a_failing_job_ends_failed_with_the_reason(client, store):
     data = b"sqft,price\n1000,1\nlots,2\n1200,3\n"
     r = client.post("/retrain?target=price&wait=25", data=data, content_type="text/csv",
@@ -184,6 +189,7 @@ def test_a_failing_job_ends_failed_with_the_reason(client, store):
 # -- 409 ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_retrain_while_one_runs_is_409_naming_the_job(client, store, csv_bytes):
     big = write_houses_csv(store.root.parent / "big.csv", 20_000, seed=4).read_bytes()
     first = client.post("/retrain?target=price&epochs=50", data=big, content_type="text/csv",
@@ -352,6 +358,7 @@ def test_retrain_refuses_other_content_types(client, content_type):
     assert "multipart/form-data" in error_of(r)["message"]
 
 
+@pytest.mark.slow
 def test_uploads_have_their_own_limit(tmp_path, store, csv_bytes):
     client = build(tmp_path, max_body_bytes=1000, max_upload_bytes=len(csv_bytes) + 1000)
     client = client.test_client()
@@ -374,6 +381,7 @@ def test_uploads_have_their_own_limit(tmp_path, store, csv_bytes):
     assert list_job_dirs(store) == []
 
 
+@pytest.mark.slow
 def test_a_multipart_upload_is_written_straight_into_the_job_dir(client, store, csv_bytes,
                                                                  monkeypatch):
     import service.http.app
@@ -396,6 +404,7 @@ def test_a_multipart_upload_is_written_straight_into_the_job_dir(client, store, 
 # -- job status -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_job_status_is_read_from_the_file_by_any_worker(tmp_path, store, csv_bytes):
     first = build(tmp_path).test_client()
     other = build(tmp_path).test_client()  # another worker: shares nothing but the disk
@@ -436,6 +445,7 @@ def test_a_running_job_holding_the_lock_is_reported_running(client, store):
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_finished_jobs_are_counted_in_metrics(client, store, csv_bytes):
     r = post_retrain(client, "csv", csv_bytes)
     wait_final(client, r.get_json()["job_id"])
@@ -483,6 +493,7 @@ def test_a_training_process_that_cannot_start_is_503_and_releases_the_lock(
     assert list_job_dirs(store) == []
 
 
+@pytest.mark.slow
 def test_a_job_that_has_finished_but_not_yet_exited_does_not_block_the_next(
     client, store, csv_bytes
 ):

@@ -191,6 +191,7 @@ def two_writers(tmp_path: Path) -> tuple[Path, int, int]:
     return tmp_path, pid_a, pid_b
 
 
+@pytest.mark.slow
 def test_render_sums_processes(two_writers: tuple[Path, int, int]) -> None:
     directory, pid_a, pid_b = two_writers
     parsed = samples(run_python(RENDER, str(directory)).encode())
@@ -211,6 +212,7 @@ def test_render_sums_processes(two_writers: tuple[Path, int, int]) -> None:
     assert value(parsed, "sgdserve_model_version_info", version="v7", pid=str(pid_b)) == 1
 
 
+@pytest.mark.slow
 def test_mark_process_dead_drops_worker_gauges_keeps_counters(
     two_writers: tuple[Path, int, int],
 ) -> None:
@@ -224,6 +226,7 @@ def test_mark_process_dead_drops_worker_gauges_keeps_counters(
                  status="200") == 11
 
 
+@pytest.mark.slow
 def test_none_adopts_the_directory_of_a_multiprocess_server(tmp_path: Path) -> None:
     run_python(WRITER, str(tmp_path), "adopt", "2", env_dir=tmp_path)
     run_python(WRITER, str(tmp_path), "adopt", "3", env_dir=tmp_path)
@@ -231,6 +234,7 @@ def test_none_adopts_the_directory_of_a_multiprocess_server(tmp_path: Path) -> N
     assert value(parsed, "sgdserve_rows_predicted_total") == 15
 
 
+@pytest.mark.slow
 def test_directory_must_match_the_environment(tmp_path: Path) -> None:
     code = "from service.http.metrics import Metrics; import sys; from pathlib import Path\n" \
            "try:\n    Metrics(Path(sys.argv[1]))\nexcept ValueError as e:\n    print(e)"

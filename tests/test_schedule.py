@@ -623,6 +623,7 @@ def _wait_for(ticks: Path, text: str, proc: subprocess.Popen) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_while_waiting_exits_cleanly_and_promptly(tmp_path, signum):
     proc, ticks, _ = _start(tmp_path, gated=False)
@@ -645,6 +646,7 @@ def test_signal_while_waiting_exits_cleanly_and_promptly(tmp_path, signum):
     assert ticks.read_text() == "started\ndone\n"
 
 
+@pytest.mark.slow
 def test_signal_during_a_run_lets_it_finish_and_a_second_signal_forces_exit(tmp_path):
     proc, ticks, gate = _start(tmp_path, gated=True)
     try:

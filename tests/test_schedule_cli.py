@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,54 +15,25 @@ import requests
 from service.data import write_houses_csv
 from service.store import LocalStore
 
+from helpers import GunicornServer, child_env, wait_until
+
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env(tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SGDSERVE_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update(SGDSERVE_MODEL_DIR=str(tmp / "models"), SGDSERVE_RELOAD_INTERVAL="1",
-               SGDSERVE_METRICS_DIR=str(tmp / "metrics"), SGDSERVE_LOG_LEVEL="warning")
-    return env
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+def settings(tmp: Path) -> dict[str, str]:
+    return {"SGDSERVE_MODEL_DIR": str(tmp / "models"), "SGDSERVE_RELOAD_INTERVAL": "1",
+            "SGDSERVE_METRICS_DIR": str(tmp / "metrics"), "SGDSERVE_LOG_LEVEL": "warning"}
 
 
 def test_schedule_ticks_gate_promote_reach_gunicorn_and_stop_on_sigterm(tmp_path):
     data = write_houses_csv(tmp_path / "houses.csv", 2_000, seed=4)
-    env = clean_env(tmp_path)
+    env = child_env(settings(tmp_path))
     store = LocalStore(tmp_path / "models", "house-price")
-    port = free_port()
-    server_log = open(tmp_path / "gunicorn.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env, stdout=server_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
+    server = GunicornServer(tmp_path / "server", env=settings(tmp_path))
     scheduler = None
     try:
-        url = f"http://127.0.0.1:{port}"
-
-        def health():
-            try:
-                return requests.get(f"{url}/health", timeout=1).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_for(health, 60, "gunicorn to answer /health")
+        url = server.url
+        server.wait_ready()
         assert requests.get(f"{url}/ready", timeout=5).status_code == 503  # no model yet
 
         scheduler = subprocess.Popen(
@@ -73,7 +42,7 @@ def test_schedule_ticks_gate_promote_reach_gunicorn_and_stop_on_sigterm(tmp_path
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             text=True,
         )
-        wait_for(lambda: len(store.list()) >= 2, 60, "two scheduled versions")
+        wait_until(lambda: len(store.list()) >= 2, 60, "two scheduled versions")
         first, second = store.list()[:2]
         assert first["status"] == "promoted" and first["parent"] is None
         # the second tick was gated against the first: same data, same seed, not worse
@@ -89,7 +58,7 @@ def test_schedule_ticks_gate_promote_reach_gunicorn_and_stop_on_sigterm(tmp_path
                 "sqft": 1500, "bedrooms": 3, "bathrooms": 2, "age_years": 20}}, timeout=5).json()
             return body.get("model_version") == latest and latest
 
-        assert wait_for(served_version, 5, "gunicorn to serve the newest version")
+        assert wait_until(served_version, 5, "gunicorn to serve the newest version")
 
         time.sleep(0.3)  # between ticks: the scheduler is waiting
         started = time.monotonic()
@@ -109,9 +78,7 @@ def test_schedule_ticks_gate_promote_reach_gunicorn_and_stop_on_sigterm(tmp_path
         if scheduler is not None and scheduler.poll() is None:
             scheduler.kill()
             scheduler.wait()
-        server.terminate()
-        server.wait(timeout=30)
-        server_log.close()
+        server.stop()
 
 
 def test_malformed_schedule_is_one_line_error_at_start(tmp_path):
@@ -119,7 +86,7 @@ def test_malformed_schedule_is_one_line_error_at_start(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "service.cli", "schedule", "--data", str(data), "--target",
          "price", "--cron", "0 25 * * *"],
-        env=clean_env(tmp_path), capture_output=True, text=True, timeout=60,
+        env=child_env(settings(tmp_path)), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1

@@ -7,14 +7,12 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,6 +26,10 @@ from service.config import Settings
 from service.engine import LinearModel
 from service.server import JsonAccessLogger, gunicorn_options
 from service.store import LocalStore
+
+from helpers import GunicornServer, child_env
+
+pytestmark = pytest.mark.slow  # every test here runs sgdserve or gunicorn in a process
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cr3t-token-never-logged"
@@ -64,22 +66,6 @@ STANDIN = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith("SGDSERVE_")
-        and k not in ("PROMETHEUS_MULTIPROC_DIR", "XDG_RUNTIME_DIR", "GUNICORN_CMD_ARGS")
-    }
-    env.update(extra)
-    return env
-
-
 # --- configuration ---------------------------------------------------------------------------
 
 CONF_DUMP = textwrap.dedent(
@@ -95,7 +81,7 @@ CONF_DUMP = textwrap.dedent(
 
 def load_conf(env: dict[str, str]) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", CONF_DUMP], cwd=ROOT, env=clean_env(**env),
+        [sys.executable, "-c", CONF_DUMP], cwd=ROOT, env=child_env(env),
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -199,79 +185,21 @@ def test_other_access_log_formats_get_every_atom() -> None:
 # --- a real gunicorn ----------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen
-    url: str
-    out: Path
-    err: Path
-    home: Path
-    version: str | None = None
-
-    def stdout(self) -> str:
-        return self.out.read_text()
-
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
 def start_server(
     tmp: Path, *, workers: int = 2, app: str | None = None, **env_extra: str
-) -> Server:
+) -> GunicornServer:
     """serve() in a subprocess on a free port: the real app when ``app`` is None."""
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "standin_app.py").write_text(STANDIN)
-    port = free_port()
-    home = tmp / "no-such-home"  # root could create /nonexistent; this one must stay absent
-    env = clean_env(
-        HOME=str(home),
-        PYTHONPATH=os.pathsep.join([str(tmp), str(ROOT)]),
-        STANDIN_MARK=str(tmp / "slow-started"),
-        SGDSERVE_PORT=str(port),
-        SGDSERVE_WORKERS=str(workers),
-        SGDSERVE_LOG_LEVEL="debug",
+    server = GunicornServer(tmp, workers=workers, app=app, pythonpath=(tmp,), env={
+        "HOME": str(tmp / "no-such-home"),  # root could create /nonexistent; this must stay absent
+        "STANDIN_MARK": str(tmp / "slow-started"),
+        "SGDSERVE_LOG_LEVEL": "debug",
         **env_extra,
-    )
-    code = (
-        "import sys\n"
-        "from service.config import Settings\n"
-        "from service.server import serve\n"
-        "sys.exit(serve(Settings.from_env(), app=sys.argv[1] or None))\n"
-    )
-    out, err = tmp / "stdout.log", tmp / "stderr.log"
-    with out.open("wb") as o, err.open("wb") as e:
-        process = subprocess.Popen([sys.executable, "-c", code, app or ""], cwd=tmp, env=env,
-                                   stdout=o, stderr=e)
-    server = Server(process, f"http://127.0.0.1:{port}", out, err, home)
-    try:
-        wait_until_up(server)
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
-def wait_until_up(server: Server) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"gunicorn exited {server.process.returncode}:\n{server.stderr()}")
-        try:
-            if requests.get(server.url + "/health", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or no worker booted yet
-            time.sleep(0.1)
-    raise AssertionError(f"gunicorn did not answer within 30 s:\n{server.stderr()}")
+    })
+    server.home = tmp / "no-such-home"
+    server.version = None
+    return server.__enter__()  # ready, or stopped and failed with its log
 
 
 def make_store(root: Path) -> str:
@@ -290,7 +218,7 @@ def make_store(root: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
     """The real app, 2 workers, a model in the store and an API token configured."""
     tmp = tmp_path_factory.mktemp("server")
     version = make_store(tmp / "models")
@@ -301,13 +229,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
     running = start_server(tmp_path_factory.mktemp("standin"), app="standin_app:app")
     yield running
     running.stop()
 
 
-def access_lines(server: Server, path: str, count: int = 1) -> list[dict]:
+def access_lines(server: GunicornServer, path: str, count: int = 1) -> list[dict]:
     """The access-log lines for ``path``, once at least ``count`` were written (or 5 s passed)."""
     deadline = time.monotonic() + 5
     while True:
@@ -319,7 +247,7 @@ def access_lines(server: Server, path: str, count: int = 1) -> list[dict]:
         time.sleep(0.05)
 
 
-def test_access_log_is_one_json_object_per_request(server: Server) -> None:
+def test_access_log_is_one_json_object_per_request(server: GunicornServer) -> None:
     response = requests.post(server.url + "/predict", json={"features": ROW}, timeout=10)
     assert response.status_code == 200, response.text
 
@@ -332,19 +260,19 @@ def test_access_log_is_one_json_object_per_request(server: Server) -> None:
     assert line["time"].endswith("+00:00")
 
 
-def test_access_log_escapes_quotes_backslashes_and_newlines(server: Server) -> None:
+def test_access_log_escapes_quotes_backslashes_and_newlines(server: GunicornServer) -> None:
     response = requests.get(server.url + "/odd%22quote%5Cslash%0Anewline%01", timeout=10)
     (line,) = access_lines(server, '/odd"quote\\slash\nnewline\x01')
     assert line["status"] == response.status_code == 404
 
 
-def test_model_version_is_null_without_a_model(server: Server) -> None:
+def test_model_version_is_null_without_a_model(server: GunicornServer) -> None:
     requests.get(server.url + "/health", timeout=10)
     lines = access_lines(server, "/health")
     assert lines and all(line["model_version"] is None for line in lines)
 
 
-def test_token_never_reaches_the_logs(server: Server) -> None:
+def test_token_never_reaches_the_logs(server: GunicornServer) -> None:
     # Accepted by the auth check, then refused for its body: the token went all the way in.
     response = requests.post(server.url + "/retrain", headers={"Authorization": "Bearer " + TOKEN},
                              json={"rows": []}, timeout=10)
@@ -356,7 +284,7 @@ def test_token_never_reaches_the_logs(server: Server) -> None:
     assert TOKEN not in server.stdout() + server.stderr()
 
 
-def test_starts_without_a_home_directory_or_control_socket(server: Server) -> None:
+def test_starts_without_a_home_directory_or_control_socket(server: GunicornServer) -> None:
     # HOME points to a missing directory: no control socket was made there, and none failed.
     assert not server.home.exists()
     # gunicorn's debug line, logged by the master once its first workers are forked.
@@ -367,7 +295,7 @@ def test_starts_without_a_home_directory_or_control_socket(server: Server) -> No
     assert "Failed to start control socket" not in server.stderr()
 
 
-def test_metrics_add_up_across_workers(server: Server) -> None:
+def test_metrics_add_up_across_workers(server: GunicornServer) -> None:
     before = scrape(server)
     for _ in range(40):
         response = requests.post(server.url + "/predict", json={"features": ROW}, timeout=10)
@@ -386,7 +314,7 @@ def test_metrics_add_up_across_workers(server: Server) -> None:
     assert rows(after) - rows(before) == 40
 
 
-def test_worker_exit_drops_its_gauges_but_not_its_counts(standin: Server) -> None:
+def test_worker_exit_drops_its_gauges_but_not_its_counts(standin: GunicornServer) -> None:
     for _ in range(10):
         requests.get(standin.url + "/hit", timeout=10)
     total = hits_total(standin)
@@ -407,17 +335,17 @@ def test_worker_exit_drops_its_gauges_but_not_its_counts(standin: Server) -> Non
     assert hits_total(standin) == total
 
 
-def scrape(server: Server) -> list:
+def scrape(server: GunicornServer) -> list:
     body = requests.get(server.url + "/metrics", timeout=10).text
     return [s for family in text_string_to_metric_families(body) for s in family.samples]
 
 
-def hits_total(server: Server) -> float:
+def hits_total(server: GunicornServer) -> float:
     return sum(s.value for s in scrape(server)
                if s.name == "sgdserve_requests_total" and s.labels["endpoint"] == "/hit")
 
 
-def model_info_pids(server: Server) -> set[str]:
+def model_info_pids(server: GunicornServer) -> set[str]:
     return {s.labels["pid"] for s in scrape(server)
             if s.name == "sgdserve_model_version_info" and s.value == 1}
 
@@ -450,7 +378,7 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path) -> None:
     assert made and not Path(made[0]).exists()
 
 
-def test_the_master_tunes_malloc_before_forking(server: Server) -> None:
+def test_the_master_tunes_malloc_before_forking(server: GunicornServer) -> None:
     assert ("glibc malloc: mmap threshold 4096 KiB, trim threshold 32768 KiB "
             "(SGDSERVE_MALLOC_MMAP_THRESHOLD)") in server.stderr()
 

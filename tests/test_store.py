@@ -30,6 +30,8 @@ from service.errors import (
 )
 from service.store import FAULT_STEPS, LocalStore
 
+from helpers import child_env
+
 REPO = Path(__file__).resolve().parent.parent
 
 # One source for the scenario, run in this process (injected exceptions) and in child processes
@@ -87,12 +89,6 @@ make_model = _namespace["make_model"]
 run_scenario = _namespace["run_scenario"]
 
 X = np.array([[1500.0, 3.0, 20.0], [800.0, 1.0, 55.0], [2500.0, 4.0, 2.0]])
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 @pytest.fixture
@@ -565,6 +561,7 @@ def lock_holder(store: LocalStore, hold_store_lock):
         yield child
 
 
+@pytest.mark.slow
 def test_second_process_fails_fast_naming_the_holder(store: LocalStore, lock_holder) -> None:
     pattern = (
         rf"^model store is locked by pid {lock_holder.pid} \(sgdserve train\) "
@@ -579,12 +576,14 @@ def test_second_process_fails_fast_naming_the_holder(store: LocalStore, lock_hol
     assert info["owner"] == "sgdserve train"
 
 
+@pytest.mark.slow
 def test_timed_wait_gives_up(store: LocalStore, lock_holder) -> None:
     with pytest.raises(LockHeldError, match=rf"pid {lock_holder.pid} .*\(waited 0\.2 s\)$"):
         with store.lock(wait=0.2):
             pass
 
 
+@pytest.mark.slow
 def test_wait_true_blocks_until_released(store: LocalStore, lock_holder) -> None:
     acquired = threading.Event()
     holder_seen: list = []
@@ -605,6 +604,7 @@ def test_wait_true_blocks_until_released(store: LocalStore, lock_holder) -> None
     assert store.is_locked() is None
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_holder_is_free(store: LocalStore, lock_holder) -> None:
     lock_holder.kill()
     lock_holder.wait(timeout=60)

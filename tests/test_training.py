@@ -22,14 +22,10 @@ from service.errors import DataError, DivergenceError, LockHeldError
 from service.store import LocalStore
 from service.training import TrainResult, train
 
+from helpers import child_env
+
 REPO = Path(__file__).resolve().parent.parent
 HOUSES = list(data.HOUSE_FEATURES)
-
-
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SGDSERVE_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 @pytest.fixture
@@ -271,6 +267,7 @@ def lock_holder(store: LocalStore, hold_store_lock):
         yield child
 
 
+@pytest.mark.slow
 def test_lock_held_by_another_process(store: LocalStore, houses: Path, lock_holder) -> None:
     before = snapshot(store)
     with pytest.raises(LockHeldError, match=rf"pid {lock_holder.pid} \(another trainer\)"):
