@@ -86,21 +86,17 @@ access_log_format = (
     ' "duration_s": %(L)s, "model_version": %({x-model-version}o)s, "remote_addr": %(h)s}'
 )
 
-# Created in on_starting when Settings.metrics_dir is unset; removed in on_exit.
-_temporary_metrics_dir = None
-
-
 def on_starting(server):
     """Before any worker is forked: export a fresh Prometheus multiprocess directory, and
     tune glibc's malloc for request-sized buffers (service.server.tune_malloc)."""
-    global _temporary_metrics_dir
     # Imported here, not at the top: prometheus_client should first be imported once the
-    # directory is set (service.metrics also copes with the other order).
+    # directory is set (service.http.metrics also copes with the other order).
     from service.http.metrics import prepare_multiprocess_dir
 
     path, created = prepare_multiprocess_dir(settings.metrics_dir)
-    if created:
-        _temporary_metrics_dir = path
+    # Kept on the arbiter, not in this module: SIGHUP re-executes this file into a fresh module,
+    # whose on_exit must still know the directory to remove.
+    server.sgdserve_temporary_metrics_dir = path if created else None
     server.log.info("Prometheus multiprocess directory: %s", path)
     # Before any fork, so every worker (and every replacement) inherits it.
     from service.server import tune_malloc
@@ -111,20 +107,28 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """Load the model as a worker boots, so its first request does not pay for it (~0.5 s)."""
+    """Send sgdserve's log lines (a model reload: version from -> to) to gunicorn's error log,
+    and load the model as a worker boots, so its first request does not pay for it (~0.5 s)."""
+    import logging
+
+    ours, theirs = logging.getLogger("sgdserve"), worker.log.error_log
+    ours.handlers[:] = theirs.handlers
+    ours.setLevel(theirs.level)
+    ours.propagate = False
     state = getattr(worker.wsgi, "extensions", {}).get("sgdserve")
     if state is not None:
         state.holder.get()  # no model yet is (None, None); a failed load is logged and counted
 
 
 def child_exit(server, worker):
-    """Drop the exited worker's per-process gauges; its counters keep adding up."""
-    from service.http.metrics import mark_process_dead
+    """Retire the exited worker's metrics: its gauges go, its counters join the archive."""
+    from service.http.metrics import retire_process
 
-    mark_process_dead(worker.pid)
+    retire_process(worker.pid)
 
 
 def on_exit(server):
     """Remove the metrics directory if it was a temporary one made in on_starting."""
-    if _temporary_metrics_dir is not None:
-        shutil.rmtree(_temporary_metrics_dir, ignore_errors=True)
+    path = getattr(server, "sgdserve_temporary_metrics_dir", None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)

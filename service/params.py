@@ -202,13 +202,11 @@ class TrainingSpec:
         )
 
     def merge(self, other: TrainingSpec, given: set[str]) -> None:
-        """Take the parameters named in ``given`` from ``other``."""
+        """Take what ``other`` was given: its ``SGDRegressor`` keywords, and the pipeline
+        parameters named in ``given`` (the rest of ``other`` is defaults)."""
+        self.sgd.update(other.sgd)
         for name in given:
-            p = _BY_NAME[name]
-            if p.sgd is not None:
-                if p.sgd in other.sgd:
-                    self.sgd[p.sgd] = other.sgd[p.sgd]
-            else:
+            if _BY_NAME[name].sgd is None:
                 setattr(self, name, getattr(other, name))
         self.notes.extend(other.notes)
 

@@ -137,6 +137,13 @@ class JsonAccessLogger(glogging.Logger):
 
     atoms_wrapper_class = _JsonAtoms
 
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        # gunicorn guesses "Perhaps out of memory?" for every SIGKILL; an operator's kill -9,
+        # a Kubernetes eviction and its own timeout kill send one too.
+        if msg == _SIGKILL_GUESS:
+            msg = _SIGKILL_SAID
+        super().error(msg, *args, **kwargs)
+
     def now(self) -> str:
         return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -162,6 +169,10 @@ class JsonAccessLogger(glogging.Logger):
             "{x-model-version}o": version,
         }
 
+
+_SIGKILL_GUESS = "Worker (pid:%s) was sent %s! Perhaps out of memory?"
+_SIGKILL_SAID = ("Worker (pid:%s) was killed (%s): by the kernel's OOM killer (see dmesg), an "
+                 "operator or orchestrator, or after a WORKER TIMEOUT logged above")
 
 _LEAN_ATOMS = frozenset({"t", "m", "U", "s", "L", "h", "{x-model-version}o"})
 

@@ -786,3 +786,49 @@ def test_a_parsed_batch_is_freed_after_the_response_is_sent(client, model, monke
                         lambda response, *objects: held.extend(objects))
     assert post_json(client, "/predict", {"instances": [ROW] * 3}).status_code == 200
     assert len(held[0].instances) == 3 and isinstance(held[1], bytes)
+
+
+# -- a damaged CURRENT and the If-Match precondition ------------------------------------------
+
+
+def test_a_damaged_current_is_named_by_ready_and_models(tmp_path, store):
+    version = add_version(store, make_model())
+    client = build(tmp_path).test_client()
+    assert client.get("/ready").status_code == 200  # the worker loads the model
+    store.current_file.write_text("not a version\n")
+    # This worker keeps serving what it loaded, and says what is wrong with the store.
+    r = client.get("/ready")
+    assert r.status_code == 200, r.data
+    assert "CURRENT is damaged: it holds 'not a version'" in r.get_json()["store_error"]
+    assert post_json(client, "/predict", {"features": ROW}).get_json()["model_version"] == version
+    body = client.get("/models").get_json()
+    assert body["active"] is None and [m["id"] for m in body["models"]] == [version]
+    assert "CURRENT is damaged" in body["current_error"]
+    # A worker that starts now has nothing to serve: not ready, with the reason.
+    fresh = build(tmp_path).test_client().get("/ready")
+    assert fresh.status_code == 503
+    assert "CURRENT is damaged" in error_of(fresh)["message"]
+    # Activating a version repairs it.
+    assert client.post(f"/models/{version}/activate", headers=auth()).status_code == 200
+    assert "current_error" not in client.get("/models").get_json()
+
+
+def test_activate_with_if_match(client, model, store):
+    active = store.active_version()
+    other = add_version(store, make_model(intercept=1.0), activate=False)
+    stale = client.post(f"/models/{other}/activate", headers={**auth(), "If-Match": other})
+    assert stale.status_code == 409
+    assert error_of(stale) == {
+        "code": "current_changed", "current": active,
+        "message": f"the active version is {active}, not {other} as expected; it changed "
+        "meanwhile: look again and retry",
+    }
+    assert store.active_version() == active
+    for header in (f'"{active}"', active):  # an entity tag, or the bare id
+        r = client.post(f"/models/{other}/activate", headers={**auth(), "If-Match": header})
+        assert r.status_code == 200, r.data
+        store.activate(active)
+    bad = client.post(f"/models/{other}/activate", headers={**auth(), "If-Match": "yesterday"})
+    assert bad.status_code == 400 and error_of(bad)["code"] == "invalid_precondition"
+    assert client.post(f"/models/{other}/activate",
+                       headers={**auth(), "If-Match": "*"}).status_code == 200

@@ -452,3 +452,54 @@ def test_lock_held_by_another_process(trained: Trained, tmp_path: Path) -> None:
     store = LocalStore(models)
     assert store.active_version() == trained.second["version"]
     assert len(store.list()) == 2
+
+
+# -- a damaged CURRENT, the expected-current precondition, old spellings -----------------------
+
+
+def test_a_damaged_current_is_reported_and_repaired(tmp_path: Path, trained: Trained) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(trained.models, models)
+    store = LocalStore(models)
+    (models / "house-price" / "CURRENT").write_text("oops\n")
+
+    listed = sgdserve("models", "list", "--model-dir", models)
+    assert "CURRENT is damaged: it holds 'oops'" in listed.stderr
+    assert trained.first["version"] in listed.stdout and "*" not in listed.stdout
+    refused = sgdserve("train", "--data", trained.houses, "--target", "price",
+                       "--model-dir", models, ok=False)
+    assert_one_line_error(refused, r"CURRENT is damaged: it holds 'oops'.*sgdserve models "
+                          r"activate ID.*nothing was trained")
+    sgdserve("models", "activate", trained.first["version"], "--model-dir", models)
+    assert store.active_version() == trained.first["version"]
+
+    (models / "house-price" / "CURRENT").write_text("oops\n")
+    forced = last_json(sgdserve("train", "--data", trained.houses, "--target", "price",
+                                "--model-dir", models, "--force", "--json"))
+    assert forced["promoted"] and store.active_version() == forced["version"]
+
+
+def test_activate_if_current(tmp_path: Path, trained: Trained) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(trained.models, models)
+    first, second = trained.first["version"], trained.second["version"]
+    assert LocalStore(models).active_version() == second
+    stale = sgdserve("models", "activate", first, "--if-current", first, "--model-dir", models,
+                     ok=False)
+    assert_one_line_error(stale, rf"the active version is {second}, not {first} as expected")
+    assert LocalStore(models).active_version() == second
+    sgdserve("models", "activate", first, "--if-current", second, "--model-dir", models)
+    assert LocalStore(models).active_version() == first
+
+
+def test_old_spellings_of_the_step_size_and_the_schedule(tmp_path: Path, trained: Trained) -> None:
+    models = tmp_path / "models"
+    proc = sgdserve("train", "--data", trained.houses, "--target", "price", "--model-dir", models,
+                    "--learning-rate", "0.02", "--schedule", "constant", "--json")
+    assert "--learning-rate 0.02 is the old spelling of --eta0 0.02" in proc.stderr
+    assert "--schedule is the old spelling of --learning-rate" in proc.stderr
+    params = LocalStore(models).get(last_json(proc)["version"])["hyperparameters"]
+    assert (params["eta0"], params["learning_rate"]) == (0.02, "constant")
+    both = sgdserve("train", "--data", trained.houses, "--target", "price", "--model-dir", models,
+                    "--learning-rate", "constant", "--schedule", "adaptive", ok=False)
+    assert_one_line_error(both, "give --learning-rate or its old spelling --schedule, not both")

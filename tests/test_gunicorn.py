@@ -95,7 +95,7 @@ def server(tmp_path_factory):
         "SGDSERVE_RELOAD_INTERVAL": "1",
         "SGDSERVE_API_TOKEN": TOKEN,
         "SGDSERVE_METRICS_DIR": str(tmp / "metrics"),
-        "SGDSERVE_LOG_LEVEL": "warning",
+        "SGDSERVE_LOG_LEVEL": "info",
     })
     srv.store = store
     with srv:
@@ -109,8 +109,8 @@ def promotion_time(store: LocalStore) -> float:
     return os.stat(store.current_file).st_mtime
 
 
-def check_switch(server: GunicornServer, traffic: Traffic, new: str) -> None:
-    server.wait_all_workers_serve(new)
+def check_switch(server: GunicornServer, traffic: Traffic, new: str) -> dict[str, str]:
+    serving = server.wait_all_workers_serve(new)
     t0 = promotion_time(server.store)
     cutoff = t0 + RELOAD_BOUND
     # Keep traffic flowing past the bound so every worker answers after it.
@@ -118,6 +118,7 @@ def check_switch(server: GunicornServer, traffic: Traffic, new: str) -> None:
         time.sleep(0.05)
     late = traffic.versions_sent_after(cutoff)
     assert set(late) == {new}, f"requests sent {RELOAD_BOUND} s after the promotion saw {late}"
+    return serving
 
 
 def test_predictions_from_every_worker(server):
@@ -180,8 +181,13 @@ def test_a_rollback_by_another_process_reaches_every_worker(server):
             capture_output=True, text=True, timeout=120,
         )
         assert done.returncode == 0, done.stderr
-        check_switch(server, traffic, candidate)
+        previous = done.stdout.split("(was ")[1].rstrip(")\n")
+        serving = check_switch(server, traffic, candidate)
     assert traffic.failures == []
+    # Every worker logged its reload, from -> to, in gunicorn's error log.
+    for pid in serving:
+        wait_until(lambda pid=pid: f"[{pid}] [INFO] serving model version {candidate} (was "
+                   f"{previous})" in server.stderr(), 10, f"worker {pid}'s reload line")
 
 
 def test_a_concurrent_retrain_is_409(server):

@@ -506,3 +506,17 @@ def test_a_job_that_has_finished_but_not_yet_exited_does_not_block_the_next(
     r = post_retrain(client, "csv", csv_bytes)
     assert r.status_code == 202, r.data
     wait_final(client, r.get_json()["job_id"])
+
+
+@pytest.mark.slow
+def test_the_old_spelling_of_the_step_size_is_read_and_noted(client, store):
+    r = client.post("/retrain?learning_rate=0.02", headers=AUTH, json={
+        "rows": houses_rows(300), "target": "price", "epochs": 5})
+    assert r.status_code == 202, r.data
+    note = ("learning_rate=0.02 is the old spelling of eta0=0.02; learning_rate now names the "
+            "schedule (constant, invscaling, adaptive)")
+    assert r.get_json()["notes"] == [note]
+    result = wait_final(client, r.get_json()["job_id"])
+    assert result["request"]["params"] == {"eta0": 0.02, "max_iter": 5}
+    assert result["request"]["notes"] == [note]
+    assert store.get(result["version"])["hyperparameters"]["eta0"] == 0.02

@@ -115,8 +115,11 @@ def test_rows_model_version_jobs_and_promotion(metrics: Metrics) -> None:
     parsed = samples(metrics.render()[0])
 
     assert value(parsed, "sgdserve_rows_predicted_total") == 10_001
-    assert value(parsed, "sgdserve_model_version_info", version="v1") == 0
-    assert value(parsed, "sgdserve_model_version_info", version="v2") == 1
+    pid = str(os.getpid())
+    info = [k for k in parsed if k[0] == "sgdserve_model_version_info"]
+    assert info == [("sgdserve_model_version_info",
+                     frozenset({"version": "v2", "pid": pid}.items()))]  # v1 is gone, not 0
+    assert value(parsed, "sgdserve_model_version_info", version="v2", pid=pid) == 1
     assert value(parsed, "sgdserve_model_load_failures_total", version="v3") == 1
     assert value(parsed, "sgdserve_retrain_jobs_total", outcome="promoted") == 1
     assert value(parsed, "sgdserve_retrain_jobs_total", outcome="rejected") == 2
@@ -162,10 +165,10 @@ RENDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from service.http.metrics import Metrics, mark_process_dead
+    from service.http.metrics import Metrics, retire_process
     m = Metrics(Path(sys.argv[1]))
     for pid in sys.argv[2:]:
-        mark_process_dead(int(pid))
+        retire_process(int(pid))
     sys.stdout.write(m.render()[0].decode())
     """
 )
@@ -206,24 +209,37 @@ def test_render_sums_processes(two_writers: tuple[Path, int, int]) -> None:
     assert value(parsed, "sgdserve_retrain_jobs_total", outcome="promoted") == 2
     # The newest promotion any process saw, not a sum.
     assert value(parsed, "sgdserve_last_promotion_timestamp_seconds") == 7
-    # The active version, one series per worker.
+    # The active version, one series per worker; none for a version it served before.
     assert value(parsed, "sgdserve_model_version_info", version="v4", pid=str(pid_a)) == 1
-    assert value(parsed, "sgdserve_model_version_info", version="v1", pid=str(pid_a)) == 0
     assert value(parsed, "sgdserve_model_version_info", version="v7", pid=str(pid_b)) == 1
+    assert len([k for k in parsed if k[0] == "sgdserve_model_version_info"]) == 2
 
 
 @pytest.mark.slow
-def test_mark_process_dead_drops_worker_gauges_keeps_counters(
+def test_retiring_a_process_drops_its_gauges_and_folds_its_counts_into_the_archive(
     two_writers: tuple[Path, int, int],
 ) -> None:
     directory, pid_a, pid_b = two_writers
+    before = samples(run_python(RENDER, str(directory)).encode())
     parsed = samples(run_python(RENDER, str(directory), str(pid_a)).encode())
 
     assert not [k for k in parsed if k[0] == "sgdserve_model_version_info"
                 and ("pid", str(pid_a)) in k[1]]
     assert value(parsed, "sgdserve_model_version_info", version="v7", pid=str(pid_b)) == 1
-    assert value(parsed, "sgdserve_requests_total", endpoint="/predict", method="POST",
+    # Every count is the same as before the worker went; only its gauge is gone.
+    counted = {k: v for k, v in before.items() if k[0] != "sgdserve_model_version_info"}
+    assert {k: parsed[k] for k in counted} == counted
+    # Its files are gone: what a scrape reads stays bounded however many workers die.
+    names = sorted(p.name for p in directory.iterdir())
+    assert not [n for n in names if str(pid_a) in n], names
+    assert {"counter_archive.db", "histogram_archive.db", "gauge_max_archive.db"} <= set(names)
+
+    # A second dead worker joins the same archive files.
+    again = samples(run_python(RENDER, str(directory), str(pid_b)).encode())
+    assert value(again, "sgdserve_requests_total", endpoint="/predict", method="POST",
                  status="200") == 11
+    assert value(again, "sgdserve_last_promotion_timestamp_seconds") == 7
+    assert not [p for p in directory.iterdir() if str(pid_b) in p.name]
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from service.engine import LinearModel
 from service.server import JsonAccessLogger, gunicorn_options
 from service.store import LocalStore
 
-from helpers import GunicornServer, child_env
+from helpers import GunicornServer, child_env, wait_until
 
 pytestmark = pytest.mark.slow  # every test here runs sgdserve or gunicorn in a process
 
@@ -333,6 +333,39 @@ def test_worker_exit_drops_its_gauges_but_not_its_counts(standin: GunicornServer
         time.sleep(0.1)
     assert victim not in now and len(now) == 2
     assert hits_total(standin) == total
+    # Its metric files were folded into the archive and removed (bounded by live workers).
+    assert not [p.name for p in metrics_dir(standin).iterdir() if victim in p.name]
+    # The kill is reported without guessing at memory.
+    line = next(x for x in standin.stderr().splitlines() if f"pid:{victim})" in x)
+    assert "was killed (SIGKILL)" in line and "out of memory?" not in line, line
+
+
+def metrics_dir(server: GunicornServer) -> Path:
+    made = [line.rsplit(": ", 1)[1] for line in server.stderr().splitlines()
+            if "Prometheus multiprocess directory" in line]
+    return Path(made[0])
+
+
+def test_sighup_reloads_and_the_metrics_dir_is_still_removed_at_exit(tmp_path: Path) -> None:
+    running = start_server(tmp_path, workers=1, app="standin_app:app")
+    try:
+        directory = metrics_dir(running)
+        first = requests.get(running.url + "/hit", timeout=10).headers["X-Worker-Pid"]
+        running.process.send_signal(signal.SIGHUP)  # re-reads gunicorn_conf.py into a new module
+
+        def replaced() -> bool:
+            try:
+                return requests.get(running.url + "/hit", timeout=5).headers[
+                    "X-Worker-Pid"] != first
+            except requests.RequestException:
+                return False
+
+        wait_until(replaced, 30, "a new worker after SIGHUP")
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=30) == 0
+    finally:
+        running.stop()
+    assert not directory.exists(), "the metrics directory leaked after SIGHUP"
 
 
 def scrape(server: GunicornServer) -> list:

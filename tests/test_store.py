@@ -20,6 +20,7 @@ import pytest
 from service import __version__
 from service import store as store_module
 from service.errors import (
+    CurrentChangedError,
     CurrentDamagedError,
     IntegrityError,
     JobError,
@@ -696,3 +697,46 @@ def test_job_pruning(store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None
     assert remaining == set(ids) - {ids[0], ids[2], ids[3], ids[4]}
     assert not (store.path / "jobs" / ids[2]).exists()
     assert not (store.path / "jobs" / old).exists()
+
+
+# -- the expected-current precondition, a damaged CURRENT, bounded history ---------------------
+
+
+def test_activate_checks_the_expected_current(store: LocalStore) -> None:
+    v1 = store.save(make_model(1.0), {}, parent=None)
+    v2 = store.save(make_model(2.0), {}, parent=v1)
+    assert store.activate(v1, expected_current=None) is None  # nothing active yet: as expected
+    with pytest.raises(CurrentChangedError, match=f"the active version is {v1}, not {v2}") as e:
+        store.activate(v2, expected_current=v2)
+    assert e.value.current == v1
+    assert store.active_version() == v1  # nothing changed
+    assert store.activate(v2, expected_current=v1) == v1
+    assert [h["version"] for h in store.history()] == [v1, v2]
+
+
+def test_activate_repairs_a_damaged_current(store: LocalStore) -> None:
+    good = store.save(make_model(), {}, parent=None)
+    store.path.mkdir(parents=True, exist_ok=True)
+    store.current_file.write_text("garbage from a full disk\n")
+    with pytest.raises(CurrentDamagedError, match="sgdserve models activate ID"):
+        store.active_version()
+    with pytest.raises(CurrentDamagedError):  # a precondition cannot be checked against it
+        store.activate(good, expected_current=good)
+    assert store.activate(good) is None  # no precondition: the repair
+    assert store.active_version() == good
+    assert store.history()[-1] == {**store.history()[-1], "version": good, "previous": None}
+
+
+def test_history_is_pruned_to_its_bound(store: LocalStore, monkeypatch) -> None:
+    monkeypatch.setattr(store_module.local, "HISTORY_KEPT", 3)
+    versions = [store.save(make_model(float(i)), {}, parent=None) for i in range(2)]
+    for i in range(7):  # more than twice the bound
+        store.activate(versions[i % 2])
+    store.prune()
+    history = store.history()
+    assert len(history) == 3
+    assert [h["version"] for h in history] == [versions[0], versions[1], versions[0]]
+    assert store.last_promotion() == history[-1]
+    store.activate(versions[1])
+    store.prune()  # under the bound again: left alone
+    assert len(store.history()) == 4

@@ -18,7 +18,7 @@ import pytest
 from service import data
 from service.engine import LinearModel
 from service.engine.sgd import SGDRegressor
-from service.errors import DataError, DivergenceError, LockHeldError
+from service.errors import CurrentDamagedError, DataError, DivergenceError, LockHeldError
 from service.store import LocalStore
 from service.training import TrainResult, train
 
@@ -461,3 +461,19 @@ def test_bad_data_leaves_the_store_unchanged(
     with pytest.raises(DataError, match="does not exist"):
         train(store, tmp_path / "missing.csv", target="y", stream=stream)
     assert snapshot(store) == before
+
+
+# -- a damaged CURRENT ---------------------------------------------------------------------------
+
+
+def test_a_damaged_current_is_reported_and_force_repairs_it(store: LocalStore,
+                                                           houses: Path) -> None:
+    first = train(store, houses, target="price")
+    store.current_file.write_text("\x00\x00 half a write\n")
+    with pytest.raises(CurrentDamagedError, match="CURRENT is damaged.*nothing was trained"):
+        train(store, houses, target="price")
+    assert store.version_ids() == [first.version]  # refused before fitting or saving
+    repaired = train(store, houses, target="price", force=True)
+    assert repaired.promoted and "damaged" in repaired.reason
+    assert store.active_version() == repaired.version
+    assert store.get(repaired.version)["parent"] is None  # no active model to descend from

@@ -10,8 +10,15 @@ sgdserve follows them:
   chooses its value class; :func:`prepare_multiprocess_dir` sets it in the gunicorn master
   (``on_starting`` hook) before any worker is forked, and wipes old files (counters from a
   previous run must not be added to this one).
-- When a worker exits, the gunicorn master calls :func:`mark_process_dead` (``child_exit`` hook)
-  so its per-worker gauges disappear; its counters stay and keep adding up.
+- When a worker exits, the gunicorn master calls :func:`retire_process` (``child_exit`` hook):
+  its per-worker gauges disappear, and its counters and histograms are added into one
+  ``*_archive.db`` file per kind and its own files removed, so they keep adding up while the
+  number of files a scrape reads stays bounded however many workers die (a worker killed every
+  40 s would otherwise leave 2,160 x 3 files of 64 KiB a day, each read by every scrape).
+- The version a worker serves is not a labelled gauge in the memory-mapped files (a series per
+  version would stay there, at 0, for every version a worker ever served): each worker writes
+  it to ``serving_<pid>.txt``, which :func:`retire_process` removes, and a collector reads the
+  files at render time. One series per live worker.
 - Metrics are never registered in a registry that is also rendered; rendering uses a fresh
   registry with a ``MultiProcessCollector`` so nothing is counted twice.
 
@@ -21,10 +28,12 @@ client input, and a label per distinct path would grow without bound.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client import (
@@ -38,6 +47,8 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.mmap_dict import MmapedDict
 
 from ..store.jobs import JobStatus
 
@@ -51,6 +62,11 @@ LATENCY_BUCKETS = (
 
 RETRAIN_OUTCOMES = tuple(sorted(JobStatus.final()))
 
+_SERVING_PREFIX = "serving_"
+_LOCK_FILE = ".compaction.lock"
+# Kinds of per-process files and how a dead process's values join the archive.
+_ARCHIVED = {"counter": "sum", "histogram": "sum", "gauge_max": "max"}
+
 
 def multiprocess_dir() -> Path | None:
     """The directory prometheus_client's multiprocess mode uses in this process, if any."""
@@ -62,7 +78,8 @@ def prepare_multiprocess_dir(path: Path | None = None) -> tuple[Path, bool]:
     """Create (or empty) the metrics directory and export it to processes forked from now on.
 
     Returns the directory and whether it was created here (a temporary directory the caller
-    removes at exit). Only ``*.db`` files are removed from a given directory, never anything else.
+    removes at exit). Only the files this module makes (``*.db``, ``serving_*.txt``) are removed
+    from a given directory, never anything else.
     """
     created = path is None
     if path is None:
@@ -70,17 +87,81 @@ def prepare_multiprocess_dir(path: Path | None = None) -> tuple[Path, bool]:
     else:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        for stale in glob.glob(os.path.join(path, "*.db")):
+        for stale in glob.glob(os.path.join(path, "*.db")) + glob.glob(
+                os.path.join(path, f"{_SERVING_PREFIX}*.txt")):
             os.remove(stale)
     os.environ[MULTIPROC_ENV] = str(path)
     return path, created
 
 
-def mark_process_dead(pid: int) -> None:
-    """Drop the per-process gauges of an exited worker (gunicorn ``child_exit`` hook)."""
-    path = multiprocess_dir()
-    if path is not None:
-        multiprocess.mark_process_dead(pid, str(path))
+@contextlib.contextmanager
+def _compaction_lock(path: Path, exclusive: bool) -> Iterator[None]:
+    """Scrapes (shared) never read while a dead worker's files move into the archive
+    (exclusive): they would count its values twice, or not at all, for a moment."""
+    fd = os.open(path / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def retire_process(pid: int, path: Path | None = None) -> None:
+    """An exited worker's metrics: drop its gauges and its serving file, and fold its
+    counters and histograms into the archive files (gunicorn ``child_exit`` hook)."""
+    path = multiprocess_dir() if path is None else Path(path)
+    if path is None:
+        return
+    multiprocess.mark_process_dead(pid, str(path))
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path / f"{_SERVING_PREFIX}{pid}.txt")
+    with _compaction_lock(path, exclusive=True):
+        for kind, how in _ARCHIVED.items():
+            dead = path / f"{kind}_{pid}.db"
+            if not dead.exists():
+                continue
+            archive = MmapedDict(str(path / f"{kind}_archive.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(dead)):
+                    old = archive.read_value(key)[0]
+                    new = old + value if how == "sum" else max(old, value)
+                    archive.write_value(key, new, timestamp)
+            finally:
+                archive.close()
+            os.remove(dead)
+
+
+class _ServingCollector:
+    """``sgdserve_model_version_info``: one series per live worker, from its serving file."""
+
+    def __init__(self, path: Path | None, local: Callable[[], str | None]) -> None:
+        self.path = path
+        self.local = local
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "sgdserve_model_version_info",
+            "1 for the model version each live worker serves (label pid: the worker).",
+            labels=["pid", "version"],
+        )
+        if self.path is None:
+            version = self.local()
+            if version is not None:
+                family.add_metric([str(os.getpid()), version], 1.0)
+        else:
+            for name in sorted(os.listdir(self.path)):
+                if name.startswith(_SERVING_PREFIX) and name.endswith(".txt"):
+                    pid = name[len(_SERVING_PREFIX):-len(".txt")]
+                    try:
+                        version = (self.path / name).read_text().strip()
+                    except FileNotFoundError:  # retired meanwhile
+                        continue
+                    if version:
+                        family.add_metric([pid, version], 1.0)
+        yield family
 
 
 def _use_multiprocess_values(path: Path) -> None:
@@ -146,14 +227,8 @@ class Metrics:
             "Rows scored by /predict (a batch of n rows counts n).",
             registry=registry,
         )
-        self._model_info = Gauge(
-            "sgdserve_model_version_info",
-            "1 for the model version a worker serves now, 0 for versions it served before.",
-            ["version"],
-            registry=registry,
-            # One series per live worker (a pid label is added); gone when the worker exits.
-            multiprocess_mode="liveall",
-        )
+        self._render_registry.register(_ServingCollector(self.registry_dir,
+                                                         lambda: self._active_version))
         self._load_failures = Counter(
             "sgdserve_model_load_failures_total",
             "Failed loads of a model version (integrity or read error); the old one kept serving.",
@@ -209,13 +284,15 @@ class Metrics:
         self._rows.inc(n)
 
     def model_loaded(self, version: str) -> None:
-        """Mark ``version`` as the one this process serves (the previous one drops to 0)."""
+        """Mark ``version`` as the one this process serves."""
         if self._active_version == version:
             return
-        if self._active_version is not None:
-            self._model_info.labels(self._active_version).set(0)
-        self._model_info.labels(version).set(1)
         self._active_version = version
+        if self.registry_dir is not None:
+            serving = self.registry_dir / f"{_SERVING_PREFIX}{os.getpid()}.txt"
+            tmp = serving.with_suffix(".tmp")
+            tmp.write_text(version + "\n")
+            os.replace(tmp, serving)  # a scrape reads the old version or the new, never half
 
     def model_load_failed(self, version: str) -> None:
         """Count a failed load of ``version`` (a store id, never unchecked request input)."""
@@ -225,7 +302,7 @@ class Metrics:
         """Count one finished retrain job; call it exactly once per job, from one process.
 
         In sgdserve that is the worker that started the job, when its reaper thread sees the job
-        process end (service/app.py); other workers only read the job's status file.
+        process end (service/http/state.py); other workers only read the job's status file.
         """
         if outcome not in RETRAIN_OUTCOMES:
             raise ValueError(
@@ -239,7 +316,10 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """Prometheus text exposition of every process's metrics, and its content type."""
-        return generate_latest(self._render_registry), CONTENT_TYPE_LATEST
+        if self.registry_dir is None:
+            return generate_latest(self._render_registry), CONTENT_TYPE_LATEST
+        with _compaction_lock(self.registry_dir, exclusive=False):
+            return generate_latest(self._render_registry), CONTENT_TYPE_LATEST
 
 
 __all__ = [
@@ -247,7 +327,7 @@ __all__ = [
     "MULTIPROC_ENV",
     "Metrics",
     "RETRAIN_OUTCOMES",
-    "mark_process_dead",
     "multiprocess_dir",
+    "retire_process",
     "prepare_multiprocess_dir",
 ]

@@ -87,11 +87,11 @@ def retrain() -> Response:
         record = jobs.wait_for(store, job_id, wait)
         if record.get("status") in JobStatus.final():
             return json_response(_job_body(record, status_url))
-    return json_response(
-        {"job_id": job_id, "status": JobStatus.QUEUED, "status_url": status_url},
-        status=202,
-        headers={"Location": status_url},
-    )
+    accepted: dict[str, Any] = {"job_id": job_id, "status": JobStatus.QUEUED,
+                                "status_url": status_url}
+    if spec.notes:  # e.g. an old spelling that was read
+        accepted["notes"] = spec.notes
+    return json_response(accepted, status=202, headers={"Location": status_url})
 
 
 def wait_limit(settings: Any) -> float:
