@@ -19,24 +19,17 @@ from ..errors import IntegrityError, LockHeldError
 from ..store import ANY
 from ..store.ids import is_version_id
 from .auth import require_token
-from .errors import NO_MODEL_MESSAGE, APIError, json_response
-from .state import ServiceState, state
+from .errors import APIError, json_response
+from .state import state
 
 bp = Blueprint("models", __name__)
-
-
-def _model(st: ServiceState) -> tuple[str, Any]:
-    version, model = st.holder.get()
-    if model is None:
-        raise APIError(NO_MODEL_MESSAGE, status_code=503, code="no_model")
-    return version, model
 
 
 @bp.get("/model")
 def model_info() -> Response:
     """The model this worker serves: manifest, features, coefficients, metrics."""
     st = state()
-    version, model = _model(st)
+    version, model = st.served()
     loaded = st.holder.loaded()  # the manifest of the version just returned, unless swapped
     manifest = loaded[2] if loaded is not None and loaded[0] == version else {}
     return json_response(

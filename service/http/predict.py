@@ -16,20 +16,13 @@ import numpy as np
 from flask import Blueprint, Response, request
 
 from .body import json_text, json_type, parse_json, read_json_body, release_after_sending
-from .errors import NO_MODEL_MESSAGE, APIError, json_response
+from .errors import APIError, json_response
 from .rows import decoder_for
 from .state import ServiceState, state
 
 bp = Blueprint("predict", __name__)
 
 _NUMBER_TYPES = frozenset({int, float})
-
-
-def _model(st: ServiceState) -> tuple[str, Any]:
-    version, model = st.holder.get()
-    if model is None:
-        raise APIError(NO_MODEL_MESSAGE, status_code=503, code="no_model")
-    return version, model
 
 
 @bp.post("/predict")
@@ -52,7 +45,7 @@ def predict() -> Response:
     # The general path: a body the typed decoder refused (or whose prediction overflowed) is
     # parsed as plain JSON and checked field by field, to answer with the first bad row and field.
     body = parse_json(data)
-    version, model = _model(st)
+    version, model = st.served()
     if type(body) is not dict or len(body) != 1:
         raise _bad_body(body)
     names = model.feature_names

@@ -16,6 +16,7 @@ from flask import current_app
 
 from ..config import Settings
 from ..store import JobStatus, ModelStore, open_store
+from .errors import NO_MODEL_MESSAGE, APIError
 from .metrics import Metrics
 from .reload import ModelHolder
 
@@ -67,6 +68,13 @@ class ServiceState:
             holder = ModelHolder(self.store, self.settings.reload_interval, self.metrics)
             self._holder = holder
         return holder
+
+    def served(self) -> tuple[str, Any]:
+        """The ``(version, model)`` to answer with, or a 503 when there is none yet."""
+        version, model = self.holder.get()
+        if model is None:
+            raise APIError(NO_MODEL_MESSAGE, status_code=503, code="no_model")
+        return version, model
 
     def job_finished(self, record: Mapping[str, Any]) -> None:
         """Count a retrain job that a child of this process ran (called by its reaper thread)."""

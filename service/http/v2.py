@@ -33,7 +33,7 @@ from flask import Blueprint, Response, request
 
 from .. import __version__
 from .body import json_text, parse_json, read_json_body, release_after_sending
-from .errors import NO_MODEL_MESSAGE, APIError, json_response
+from .errors import APIError, json_response
 from .reload import check_ready
 from .rows import FLOAT_TYPES, NUMERIC_TYPES, UINT_TYPES, float_array
 from .state import ServiceState, state
@@ -153,9 +153,7 @@ def _check_name(st: ServiceState, name: str) -> None:
 def _served(st: ServiceState, name: str, version: str | None) -> tuple[str, Any]:
     """The (version, model) this worker serves, checked against the name and version asked."""
     _check_name(st, name)
-    served, model = st.holder.get()
-    if model is None:
-        raise APIError(NO_MODEL_MESSAGE, status_code=503, code="no_model")
+    served, model = st.served()
     if version is not None and version != served:
         raise _not_served(name, version, served)
     return served, model

@@ -205,16 +205,7 @@ class LocalStore(ModelStore):
         return self._read_manifest(version_id, directory)
 
     def _read_manifest(self, version_id: str, directory: Path) -> dict[str, Any]:
-        try:
-            raw = (directory / MANIFEST_FILE).read_bytes()
-        except FileNotFoundError:
-            if not directory.is_dir():
-                raise self._not_found(version_id) from None
-            raise IntegrityError(f"version {version_id!r}: {MANIFEST_FILE} is missing") from None
-        except OSError as exc:
-            raise IntegrityError(
-                f"version {version_id!r}: cannot read {MANIFEST_FILE}: {exc.strerror}"
-            ) from None
+        raw = self._read_file(version_id, directory, MANIFEST_FILE)
         try:
             manifest = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
@@ -223,20 +214,24 @@ class LocalStore(ModelStore):
             ) from None
         return check_manifest(version_id, manifest)
 
-    def read_artifact(self, version_id: str) -> tuple[dict[str, Any], bytes]:
-        directory = self.version_dir(version_id)
-        manifest = self._read_manifest(version_id, directory)
+    def _read_file(self, version_id: str, directory: Path, name: str) -> bytes:
+        """One file of a version: not found if the version is gone, an integrity error if
+        only the file is."""
         try:
-            data = (directory / MODEL_FILE).read_bytes()
+            return (directory / name).read_bytes()
         except FileNotFoundError:
             if not directory.is_dir():
                 raise self._not_found(version_id) from None
-            raise IntegrityError(f"version {version_id!r}: {MODEL_FILE} is missing") from None
+            raise IntegrityError(f"version {version_id!r}: {name} is missing") from None
         except OSError as exc:
             raise IntegrityError(
-                f"version {version_id!r}: cannot read {MODEL_FILE}: {exc.strerror}"
+                f"version {version_id!r}: cannot read {name}: {exc.strerror}"
             ) from None
-        return manifest, data
+
+    def read_artifact(self, version_id: str) -> tuple[dict[str, Any], bytes]:
+        directory = self.version_dir(version_id)
+        manifest = self._read_manifest(version_id, directory)
+        return manifest, self._read_file(version_id, directory, MODEL_FILE)
 
     def version_ids(self) -> list[str]:
         return iter_version_ids(files.listdir(self.versions_dir))
