@@ -28,7 +28,7 @@ import requests
 
 from helpers import free_port
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 # CI clones the repository beside a copy of shared/, as the developers' trees are.
