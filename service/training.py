@@ -30,6 +30,9 @@ from .errors import (
 from .store import ANY, ModelStore
 
 DEFAULT_HOLDOUT_FRACTION = 0.2
+# Holdout (actual, predicted) pairs kept in the manifest for the model page's plots.
+HOLDOUT_SAMPLE_ROWS = 2000
+_SAMPLE_SALT = 0x5A5A  # a second seeded hash picks the sample among the holdout rows
 
 # A progress callback receives (phase, done, total): phase "read", "fit", "scaler" or "epoch".
 Progress = Callable[[str, int, int], None]
@@ -125,6 +128,7 @@ def train(
             "hyperparameters": reg.get_params(),
             "metrics": metrics,
             "loss_history": list(reg.loss_history_),
+            "holdout_sample": evaluation.holdout_sample,
             "epochs": reg.n_iter_,
             "gate": {
                 "compared_with": active_id,
@@ -185,6 +189,38 @@ class _Evaluation:
     train: dict[str, Any]
     holdout: dict[str, Any]
     active_holdout: dict[str, Any] | None
+    holdout_sample: dict[str, Any]
+
+
+class _HoldoutSample:
+    """A bounded, seeded sample of the holdout rows' (actual, predicted) pairs: the rows with the
+    smallest values of a seeded per-row hash (a bottom-k sample), so the same rows whether the
+    file is read whole or streamed, spread over the whole file whatever its order."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed ^ _SAMPLE_SALT
+        self.rows = np.empty(0, np.int64)
+        self.keys = np.empty(0, np.uint64)
+        self.actual = np.empty(0)
+        self.predicted = np.empty(0)
+
+    def add(self, start_row: int, holdout: np.ndarray, y: np.ndarray, pred: np.ndarray) -> None:
+        """``holdout`` marks this chunk's holdout rows; ``y`` and ``pred`` are theirs only."""
+        rows = start_row + np.flatnonzero(holdout)
+        keys = data_module.row_hash(start_row, len(holdout), self.seed)[holdout]
+        self.rows = np.concatenate([self.rows, rows])
+        self.keys = np.concatenate([self.keys, keys])
+        self.actual = np.concatenate([self.actual, y])
+        self.predicted = np.concatenate([self.predicted, pred])
+        if len(self.keys) > HOLDOUT_SAMPLE_ROWS:
+            keep = np.argpartition(self.keys, HOLDOUT_SAMPLE_ROWS - 1)[:HOLDOUT_SAMPLE_ROWS]
+            self.rows, self.keys = self.rows[keep], self.keys[keep]
+            self.actual, self.predicted = self.actual[keep], self.predicted[keep]
+
+    def to_dict(self, holdout_rows: int) -> dict[str, Any]:
+        order = np.argsort(self.rows, kind="stable")  # file order
+        return {"actual": self.actual[order].tolist(), "predicted": self.predicted[order].tolist(),
+                "of_rows": holdout_rows}
 
 
 def _active_columns(active: LinearModel | None, names: Sequence[str]) -> list[int] | None:
@@ -211,15 +247,19 @@ def _fit_in_memory(reg, path, target, features, fraction, seed, progress, active
     candidate = LinearModel.from_regressor(reg, ds.feature_names, target)
     X_hold, y_hold = ds.X[mask], ds.y[mask]
     columns = _active_columns(active, ds.feature_names) if active is not None else None
+    predicted = candidate.predict(X_hold)
+    sample = _HoldoutSample(seed)
+    sample.add(0, mask, y_hold, predicted)
     return _Evaluation(
         candidate=candidate,
         fingerprint=ds.fingerprint,
         train=regression_metrics(y_train, candidate.predict(X_train)),
-        holdout=regression_metrics(y_hold, candidate.predict(X_hold)),
+        holdout=regression_metrics(y_hold, predicted),
         active_holdout=(
             regression_metrics(y_hold, active.predict(X_hold[:, columns]))
             if columns is not None else None
         ),
+        holdout_sample=sample.to_dict(len(y_hold)),
     )
 
 
@@ -246,13 +286,16 @@ def _fit_streamed(reg, path, target, features, fraction, seed, progress, active)
     candidate = LinearModel.from_regressor(reg, reader.feature_names, target)
     columns = _active_columns(active, reader.feature_names) if active is not None else None
     train, holdout, active_holdout = RegressionSums(), RegressionSums(), RegressionSums()
+    sample = _HoldoutSample(seed)
     for chunk in reader:
         mask = _holdout(chunk.start_row, len(chunk.y), fraction, seed)
         keep = ~mask
         train.add(chunk.y[keep], candidate.predict(chunk.X[keep]))
         if mask.any():
             X_hold, y_hold = chunk.X[mask], chunk.y[mask]
-            holdout.add(y_hold, candidate.predict(X_hold))
+            predicted = candidate.predict(X_hold)
+            holdout.add(y_hold, predicted)
+            sample.add(chunk.start_row, mask, y_hold, predicted)
             if columns is not None:
                 active_holdout.add(y_hold, active.predict(X_hold[:, columns]))
     if holdout.n == 0:
@@ -264,6 +307,7 @@ def _fit_streamed(reg, path, target, features, fraction, seed, progress, active)
         train=train.metrics(),
         holdout=holdout.metrics(),
         active_holdout=active_holdout.metrics() if columns is not None else None,
+        holdout_sample=sample.to_dict(holdout.n),
     )
 
 

@@ -466,6 +466,10 @@ def test_model_shows_manifest_coefficients_and_metrics(client, model, store):
     assert body["metrics"]["holdout"]["rmse"] == 1000.0
     assert body["manifest"]["id"] == version
     assert body["manifest"]["sha256"] == store.get(version)["sha256"]
+    assert body["schema"] == [
+        {"name": name, "kind": "numeric", "mean": pytest.approx(float(mean)),
+         "coefficient": pytest.approx(float(coef))}
+        for name, mean, coef in zip(FEATURES, model.x_mean, model.coef, strict=True)]
 
 
 def test_model_without_a_model_is_503(client):

@@ -316,6 +316,24 @@ def test_streamed_training_matches_in_memory(
     for name, coef in whole.coefficients.items():
         assert streamed.coefficients[name] == pytest.approx(coef, rel=0.02, abs=1e-3)
 
+    # The page's sample of holdout pairs: the same rows either way, each a real holdout row.
+    a, b = m_whole["holdout_sample"], m_streamed["holdout_sample"]
+    assert a["actual"] == b["actual"] and len(a["actual"]) == len(a["predicted"]) > 0
+    assert a["of_rows"] == b["of_rows"] == mask.sum()
+    assert set(a["actual"]) <= set(ds.y[mask].tolist())
+    assert b["predicted"] == pytest.approx(model.predict(ds.X[mask])[
+        np.isin(ds.y[mask], b["actual"])].tolist())
+
+
+def test_the_holdout_sample_is_bounded_and_seeded(tmp_path: Path) -> None:
+    path = data.write_houses_csv(tmp_path / "big.csv", 30_000, seed=3)
+    store = LocalStore(tmp_path / "models")
+    first = store.get(train(store, path, target="price").version)["holdout_sample"]
+    again = store.get(train(store, path, target="price").version)["holdout_sample"]
+    other = store.get(train(store, path, target="price", seed=1).version)["holdout_sample"]
+    assert len(first["actual"]) == 2000 < first["of_rows"]  # about 6,000 held out
+    assert first == again and first["actual"] != other["actual"]
+
 
 def test_large_files_stream_by_default(
     store: LocalStore, regression_csv: Path, monkeypatch

@@ -6,7 +6,7 @@ the 1-based line of the file (line 1 is the header).
 
 from __future__ import annotations
 
-from .holdout import holdout_mask
+from .holdout import holdout_mask, row_hash
 from .reader import (
     STREAM_THRESHOLD_BYTES,
     Chunk,
@@ -46,6 +46,7 @@ __all__ = [
     "make_houses",
     "make_regression",
     "read_csv",
+    "row_hash",
     "should_stream",
     "write_csv",
     "write_houses_csv",

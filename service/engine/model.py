@@ -130,6 +130,14 @@ class LinearModel:
         except KeyError as exc:
             raise ValueError(f"model state lacks {exc.args[0]!r}") from None
 
+    def describe_features(self) -> list[dict[str, Any]]:
+        """Each input feature as the model sees it: name, kind, training mean, and its slope in
+        original units (what a form or a model card needs)."""
+        return [
+            {"name": n, "kind": "numeric", "mean": float(m), "coefficient": float(c)}
+            for n, m, c in zip(self.feature_names, self.x_mean, self.coef, strict=True)
+        ]
+
     def coefficients(self) -> dict[str, float]:
         """Slope per feature in original units, by name."""
         return {n: float(c) for n, c in zip(self.feature_names, self.coef, strict=True)}

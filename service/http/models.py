@@ -37,6 +37,7 @@ def model_info() -> Response:
             "model_version": version,
             "target": model.target,
             "features": list(model.feature_names),
+            "schema": model.describe_features(),
             "coefficients": model.coefficients(),
             "intercept": float(model.intercept),
             "metrics": manifest.get("metrics"),

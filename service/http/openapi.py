@@ -407,6 +407,8 @@ def document(
                 "job_id": {"type": "string", "pattern": JOB_PATTERN},
                 "status": {"type": "string", "enum": [JobStatus.QUEUED.value]},
                 "status_url": {"type": "string"},
+                "notes": {"type": "array", "items": {"type": "string"},
+                          "description": "E.g. an old spelling of a parameter that was read."},
             },
         },
         "Metrics": {
@@ -430,6 +432,10 @@ def document(
                 "reason": {"type": "string", "nullable": True},
                 "metrics": {"allOf": [_ref("Metrics")], "nullable": True},
                 "request": {"type": "object", "description": "The validated parameters."},
+                "superseded_by": {
+                    "type": "string", "nullable": True,
+                    "description": "A promoted job whose version is no longer active: the "
+                    "version active now."},
                 "created_at": {"type": "string"},
                 "started_at": {"type": "string"},
                 "finished_at": {"type": "string"},
@@ -445,6 +451,14 @@ def document(
                 "model_version": {"type": "string"},
                 "target": {"type": "string"},
                 "features": {"type": "array", "items": {"type": "string"}},
+                "schema": {
+                    "type": "array",
+                    "description": "Each input feature: name, kind, and what the model learned "
+                    "of it (training mean, slope in original units).",
+                    "items": {"type": "object", "required": ["name", "kind"],
+                              "properties": {"name": {"type": "string"},
+                                             "kind": {"type": "string"}}},
+                },
                 "coefficients": {
                     "type": "object",
                     "description": "Slope per feature, in target units per feature unit.",
@@ -476,6 +490,8 @@ def document(
             "properties": {
                 "active": {"type": "string", "nullable": True},
                 "models": {"type": "array", "items": _ref("ModelSummary")},
+                "current_error": {"type": "string",
+                                  "description": "Why CURRENT cannot be read (none is active)."},
             },
         },
         "Activated": {
@@ -610,7 +626,15 @@ def document(
                         "in": "path",
                         "required": True,
                         "schema": {"type": "string", "pattern": VERSION_PATTERN},
-                    }
+                    },
+                    {
+                        "name": "If-Match",
+                        "in": "header",
+                        "required": False,
+                        "description": "Activate only if this version (bare or quoted) is still "
+                        "the active one; * or no header: no condition.",
+                        "schema": {"type": "string"},
+                    },
                 ],
                 "responses": {
                     "200": {
@@ -619,8 +643,11 @@ def document(
                         "content": _json(_ref("Activated")),
                     },
                     **_AUTH_ERRORS,
+                    "400": _error("If-Match is not a version id."),
                     "404": _error("No such version."),
-                    "409": _error("The store is locked by a training run."),
+                    "409": _error("The store is locked by a training run, or If-Match names a "
+                                  "version that is no longer active (code current_changed, "
+                                  "with the active version in 'current')."),
                     "422": _error("The version fails its integrity check."),
                 },
             }
@@ -654,6 +681,10 @@ def document(
                                 "required": ["status", "model_version"],
                                 "properties": {
                                     "status": {"type": "string", "enum": ["ready"]},
+                                    "store_error": {
+                                        "type": "string",
+                                        "description": "A problem with the store found since "
+                                        "this worker loaded its model (it still serves)."},
                                     "model_version": {"type": "string"},
                                 },
                             }
