@@ -36,7 +36,7 @@ from .util import utc_iso
 
 log = logging.getLogger("sgdserve.retrain")
 
-DATA_FILE = "data.csv"
+DATA_FILE = "data"  # its format is in the job request (csv, parquet or jsonl)
 FINISHING_WAIT = 2.0  # seconds a job that wrote its final status may take to exit
 
 
@@ -227,6 +227,8 @@ def run(store: LocalStore, job_id: str, fd: int) -> int:
             target=spec.target,
             features=spec.features,
             params=spec.sgd or None,
+            encoding=spec.encoding or None,
+            data_format=spec.format,
             force=spec.force,
             tolerance=spec.tolerance if spec.tolerance is not None else 0.01,
             holdout_fraction=spec.holdout_fraction,

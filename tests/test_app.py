@@ -28,7 +28,7 @@ def make_model(
     x_mean = np.asarray(x_mean, dtype=float)
     x_scale = np.array([500.0, 1.0, 0.8, 10.0])
     y_mean, y_scale = 300_000.0, 80_000.0
-    return LinearModel(
+    return LinearModel.numeric(
         feature_names=FEATURES,
         target="price",
         coef=coef,
@@ -359,7 +359,7 @@ def test_valid_bodies_are_not_parsed_twice(client, model, monkeypatch):
 def test_predict_with_feature_names_that_are_not_identifiers(tmp_path, store):
     names = ("sq ft", "class", "1st-floor", "Ärea", "f0")
     coef = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    add_version(store, LinearModel(
+    add_version(store, LinearModel.numeric(
         feature_names=names, target="y", coef=coef, intercept=0.5, x_mean=np.zeros(5),
         x_scale=np.ones(5), y_mean=0.0, y_scale=1.0, coef_std=coef, intercept_std=0.5,
     ))
@@ -467,9 +467,11 @@ def test_model_shows_manifest_coefficients_and_metrics(client, model, store):
     assert body["manifest"]["id"] == version
     assert body["manifest"]["sha256"] == store.get(version)["sha256"]
     assert body["schema"] == [
-        {"name": name, "kind": "numeric", "mean": pytest.approx(float(mean)),
-         "coefficient": pytest.approx(float(coef))}
-        for name, mean, coef in zip(FEATURES, model.x_mean, model.coef, strict=True)]
+        {"name": name, "kind": "numeric", "mean": pytest.approx(float(mean)), "min": None,
+         "max": None, "imputes": True, "missing": 0, "coefficient": pytest.approx(float(coef)),
+         "standardized": pytest.approx(float(std))}
+        for name, mean, coef, std in zip(FEATURES, model.x_mean, model.coef, model.coef_std,
+                                         strict=True)]
 
 
 def test_model_without_a_model_is_503(client):
@@ -732,7 +734,7 @@ def test_openapi_describes_the_served_models_features(client, model):
 
 
 def test_a_one_feature_model(tmp_path, store):
-    model = LinearModel(
+    model = LinearModel.numeric(
         feature_names=("sqft",), target="price", coef=np.array([2.0]), intercept=3.0,
         x_mean=np.array([1.0]), x_scale=np.array([1.0]), y_mean=0.0, y_scale=1.0,
         coef_std=np.array([2.0]), intercept_std=0.0,
