@@ -114,6 +114,11 @@ def train(
             warnings.simplefilter("always", ConvergenceWarning)
             evaluation = fit(reg, path, split, progress, active)
         notes = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+        if getattr(reg, "step_scale_", 1.0) < 1.0:
+            evaluation.notices.append(
+                f"eta0 {reg.eta0:g} is above the stable step for this data "
+                f"({reg.eta0 * reg.step_scale_:.3g}, from its curvature {reg.curvature_:.3g}): "
+                "the stable step was used")
         for w in caught:
             if not issubclass(w.category, ConvergenceWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

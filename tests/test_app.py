@@ -189,8 +189,6 @@ BAD_BODIES = [
      "invalid_features", "feature 'bedrooms' must be a number, got false"),
     ({"instances": [ROW, dict(ROW, sqft="1500")]},
      "invalid_features", "instances[1]: feature 'sqft' must be a number, got \"1500\""),
-    ({"instances": [dict(ROW, age_years=None)]},
-     "invalid_features", "instances[0]: feature 'age_years' must be a number, got null"),
     ({"features": dict(ROW, sqft=[1500])},
      "invalid_features", "feature 'sqft' must be a number, got [1500]"),
     ({"features": dict(ROW, sqft={"v": 1})},
@@ -838,3 +836,29 @@ def test_activate_with_if_match(client, model, store):
     assert bad.status_code == 400 and error_of(bad)["code"] == "invalid_precondition"
     assert client.post(f"/models/{other}/activate",
                        headers={**auth(), "If-Match": "*"}).status_code == 200
+
+
+# -- empty values, rows copied from the training file ------------------------------------------
+
+
+def test_null_is_an_empty_value_imputed_with_the_training_mean_and_counted(client, model, store):
+    r = post_json(client, "/predict", {"instances": [dict(ROW, age_years=None), ROW]})
+    assert r.status_code == 200, r.data
+    imputed = dict(ROW, age_years=float(model.x_mean[3]))
+    assert r.get_json()["predictions"] == [expected(model, imputed), expected(model, ROW)]
+    one = post_json(client, "/predict", {"features": dict(ROW, sqft=None)}).get_json()
+    assert one["prediction"] == expected(model, dict(ROW, sqft=float(model.x_mean[0])))
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'sgdserve_values_imputed_total{feature="age_years"} 1.0' in metrics
+    assert 'sgdserve_values_imputed_total{feature="sqft"} 1.0' in metrics
+
+
+def test_a_row_copied_with_its_target_predicts_and_typos_stay_errors(client, model):
+    with_target = post_json(client, "/predict", {"features": dict(ROW, price=312000)})
+    assert with_target.get_json()["prediction"] == expected(model, ROW)
+    batch = post_json(client, "/predict", {"instances": [dict(ROW, price=1), ROW]}).get_json()
+    assert batch["predictions"] == [expected(model, ROW)] * 2
+    typo = post_json(client, "/predict", {"features": dict(ROW, sqfeet=1)})
+    assert typo.status_code == 400
+    assert "unknown feature 'sqfeet'" in error_of(typo)["message"]
+

@@ -352,8 +352,6 @@ ERRORS = [
      r"--tolerance must be >= 0"),
     ("train --data {houses} --target price --loss nope --model-dir {dir}/m",
      r"--loss must be one of squared_error, huber, .*, got 'nope'"),
-    ("train --data {houses} --target price --eta0 1e9 --learning-rate constant "
-     "--model-dir {dir}/m", r"SGD diverged at epoch 1 .* smaller learning rate"),
     ("predict --data {houses} --model-dir {dir}/m", r"no active model in .*; train one"),
     ("predict --data {nofeature} --model-dir {models}", r"feature column 'sqft' is missing"),
     ("predict --data {houses} --model-dir {models} --out {dir}/no/such/out.csv",

@@ -362,13 +362,14 @@ def test_the_serving_encoder_gives_the_file_encoders_bits(tmp_path):
     held = frame.iloc[loaded.holdout_rows]
     columns = [[None if pd.isna(v) else v for v in held[f.name].tolist()]
                for f in schema.features]
-    values, codes = schema.encode_columns(columns)
-    assert np.array_equal(np.column_stack(values), loaded.holdout.X)
-    assert np.array_equal(np.column_stack(codes), loaded.holdout.codes)
+    encoded = schema.encode_columns(columns)
+    assert np.array_equal(np.column_stack(encoded.values), loaded.holdout.X)
+    assert np.array_equal(np.column_stack(encoded.codes), loaded.holdout.codes)
+    assert encoded.imputed == {"lot": int(held.lot.isna().sum())}
     for i in range(20):
-        row_values, row_codes = schema.encode_row([c[i] for c in columns])
-        assert row_values == loaded.holdout.X[i].tolist()
-        assert row_codes == loaded.holdout.codes[i].tolist()
+        row = schema.encode_row([c[i] for c in columns])
+        assert row.values == loaded.holdout.X[i].tolist()
+        assert row.codes == loaded.holdout.codes[i].tolist()
 
 
 def test_fingerprint_hashes_the_file_bytes(tmp_path):

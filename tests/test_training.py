@@ -382,8 +382,9 @@ def test_streamed_training_reads_in_bounded_chunks(
     assert result.promoted
     # Every pass went through the chunks: the schema's, the scaler's, each epoch's, the
     # evaluation's.
-    chunks_per_pass = len(biggest) // (result.epochs + 3)
-    assert chunks_per_pass > 10 and len(biggest) == chunks_per_pass * (result.epochs + 3)
+    # (and the first chunk once more, for the step-size bound).
+    chunks_per_pass = (len(biggest) - 1) // (result.epochs + 3)
+    assert chunks_per_pass > 10 and len(biggest) == chunks_per_pass * (result.epochs + 3) + 1
     # Training sees chunks, never the file (the RSS test below checks the memory itself).
     row_bytes = regression_csv.stat().st_size / result.metrics["train"]["rows"] / 1.25
     assert max(biggest) * row_bytes < 2 * 20_000
@@ -463,7 +464,6 @@ def test_streamed_training_memory_stays_well_below_the_file_size(tmp_path: Path)
         ({"target": "nope"}, DataError, "target column 'nope' is missing"),
         ({"features": ["sqft", "nope"]}, DataError, "feature column 'nope' is missing"),
         ({"features": []}, DataError, "the list of features is empty"),
-        ({"params": {"eta0": 1e9, "learning_rate": "constant"}}, DivergenceError, "diverged"),
     ],
 )
 def test_bad_input_leaves_the_store_unchanged(
@@ -518,3 +518,25 @@ def test_a_damaged_current_is_reported_and_force_repairs_it(store: LocalStore,
     assert repaired.promoted and "damaged" in repaired.reason
     assert store.active_version() == repaired.version
     assert store.get(repaired.version)["parent"] is None  # no active model to descend from
+
+
+def test_divergence_leaves_the_store_unchanged(store: LocalStore, houses: Path,
+                                               monkeypatch) -> None:
+    import service.engine.sgd as sgd
+
+    first = train(store, houses, target="price")
+    before = snapshot(store)
+    monkeypatch.setattr(sgd, "_STABLE", np.inf)  # without the step caps eta0=1e9 diverges
+    monkeypatch.setattr(sgd, "_ROW_STABLE", np.inf)
+    with pytest.raises(DivergenceError, match="diverged"):
+        train(store, houses, target="price", params={"eta0": 1e9, "learning_rate": "constant"})
+    assert snapshot(store) == before and store.active_version() == first.version
+
+
+def test_a_step_above_the_stable_one_is_capped_with_a_notice(store: LocalStore,
+                                                            houses: Path) -> None:
+    result = train(store, houses, target="price",
+                   params={"eta0": 1e9, "learning_rate": "constant"})
+    assert result.metrics["holdout"]["r2"] > 0.9
+    assert any(n.startswith("eta0 1e+09 is above the stable step") for n in result.notices)
+

@@ -372,6 +372,7 @@ class ColumnStats:
             name, CATEGORICAL, missing=stats.missing,
             levels=tuple(lv for lv, _ in kept), counts=tuple(c for _, c in kept),
             other_count=pooled_count, pooled=len(ranked) - len(kept),
+            pooled_levels=tuple(lv for lv, _ in ranked[len(kept):]),
         ), None
 
     def _not_a_number(self, name: str) -> DataError:

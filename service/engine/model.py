@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..util import to_json
-from .schema import CATEGORICAL, Schema
+from .schema import CATEGORICAL, Encoded, Schema
 
 FORMAT_VERSION = 2
 TARGET_TRANSFORMS = ("none", "log")
@@ -145,19 +145,21 @@ class LinearModel:
         """Predictions from one sequence per input feature, in ``feature_names`` order:
         numbers (None for empty), categorical levels as strings, booleans as words, bools or
         0/1. Floats for one row (no numpy: a few microseconds), lists or arrays for a batch.
-        A value a feature cannot take is a :class:`~service.engine.schema.ValueProblem`
-        (with ``row`` set for a batch).
+        A value a feature cannot take is a :class:`~service.engine.schema.ValueProblem`.
 
         Overflow is not warned about: callers check the result with ``math.isfinite`` /
         ``np.isfinite``.
         """
         if self.plain:
             return self.predict_design(columns)
+        encoded = self.encode(columns)
+        return self.predict_design(encoded.values, encoded.codes)
+
+    def encode(self, columns: Any) -> Encoded:
+        """One sequence per input feature as the design (and what was imputed or unseen)."""
         if columns and not isinstance(columns[0], (list, tuple, np.ndarray)):
-            values, codes = self.schema.encode_row(columns)
-            return self.predict_design(values, codes)
-        values, codes = self.schema.encode_columns(columns)
-        return self.predict_design(values, codes)
+            return self.schema.encode_row(columns)
+        return self.schema.encode_columns(columns)
 
     def predict(self, X: np.ndarray, codes: Any = None) -> np.ndarray:
         """Predictions for a 2-D design matrix (columns in ``schema.design_names()`` order) and

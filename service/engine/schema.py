@@ -35,6 +35,7 @@ __all__ = [
     "KINDS",
     "NUMERIC",
     "TRUE_WORDS",
+    "Encoded",
     "Feature",
     "Schema",
     "ValueProblem",
@@ -43,7 +44,7 @@ __all__ = [
 NUMERIC, BOOLEAN, CATEGORICAL = "numeric", "boolean", "categorical"
 # A categorical level is kept when it has this many training rows (the rest are pooled as
 # "other"), and at most this many per column: chosen by measurement (docs/benchmarks-tabular.md).
-DEFAULT_MIN_FREQUENCY = 5
+DEFAULT_MIN_FREQUENCY = 2
 DEFAULT_MAX_LEVELS = 10_000
 KINDS = (NUMERIC, BOOLEAN, CATEGORICAL)
 TRUE_WORDS = ("yes", "true", "y")
@@ -78,7 +79,9 @@ class Feature:
     counts: tuple[int, ...] = ()  # categorical: training rows per kept level
     other_count: int = 0  # categorical: training rows pooled into "other"
     pooled: int = 0  # categorical: how many levels were pooled
-    _index: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    pooled_levels: tuple[str, ...] = ()  # categorical: their names (to tell them from unseen)
+    _index: Mapping[Any, int] = field(default_factory=dict, compare=False, repr=False)
+    _known: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -87,7 +90,11 @@ class Feature:
         if self.kind == CATEGORICAL:
             if len(set(self.levels)) != len(self.levels):
                 raise ValueError(f"feature {self.name!r}: levels must be distinct")
-            object.__setattr__(self, "_index", {lv: i for i, lv in enumerate(self.levels)})
+            index: dict[Any, int] = {lv: i for i, lv in enumerate(self.levels)}
+            index[None] = index.get("", self.other)  # null is the empty cell
+            object.__setattr__(self, "_index", index)
+            object.__setattr__(self, "_known", frozenset(self.levels) | frozenset(
+                self.pooled_levels))
 
     @property
     def other(self) -> int:
@@ -132,15 +139,31 @@ class Feature:
 
     def code(self, value: Any) -> int:
         """A categorical value's code: its level, or "other" for one never kept."""
-        if value is None:
-            value = ""
-        elif not isinstance(value, str):
+        if value is not None and not isinstance(value, str):
             raise ValueProblem(self.name, value, "a string (one of its levels) or null")
         return self._index.get(value, self.other)
 
-    def is_known(self, value: Any) -> bool:
-        """Whether a categorical value is one of the kept levels (for unseen-level counts)."""
-        return (value if value is not None else "") in self._index
+    def seen(self, value: Any) -> bool:
+        """Whether a categorical value occurred in training (kept or pooled): the others are
+        unseen levels, counted by the service."""
+        return (value if value is not None else "") in self._known
+
+    # -- encoding a column (values already of the right JSON types) -------------------------
+
+    def numbers(self, column: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """A numeric column (floats, None for empty) as (values, missing flags or None when
+        nothing is missing); a boolean column goes value by value."""
+        if self.kind == NUMERIC and None not in column:
+            return np.array(column, dtype=np.float64), None
+        pairs = [self.number(v) for v in column]
+        values = np.fromiter((p[0] for p in pairs), np.float64, len(pairs))
+        missing = np.fromiter((p[1] for p in pairs), np.float64, len(pairs))
+        return values, missing if missing.any() else None
+
+    def codes(self, column: Sequence[Any]) -> np.ndarray:
+        """A categorical column (strings, None for empty) as level codes."""
+        get, other = self._index.get, self.other
+        return np.array([get(v, other) for v in column], dtype=np.int64)
 
     # -- plain data --------------------------------------------------------------------------
 
@@ -154,7 +177,8 @@ class Feature:
             state.update(true_words=list(self.true_words), false_words=list(self.false_words))
         if self.kind == CATEGORICAL:
             state.update(levels=list(self.levels), counts=[int(c) for c in self.counts],
-                         other_count=int(self.other_count), pooled=int(self.pooled))
+                         other_count=int(self.other_count), pooled=int(self.pooled),
+                         pooled_levels=list(self.pooled_levels))
         return state
 
     @classmethod
@@ -172,7 +196,18 @@ class Feature:
             levels=tuple(map(str, state.get("levels", ()))),
             counts=tuple(int(c) for c in state.get("counts", ())),
             other_count=int(state.get("other_count", 0)), pooled=int(state.get("pooled", 0)),
+            pooled_levels=tuple(map(str, state.get("pooled_levels", ()))),
         )
+
+
+@dataclass
+class Encoded:
+    """Rows encoded for a model: design columns and level codes, and what was filled in."""
+
+    values: list[Any]  # one per design column: floats (a row) or arrays (a batch)
+    codes: list[Any]  # one per categorical feature
+    imputed: dict[str, int]  # feature -> empty values replaced by the training mean
+    unseen: dict[str, int]  # feature -> levels never seen in training
 
 
 @dataclass(frozen=True)
@@ -216,36 +251,53 @@ class Schema:
         return [f.name for f in self.numeric] + [
             f"{f.name} (missing)" for f in self.numeric if f.indicator]
 
-    def encode_columns(self, columns: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-        """One value list per input feature (Python values, None for empty) as the design:
-        float columns (numpy arrays) and code columns (int arrays), for a batch."""
+    def encode_columns(self, columns: Sequence[Any]) -> Encoded:
+        """One value list per input feature (Python values of the right JSON types, None for
+        empty) as the design of a batch: float columns and code columns (numpy arrays)."""
         values: list[Any] = []
         indicators: list[Any] = []
         codes: list[Any] = []
+        imputed: dict[str, int] = {}
+        unseen: dict[str, int] = {}
         for feature, column in zip(self.features, columns, strict=True):
             if feature.kind == CATEGORICAL:
-                codes.append(np.fromiter(map(feature.code, column), np.int64, len(column)))
+                code = feature.codes(column)
+                codes.append(code)
+                others = np.flatnonzero(code == feature.other)
+                if len(others):
+                    count = sum(not feature.seen(column[i]) for i in others.tolist())
+                    if count:
+                        unseen[feature.name] = count
                 continue
-            pairs = [feature.number(v) for v in column]
-            values.append(np.fromiter((p[0] for p in pairs), np.float64, len(pairs)))
+            number, missing = feature.numbers(column)
+            values.append(number)
+            if missing is not None:
+                imputed[feature.name] = int(missing.sum())
             if feature.indicator:
-                indicators.append(np.fromiter((p[1] for p in pairs), np.float64, len(pairs)))
-        return values + indicators, codes
+                indicators.append(missing if missing is not None else np.zeros(len(number)))
+        return Encoded(values + indicators, codes, imputed, unseen)
 
-    def encode_row(self, row: Sequence[Any]) -> tuple[list[float], list[int]]:
+    def encode_row(self, row: Sequence[Any]) -> Encoded:
         """One row's values (input order) as design floats and codes, with no numpy."""
         values: list[float] = []
         indicators: list[float] = []
         codes: list[int] = []
+        imputed: dict[str, int] = {}
+        unseen: dict[str, int] = {}
         for feature, value in zip(self.features, row, strict=True):
             if feature.kind == CATEGORICAL:
-                codes.append(feature.code(value))
+                code = feature.code(value)
+                codes.append(code)
+                if code == feature.other and not feature.seen(value):
+                    unseen[feature.name] = 1
                 continue
             number, missing = feature.number(value)
             values.append(number)
+            if missing:
+                imputed[feature.name] = 1
             if feature.indicator:
                 indicators.append(missing)
-        return values + indicators, codes
+        return Encoded(values + indicators, codes, imputed, unseen)
 
     def to_state(self) -> dict[str, Any]:
         return {"features": [f.to_state() for f in self.features],

@@ -288,13 +288,17 @@ class ScalerStats:
         self.count = 0
         self.mean = np.zeros(n_columns)
         self.m2 = np.zeros(n_columns)
+        self.minimum = np.full(n_columns, np.inf)
+        self.maximum = np.full(n_columns, -np.inf)
 
     def update(self, A: np.ndarray) -> None:
         """Merge the rows of a 2-D array (one pass over it, in cache-sized blocks)."""
         n_b = A.shape[0]
         if n_b == 0:
             return
-        mean_b, m2_b = _mean_m2(A)
+        mean_b, m2_b, low, high = _mean_m2(A)
+        self.minimum = np.minimum(self.minimum, low)
+        self.maximum = np.maximum(self.maximum, high)
         n_a = self.count
         n = n_a + n_b
         delta = mean_b - self.mean
@@ -312,8 +316,8 @@ class ScalerStats:
 _BLOCK_ROWS = 8192  # 8192 rows x 20 columns x 8 bytes = 1.3 MB: stays in L2 while it is reused
 
 
-def _mean_m2(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and sums of squared deviations in one pass over ``A``.
+def _mean_m2(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Column means, sums of squared deviations, minima and maxima in one pass over ``A``.
 
     Each cache-sized block is shifted by an estimate of the mean (from the first rows) before
     squaring, which keeps the one-pass formula accurate when a column's mean is large next to
@@ -327,24 +331,29 @@ def _mean_m2(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(invalid="ignore", over="ignore"):
             mean = col.mean()
             m2 = max(float(col @ col) - n * mean * mean, 0.0)
-            return np.array([mean + shift[0]]), np.array([m2])
+            return (np.array([mean + shift[0]]), np.array([m2]), A.min(axis=0),
+                    A.max(axis=0))
     s = np.zeros(d)
     q = np.zeros(d)
     rows = min(_BLOCK_ROWS, n)
     ones = np.ones(rows)
     buf = np.empty((rows, d))
+    low = np.full(d, np.inf)
+    high = np.full(d, -np.inf)
     for start in range(0, n, rows):
         block = A[start : start + rows]
         m = len(block)
         t = buf[:m]
         np.subtract(block, shift, out=t)
         s += ones[:m] @ t
+        np.minimum(low, t.min(axis=0), out=low)
+        np.maximum(high, t.max(axis=0), out=high)
         np.multiply(t, t, out=t)
         q += ones[:m] @ t
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite input: caller checks
         mean_shifted = s / n
         m2 = np.maximum(q - n * mean_shifted * mean_shifted, 0.0)
-        return mean_shifted + shift, m2
+        return mean_shifted + shift, m2, low + shift, high + shift
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,6 +658,46 @@ class SGDRegressor:
                 self._avg.W *= ratio
         self._publish()
 
+    def _set_step_bound(self, X: np.ndarray, C: np.ndarray | None) -> None:
+        """Cap the step at the data's stable one: on standardised, weakly correlated features
+        the default eta0 is far below it and nothing changes; on many correlated columns (say
+        42 categorical and 40 numeric of the Ames houses) eta0 would diverge."""
+        if getattr(self, "_step_scale", None) is not None and self.warm_start:
+            return
+        n_levels = len(self.n_levels_)
+        # The eigenvalue is at most the trace: one per standardised column and the intercept.
+        if self.eta0 * (X.shape[1] + n_levels + 1) <= _STABLE:
+            self.curvature_, self._step_scale = float(X.shape[1] + n_levels + 1), 1.0
+            self.step_scale_ = 1.0
+            return
+        n = X.shape[0]
+        rows = slice(None, None, max(1, n // _CURVATURE_ROWS))
+        sizes = np.asarray(self.n_levels_, dtype=np.int64)
+        counts = self._level_counts
+        if len(sizes):
+            column_rows = np.add.reduceat(counts, self._offsets)
+            freq = counts / np.repeat(np.maximum(column_rows, 1.0), sizes)
+        else:
+            freq = np.zeros(0)
+        curvature = _curvature(X[rows], self.x_mean_, 1.0 / self.x_scale_,
+                               None if C is None else C[rows], freq, self._offsets, sizes)
+        self.curvature_ = curvature
+        self._step_scale = min(1.0, _STABLE / (self.eta0 * curvature))
+        self.step_scale_ = self._step_scale
+
+    def _row_bound(self, X: np.ndarray, B: int) -> np.ndarray | float:
+        """What the per-batch step cap needs: when no full batch could be capped (every column
+        near its mean, the usual case) one bound from the columns' extremes; otherwise each
+        row's standardised squared length (one more pass)."""
+        stats = self._x_stats
+        with np.errstate(invalid="ignore", over="ignore"):
+            reach = np.maximum(stats.maximum - stats.mean, stats.mean - stats.minimum)
+            bound = 1.0 + float(np.sum((reach / self.x_scale_) ** 2))
+        eta = self.eta0 * getattr(self, "_step_scale", 1.0)
+        if math.isfinite(bound) and eta * bound <= B * _ROW_STABLE:
+            return bound
+        return _row_norms(X, self.x_mean_, 1.0 / self.x_scale_)
+
     def _stats(self) -> tuple[np.ndarray, np.ndarray, float, float]:
         return self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_
 
@@ -678,12 +727,14 @@ class SGDRegressor:
                     stopping: bool) -> None:
         n = X.shape[0]
         B = min(self._batch_size_for(n), n)
+        self._set_step_bound(X, C)
         # The only copy made: the target, standardised (n floats, not n x d).
         ys = (y - self.y_mean_) / self.y_scale_
         holdout = self._validation_blocks(n, B) if stopping and self.early_stopping else None
         rule = _StopRule(self) if stopping else None
+        norms = self._row_bound(X, B)
         for _ in range(epochs):
-            total, rows = self._pass(X, ys, C, B, holdout)
+            total, rows = self._pass(X, ys, C, B, holdout, norms)
             epoch_loss = self._end_epoch(total, rows)
             if rule is None:
                 continue
@@ -722,6 +773,10 @@ class SGDRegressor:
             raise ValueError("need at least 2 rows, got fewer from the chunks")
         self._scaler_frozen = True
         B = self._batch_size_for(self._x_stats.count)
+        for chunk in chunks():  # the bound from the first chunk's rows
+            X, _, codes = _unpack(chunk)
+            self._set_step_bound(np.asarray(X, dtype=np.float64), self._global_codes(codes))
+            break
         rule = _StopRule(self)
         for _ in range(self.max_iter):
             total, rows = 0.0, 0
@@ -738,7 +793,7 @@ class SGDRegressor:
 
     def _pass(
         self, X: np.ndarray, ys: np.ndarray, C: np.ndarray | None, B: int,
-        holdout: np.ndarray | None,
+        holdout: np.ndarray | None, norms: np.ndarray | None = None,
     ) -> tuple[float, int]:
         """One pass of SGD updates over ``X``; returns the summed loss met and the rows used.
 
@@ -759,6 +814,7 @@ class SGDRegressor:
         w = self._w  # updated in place
         b = self._b
         W = self._W
+        step_scale = getattr(self, "_step_scale", 1.0)
         k = C.shape[1] if C is not None else 0
         if k:
             n_train = max(float(self._x_stats.count), 1.0)
@@ -766,14 +822,26 @@ class SGDRegressor:
             share = np.maximum(self._level_counts, 1.0) / n_train
             visits = self._visits
             n_weights = len(W)
+            offsets = self._offsets
+            sizes = np.asarray(self.n_levels_)
+            column_rows = np.add.reduceat(self._level_counts, offsets)
+            freq = self._level_counts / np.repeat(np.maximum(column_rows, 1.0), sizes)
+            # A row's k levels together move its prediction by at most its residual.
+            row_cap = 1.0 / (k + 1)
         total_loss = 0.0
         rows = 0
+        if norms is None:
+            norms = self._row_bound(X, B)
+        scalar_bound = not isinstance(norms, np.ndarray)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for lo, hi in self._batches(n, B, holdout):
                 Xb = X[lo:hi]
                 m = hi - lo
                 self._t += 1
-                eta = schedule.at(self._t)
+                # No row may be overshot: a row far from the mean (a heavy tail, a rare 0/1
+                # indicator, standardised to 30 or more) would make a small batch diverge.
+                peak = norms if scalar_bound else float(norms[lo:hi].max())
+                eta = min(schedule.at(self._t) * step_scale, m * _ROW_STABLE / peak)
                 v = w * inv_scale
                 r = Xb @ v
                 r += b - float(mu @ v)
@@ -796,12 +864,17 @@ class SGDRegressor:
                     flat = Cb.ravel()
                     level_grad = np.bincount(flat, weights=np.repeat(g, k), minlength=n_weights)
                     visits += np.bincount(flat, minlength=n_weights)
-                    step = np.minimum(np.maximum(1.0 / np.maximum(visits, 1.0),
-                                                 eta / (m * share)), 1.0)
+                    step = np.minimum(eta / (m * share), row_cap)
                     smooth_W = penalty.smooth_gradient(W)
                     if smooth_W is not None:
                         level_grad += smooth_W * (m * share)  # the penalty's share per row
-                    W -= step * level_grad
+                    delta = step * level_grad
+                    # Each column's levels sum to the constant: moved freely, every categorical
+                    # column would repeat the intercept's step (k + 1 times the step along it,
+                    # unstable for many columns). Take out each column's frequency-weighted
+                    # mean move: the intercept alone moves the mean.
+                    delta -= np.repeat(np.add.reduceat(delta * freq, offsets), sizes)
+                    W -= delta
                     penalty.prox(W, eta)
                 rows += m
                 self._rows_seen += m
@@ -1005,6 +1078,53 @@ def _check_levels(codes: Any, n_levels: Any, n_rows: int) -> tuple[int, ...]:
                 raise ValueError(f"codes column {c} must be in 0..{size - 1}, got "
                                  f"{low[c] if low[c] < 0 else high[c]}")
     return n_levels
+
+
+_CURVATURE_ROWS = 10_000  # rows the step-size bound is estimated on
+_STABLE = 1.0  # the step is kept below this over the curvature (2 would be the edge)
+_ROW_STABLE = 1.0  # a batch's step moves none of its rows by more than its residual
+_CURVATURE_ITERATIONS = 12  # the bound needs the eigenvalue within a factor of 2, not digits
+
+
+def _row_norms(X: np.ndarray, mu: np.ndarray, inv_scale: np.ndarray) -> np.ndarray:
+    """Each row's squared length once standardised, plus 1 for the intercept."""
+    out = np.ones(X.shape[0])
+    for lo in range(0, X.shape[0], _BLOCK_ROWS):
+        t = (X[lo : lo + _BLOCK_ROWS] - mu) * inv_scale
+        out[lo : lo + _BLOCK_ROWS] += np.einsum("ij,ij->i", t, t)
+    return out
+
+
+def _curvature(X: np.ndarray, mu: np.ndarray, inv_scale: np.ndarray, C: np.ndarray | None,
+               freq: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> float:
+    """The largest eigenvalue of the preconditioned least-squares Hessian, by power iteration
+    on ``X`` (standardised on the fly) and level codes ``C`` (each level scaled by its
+    frequency, each column's constant direction taken out, as the updates do), with the
+    intercept. Plain gradient descent on it is stable for steps below 2 / eigenvalue."""
+    n, d = X.shape
+    k = 0 if C is None else C.shape[1]
+    n_weights = len(freq)
+    root = np.sqrt(np.maximum(freq, 1e-300))  # unit-variance scaling of a level's column
+    rng = np.random.default_rng(0)
+    v_num, v_lev, v_b = rng.standard_normal(d), rng.standard_normal(n_weights), 1.0
+    value = 1.0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(_CURVATURE_ITERATIONS):
+            if k:
+                v_lev -= np.repeat(np.add.reduceat(v_lev * root, offsets), sizes) * root
+            norm = math.sqrt(float(v_num @ v_num + v_lev @ v_lev + v_b * v_b)) or 1.0
+            v_num, v_lev, v_b = v_num / norm, v_lev / norm, v_b / norm
+            vs = v_num * inv_scale
+            u = X @ vs - float(mu @ vs) + v_b
+            if k:
+                u += (v_lev / root)[C].sum(axis=1)
+            g_num = (u @ X - mu * float(u.sum())) * inv_scale / n
+            g_b = float(u.sum()) / n
+            g_lev = (np.bincount(C.ravel(), weights=np.repeat(u, k), minlength=n_weights)
+                     / root / n) if k else v_lev
+            value = float(v_num @ g_num + v_lev @ g_lev + v_b * g_b)
+            v_num, v_lev, v_b = g_num, g_lev, g_b
+    return value if math.isfinite(value) and value > 0 else 1.0
 
 
 _PARAM_NAMES = tuple(inspect.signature(SGDRegressor.__init__).parameters)[1:]
