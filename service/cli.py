@@ -155,8 +155,11 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         version = args.version or store.active_version()
         if version is None:
             raise CLIError("no active model; name a version: sgdserve models show ID")
-        manifest = store.get(version)
-        print(json.dumps({**manifest, "active": version == store.active_version()}, indent=2))
+        model, manifest = store.load(version)
+        # The features as the model sees them: kinds, levels with their weights, slopes.
+        print(json.dumps({**manifest, "active": version == store.active_version(),
+                          "schema": model.describe_features(), "intercept": model.intercept},
+                         indent=2))
         return 0
     # activate
     if not args.version:
@@ -268,37 +271,62 @@ def _summary(result: Any, settings: Settings) -> str:
     lines.extend(f"note      {n}" for n in result.notices)
     lines.append(f"model     {result.target} = sum(slope * feature) + sum(level weight) + bias"
                  "   (original units)")
-    slopes = sorted(result.coefficients.items(), key=lambda kv: -abs(kv[1]))
+    # Largest effect first: a slope times its feature's spread, so units do not decide.
+    effects = result.effects or {}
+    slopes = sorted(result.coefficients.items(), key=lambda kv: -abs(effects.get(kv[0], kv[1])))
     shown = slopes[:_TOP] if len(slopes) > _TOP + 2 else slopes
-    width = max([len(n) for n, _ in shown] + [len(f) for f in result.levels] + [4])
+    ranked_levels = sorted(result.levels.items(),
+                           key=lambda kv: -max((abs(w) for w in kv[1].values()), default=0))
+    shown_levels = ranked_levels[:_TOP_LEVELS]
+    width = max([len(n) for n, _ in shown] + [len(f) for f, _ in shown_levels] + [4])
     for name, slope in shown:
         lines.append(f"  slope   {name:<{width}}  {_num(slope, 4)}")
     if len(shown) < len(slopes):
-        lines.append(f"  ...     {len(slopes) - len(shown)} smaller slopes (sgdserve models show)")
-    for feature, levels in result.levels.items():
+        lines.append(f"  ...     {len(slopes) - len(shown)} more slopes (sgdserve models show)")
+    for feature, levels in shown_levels:
         top = ", ".join(f"{lv or '(empty)'} {_signed(w)}" for lv, w in levels.items())
         lines.append(f"  levels  {feature:<{width}}  {top}  (against the average level)")
+    if len(shown_levels) < len(ranked_levels):
+        lines.append(f"  ...     {len(ranked_levels) - len(shown_levels)} more categorical "
+                     "features (sgdserve models show)")
     lines.append(f"  bias    {'':<{width}}  {_num(result.intercept, 2)}")
     lines.extend(f"warning   {w}" for w in result.warnings)
     return "\n".join(lines)
 
 
-_TOP = 10  # slopes shown by `sgdserve train`, largest first
+_TOP = 10  # slopes shown by `sgdserve train`, largest effect first
+_TOP_LEVELS = 5  # categorical features shown, with their largest levels
 
 
 def _inferred(inferred: dict[str, Any]) -> list[str]:
-    """What the data layer inferred, in a few lines."""
+    """What the data layer inferred, in a few lines (the manifest has every decision)."""
     if not inferred:
         return []
     kinds = ", ".join(f"{len(inferred.get(k, []))} {k}" for k in ("numeric", "boolean",
                                                                    "categorical"))
-    lines = [f"columns   {kinds}; {len(inferred.get('dropped', {}))} dropped"]
+    lines = [f"columns   {kinds}"]
     levels = inferred.get("levels") or {}
     if levels:
         kept = sum(v["kept"] for v in levels.values())
-        pooled = sum(v["pooled"] for v in levels.values())
-        lines.append(f"levels    {kept} kept, {pooled} rare ones pooled as other")
+        pooled = {n: v["pooled"] for n, v in levels.items() if v["pooled"]}
+        text = f"levels    {kept} kept"
+        if pooled:
+            text += (f"; {sum(pooled.values())} rare ones pooled as other, in "
+                     f"{_listed(list(pooled))}")
+        lines.append(text)
+    imputed = inferred.get("imputed") or {}
+    if imputed:
+        lines.append("imputed   " + _listed([f"{n} ({c})" for n, c in imputed.items()])
+                     + ": the training mean, with a missing indicator (text: an empty level)")
+    for name, why in (inferred.get("dropped") or {}).items():
+        if not why.startswith(("not among", "dropped on request")):
+            lines.append(f"dropped   {name}: {why}")
     return lines
+
+
+def _listed(items: list[str], most: int = 6) -> str:
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
 def _signed(value: float) -> str:

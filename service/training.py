@@ -59,6 +59,7 @@ class TrainResult:
     inferred: dict[str, Any] = field(default_factory=dict)  # columns by kind, dropped, imputed
     notices: list[str] = field(default_factory=list)  # what the data layer decided, in words
     levels: dict[str, dict[str, float]] = field(default_factory=dict)  # top levels per feature
+    effects: dict[str, float] = field(default_factory=dict)  # slope x training std, by feature
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +145,7 @@ def train(
             "encoding": {**options_to_dict(options), "target_transform": transform},
             "inferred": inferred,
             "notices": evaluation.notices,
+            "decisions": evaluation.decisions,
             "hyperparameters": reg.get_params(),
             "metrics": metrics,
             "loss_history": list(reg.loss_history_),
@@ -182,6 +184,8 @@ def train(
         inferred=inferred,
         notices=evaluation.notices,
         levels=_top_levels(candidate),
+        effects={n: float(c * sd) for n, c, sd in zip(
+            candidate.schema.design_names(), candidate.coef, candidate.x_scale, strict=True)},
     )
 
 
@@ -228,7 +232,7 @@ def summarize_schema(model: LinearModel) -> dict[str, Any]:
         "levels": {f.name: {"kept": len(f.levels), "pooled": f.pooled}
                    for f in schema.categorical},
         "dropped": dict(schema.dropped),
-        "imputed": [f.name for f in schema.features if f.missing],
+        "imputed": {f.name: f.missing for f in schema.features if f.missing},
     }
 
 
@@ -281,6 +285,7 @@ class _Evaluation:
     active_holdout: dict[str, Any] | None
     holdout_sample: dict[str, Any]
     notices: list[str]
+    decisions: list[str]
 
 
 class _HoldoutSample:
@@ -355,6 +360,7 @@ def _fit_in_memory(reg, path, split: _Split, progress, active) -> _Evaluation:
         active_holdout=active_holdout,
         holdout_sample=sample.to_dict(len(hold)),
         notices=loaded.notices,
+        decisions=loaded.decisions,
     )
 
 
@@ -411,6 +417,7 @@ def _fit_streamed(reg, path, split: _Split, progress, active) -> _Evaluation:
         active_holdout=active_holdout.metrics() if comparable else None,
         holdout_sample=sample.to_dict(holdout.n),
         notices=stream.notices,
+        decisions=stream.decisions,
     )
 
 

@@ -154,8 +154,8 @@ def test_kinds_are_inferred_from_the_values(tmp_path):
     assert set(dropped) == {"Unnamed: 0", "address"}
     assert "all different text" in dropped["address"] and "--categorical address" in \
         dropped["address"]
-    notices = "\n".join(loaded.notices)
-    assert "dropped 'address'" in notices and "'lot':" in notices and "imputed" in notices
+    decisions = "\n".join(loaded.decisions)
+    assert "dropped 'address'" in decisions and "'lot':" in decisions and "imputed" in decisions
 
 
 def test_numeric_gaps_are_imputed_with_the_training_mean_and_an_indicator(tmp_path):

@@ -91,7 +91,7 @@ def test_quality_matches_scikit_learns_pipeline(trained):
     assert result.metrics["holdout"]["rows"] == int(mask.sum())
     assert result.metrics["holdout"]["r2"] == pytest.approx(reference, abs=0.01)
     assert result.inferred["categorical"] == TEXT and result.inferred["boolean"] == ["air"]
-    assert result.inferred["imputed"] == ["lot", "baths", "alley"]
+    assert list(result.inferred["imputed"]) == ["lot", "baths", "alley"]
 
 
 def rows_as_json(frame: pd.DataFrame) -> list[dict]:

@@ -60,7 +60,8 @@ class Loaded:
     source: Source
     holdout_frame: pl.DataFrame  # the holdout rows as read (to score another model on them)
     holdout_rows: np.ndarray  # their file row numbers
-    notices: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # about the file (names it changed)
+    decisions: list[str] = field(default_factory=list)  # what was inferred, in words
 
 
 def load(path: str | os.PathLike[str], target: str, options: EncodingOptions, *,
@@ -81,7 +82,7 @@ def load(path: str | os.PathLike[str], target: str, options: EncodingOptions, *,
         raise DataError(f"need at least 3 data rows to train and evaluate, got {n}")
     stats = ColumnStats(source, columns, options)
     stats.add(frame, 0, ~mask)
-    schema, notices = stats.schema()
+    schema, decisions = stats.schema()
     order = np.concatenate([train_rows, holdout_rows])
     design = encode(schema, frame, source, order=order, target=target,
                     target_transform=target_transform)
@@ -94,7 +95,7 @@ def load(path: str | os.PathLike[str], target: str, options: EncodingOptions, *,
     return Loaded(schema=schema, train=design.rows(slice(0, cut)),
                   holdout=design.rows(slice(cut, None)), fingerprint=fingerprint,
                   source=source, holdout_frame=holdout_frame, holdout_rows=holdout_rows,
-                  notices=source.notices + notices)
+                  notices=list(source.notices), decisions=decisions)
 
 
 def _check_target(y: np.ndarray | None, target: str, n_train: int) -> None:
@@ -131,6 +132,7 @@ class Stream:
         self.chunk_rows = chunk_rows
         self.schema: Schema | None = None
         self.notices: list[str] = list(self.source.notices)
+        self.decisions: list[str] = []
         self.fingerprint: Fingerprint | None = None
 
     def fit_schema(self) -> Schema:
@@ -150,8 +152,7 @@ class Stream:
         if low == high:
             raise DataError(f"target column {self.target!r} is constant ({low!r}): "
                             "there is nothing to learn")
-        self.schema, notices = stats.schema()
-        self.notices.extend(notices)
+        self.schema, self.decisions = stats.schema()
         self.fingerprint = Fingerprint(file=self.source.file, rows=stats.rows,
                                        columns=[*self.schema.names, self.target],
                                        sha256=hasher.result(), format=self.source.format)

@@ -332,7 +332,7 @@ class ColumnStats:
         if stats.index and self.rows >= 3 and stats.missing == 0:
             base = int(stats.index_base or 0)
             return (f"its values are {base}..{self.rows - 1 + base} in file order: a row index "
-                    f"(kept, it could leak the order of the file into the model; keep it with "
+                    f"(as a feature it could leak the file's order into the model; keep it with "
                     f"--numeric {name})")
         return None
 
