@@ -468,8 +468,9 @@ def test_model_shows_manifest_coefficients_and_metrics(client, model, store):
     assert body["manifest"]["sha256"] == store.get(version)["sha256"]
     assert body["schema"] == [
         {"name": name, "kind": "numeric", "mean": pytest.approx(float(mean)),
-         "coefficient": pytest.approx(float(coef))}
-        for name, mean, coef in zip(FEATURES, model.x_mean, model.coef, strict=True)]
+         "coefficient": pytest.approx(float(coef)), "standardized": pytest.approx(float(std))}
+        for name, mean, coef, std in zip(FEATURES, model.x_mean, model.coef, model.coef_std,
+                                         strict=True)]
 
 
 def test_model_without_a_model_is_503(client):

@@ -131,11 +131,14 @@ class LinearModel:
             raise ValueError(f"model state lacks {exc.args[0]!r}") from None
 
     def describe_features(self) -> list[dict[str, Any]]:
-        """Each input feature as the model sees it: name, kind, training mean, and its slope in
-        original units (what a form or a model card needs)."""
+        """Each input feature as the model sees it: name, kind, training mean, its slope in
+        original units, and its standardised weight (comparable across features: a model card's
+        bar chart)."""
         return [
-            {"name": n, "kind": "numeric", "mean": float(m), "coefficient": float(c)}
-            for n, m, c in zip(self.feature_names, self.x_mean, self.coef, strict=True)
+            {"name": n, "kind": "numeric", "mean": float(m), "coefficient": float(c),
+             "standardized": float(s)}
+            for n, m, c, s in zip(self.feature_names, self.x_mean, self.coef, self.coef_std,
+                                  strict=True)
         ]
 
     def coefficients(self) -> dict[str, float]:
