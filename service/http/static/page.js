@@ -170,17 +170,16 @@
     ];
     const dl = h('dl', { class: 'facts' });
     for (const [term, value] of items) dl.append(h('dt', { text: term }), h('dd', {}, value));
-    body.append(dl);
-    body.append(metricsTable(model, manifest, parent));
-    body.append(h('h3', { text: 'The model in original units' }));
-    body.append(equation(model));
-    body.append(featureTable(model));
+    const left = h('div', { class: 'card-col' }, dl, metricsTable(model, manifest, parent));
+    const right = h('div', { class: 'card-col' }, h('h3', { text: 'The model in original units' }),
+      equation(model), featureTable(model));
     const hyper = manifest.hyperparameters;
     if (hyper) {
       const list = h('dl', { class: 'facts small' });
       for (const [k, v] of Object.entries(hyper)) list.append(h('dt', { text: k }), h('dd', { text: String(v) }));
-      body.append(h('details', { class: 'more' }, h('summary', { text: 'Hyper-parameters' }), list));
+      right.append(h('details', { class: 'more' }, h('summary', { text: 'Hyper-parameters' }), list));
     }
+    body.append(h('div', { class: 'card-grid' }, left, right));
   }
 
   function metricsTable(model, manifest, parent) {
@@ -294,7 +293,7 @@
   }
 
   function featureTable(model) {
-    const table = h('table', { id: 'features-table' }, h('caption', { text: 'Features, in input order' }));
+    const table = h('table', { id: 'features-table', class: 'cards' }, h('caption', { text: 'Features, in input order' }));
     table.append(h('thead', {}, h('tr', {}, ...['Feature', 'Kind', 'Slope or weights', 'In training', 'Empty allowed']
       .map((t) => h('th', { scope: 'col', text: t })))));
     const tbody = h('tbody');
@@ -312,8 +311,9 @@
         slope = `${fmt(f.coefficient)} ${model.target} per unit`;
         seen = rangeText(f);
       }
-      tbody.append(h('tr', {}, h('th', { scope: 'row', text: f.name }), h('td', { text: f.kind }),
-        h('td', { text: slope }), h('td', { text: seen }), h('td', { text: f.imputes ? 'yes (imputed)' : 'no' })));
+      tbody.append(h('tr', {}, h('th', { scope: 'row', text: f.name }), h('td', { 'data-label': 'Kind', text: f.kind }),
+        h('td', { 'data-label': 'Slope or weights', text: slope }), h('td', { 'data-label': 'In training', text: seen }),
+        h('td', { 'data-label': 'Empty allowed', text: f.imputes ? 'yes (imputed)' : 'no' })));
     }
     table.append(tbody);
     return h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Features', tabindex: '0' }, table);
@@ -330,10 +330,11 @@
 
   function ticks(lo, hi, count, integer) {
     if (!(hi > lo)) return [lo];
+    // The round step (1, 2 or 5 times a power of ten) nearest to an even split, as d3 does.
     const raw = (hi - lo) / Math.max(1, count);
     const mag = Math.pow(10, Math.floor(Math.log10(raw)));
-    // The finest round step that gives at most about `count` ticks.
-    let step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((st) => (hi - lo) / st <= count + 0.5) || 10 * mag;
+    const err = raw / mag;
+    let step = mag * (err >= Math.sqrt(50) ? 10 : err >= Math.sqrt(10) ? 5 : err >= Math.sqrt(2) ? 2 : 1);
     if (integer) step = Math.max(1, Math.round(step));
     const out = [];
     for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
@@ -376,7 +377,7 @@
     const y = (v) => m.top + ph - ((v - y0) / (y1 - y0)) * ph;
     const axes = s('g', { class: 'axes' }, svg);
     if (!opts.noXTicks) {
-      for (const t of ticks(x0, x1, Math.max(3, Math.floor(pw / 80)), opts.integerX)) {
+      for (const t of ticks(x0, x1, Math.max(3, Math.floor(pw / 100)), opts.integerX)) {
         s('line', { class: 'grid', x1: x(t), x2: x(t), y1: m.top, y2: m.top + ph }, axes);
         s('text', { class: 'tick', x: x(t), y: m.top + ph + 16, 'text-anchor': 'middle', text: (opts.xFormat || tickText)(t) }, axes);
       }
@@ -597,7 +598,9 @@
     for (let i = 0; i <= n; i += 1) {
       const t = xDomain[0] + (spanMs * (i + 0.5)) / (n + 1);
       const iso = new Date(t).toISOString();
-      const label = spanMs > 2 * 86400e3 ? iso.slice(0, 10) : iso.slice(11, 19);
+      // As precise as the span needs: dates, minutes, seconds, or milliseconds.
+      const label = spanMs > 2 * 86400e3 ? iso.slice(0, 10) : spanMs > 600e3 ? iso.slice(11, 16)
+        : spanMs > 10e3 ? iso.slice(11, 19) : iso.slice(14, 23);
       s('line', { class: 'grid', x1: f.x(t), x2: f.x(t), y1: f.m.top, y2: f.m.top + f.ph }, f.svg.querySelector('.axes'));
       s('text', { class: 'tick', x: f.x(t), y: f.m.top + f.ph + 16, 'text-anchor': 'middle', text: label }, f.svg.querySelector('.axes'));
     }
