@@ -51,8 +51,9 @@ mk('hist', {type: 'bar', data: {labels: counts.map((_, i) => (rlo + i * w).toFix
 mk('coef', {type: 'bar', options: Object.assign({indexAxis: 'y'}, opts), data: {
   labels: data.model.schema.map(f => f.name),
   datasets: [{label: 'standardised', data: data.model.schema.map(f => f.standardized)}]}});
-mk('versions', {type: 'scatter', data: {datasets: [{label: 'holdout RMSE',
-  data: data.models.models.map(v => ({x: Date.parse(v.created_at), y: v.metrics.holdout.rmse}))}]}});
+const points = data.models.models.map(
+  v => ({x: Date.parse(v.created_at), y: v.metrics.holdout.rmse}));
+mk('versions', {type: 'scatter', data: {datasets: [{label: 'holdout RMSE', data: points}]}});
 void document.body.offsetHeight;
 document.body.dataset.plotsMs = (performance.now() - t0).toFixed(1);
 """
@@ -65,13 +66,14 @@ def main() -> int:
     args = parser.parse_args()
 
     import requests
-    from helpers import GunicornServer, wait_until
     from test_page_browser import _start_browser
 
     from service.data import write_houses_csv
     from service.http.ui import ASSET_TYPES, STATIC_DIR
     from service.store import LocalStore
     from service.training import train
+
+    from helpers import GunicornServer, wait_until
 
     work = Path(tempfile.mkdtemp(prefix="page-draw-"))
     store = LocalStore(work / "models", "house-price")

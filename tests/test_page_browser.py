@@ -288,7 +288,11 @@ def test_each_plot_has_its_data_in_a_table_under_a_disclosure(page, server):
     for plot_id, rows in expected.items():
         summary = page.find_element("css selector", f"#{plot_id} details.data summary")
         summary.click()
-        table_rows = page.find_elements("css selector", f"#{plot_id} details.data tbody tr")
+        # The table is built on the toggle event, a task after the click.
+        selector = f"#{plot_id} details.data tbody tr"
+        wait_until(lambda sel=selector: page.find_elements("css selector", sel), WAIT,
+                   f"{plot_id}'s table")
+        table_rows = page.find_elements("css selector", selector)
         assert len(table_rows) == rows, plot_id
     first = page.find_elements("css selector", "#plot-fit details.data tbody tr")[0].text
     assert first.split()[0].replace(",", "") == f"{manifest['holdout_sample']['actual'][0]:.2f}" \
@@ -646,8 +650,13 @@ def test_the_form_and_card_follow_a_categorical_schema(browser, fixture_server):
     alley.select_by_visible_text("Pave (78 rows)")
     browser.find_element("id", "feature-1").send_keys("8450")
     browser.find_element("id", "predict-button").click()
-    wait_until(lambda: (bodies / "predict-1.json").exists(), WAIT, "the second body")
-    sent = json.loads((bodies / "predict-1.json").read_bytes())
+    def second_body() -> Any:
+        try:
+            return json.loads((bodies / "predict-1.json").read_bytes())
+        except (FileNotFoundError, ValueError):  # not there, or not all written yet
+            return None
+
+    sent = wait_until(second_body, WAIT, "the second body")
     assert sent["features"]["alley"] == "Pave" and sent["features"]["lot_area"] == 8450
 
     equation = text_of(browser, "equation")

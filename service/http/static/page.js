@@ -725,6 +725,7 @@
   function askToken(title, text, confirmLabel) {
     const dialog = $('confirm');
     const input = $('confirm-token');
+    if (dialog.open) return Promise.resolve(null); // one question at a time
     $('confirm-title').textContent = title;
     $('confirm-text').textContent = text;
     $('confirm-ok').textContent = confirmLabel;
@@ -900,11 +901,13 @@
     const button = $('retrain-button');
     button.disabled = true;
     out.replaceChildren(h('p', { text: 'Uploading…' }));
+    let accepted = null;
     try {
-      const accepted = await api('/retrain', { method: 'POST', headers: writeHeaders(token), body });
+      accepted = await api('/retrain', { method: 'POST', headers: writeHeaders(token), body });
       await follow(accepted, out);
     } catch (e) {
-      const text = await reportWriteError(e, 'Retraining did not start');
+      const prefix = accepted ? `Lost track of job ${accepted.job_id} (${accepted.status_url})` : 'Retraining did not start';
+      const text = await reportWriteError(e, prefix);
       out.replaceChildren(h('p', { class: 'error', text }));
     } finally {
       button.disabled = false;
