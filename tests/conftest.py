@@ -77,3 +77,25 @@ def _processes_are_slow(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
     yield
     if started:
         pytest.fail(f"this test starts a process ({started[0]}): mark it slow", pytrace=False)
+
+
+_ARTIFACTS = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def artifact_dir(request: pytest.FixtureRequest):
+    """``artifact_dir(prefix)``: a new temporary directory for files a person should look at
+    (screenshots); its path is printed at the end of the run, whatever pytest captured."""
+    import tempfile
+
+    def make(prefix: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        request.config.stash.setdefault(_ARTIFACTS, []).append(str(path))
+        return path
+
+    return make
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    for path in config.stash.get(_ARTIFACTS, []):
+        terminalreporter.write_line(f"artifacts (screenshots): {path}")

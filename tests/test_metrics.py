@@ -139,6 +139,23 @@ def test_instances_do_not_share_state(metrics: Metrics) -> None:
     assert value(samples(metrics.render()[0]), "sgdserve_rows_predicted_total") == 0
 
 
+def test_apps_in_one_process_count_apart_with_or_without_a_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The test suite builds many apps in one process: one with a directory switched
+    # prometheus_client to files, and later apps without one kept writing into those files.
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / name))
+        Metrics(tmp_path / name).rows_predicted(7)
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "a"))
+    assert value(samples(Metrics(tmp_path / "a").render()[0]),
+                 "sgdserve_rows_predicted_total") == 7
+    monkeypatch.delenv(MULTIPROC_ENV)
+    alone = Metrics(None)
+    alone.rows_predicted(2)
+    assert value(samples(alone.render()[0]), "sgdserve_rows_predicted_total") == 2
+
+
 # --- multiprocess mode: real processes, one directory ---------------------------------------
 
 WRITER = textwrap.dedent(

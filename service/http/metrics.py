@@ -164,6 +164,9 @@ class _ServingCollector:
         yield family
 
 
+_VALUES_DIR: Path | None = None  # the directory values.ValueClass writes into, if any
+
+
 def _use_multiprocess_values(path: Path) -> None:
     """Make prometheus_client write values into ``path``, whatever was imported first."""
     current = os.environ.get(MULTIPROC_ENV)
@@ -175,9 +178,22 @@ def _use_multiprocess_values(path: Path) -> None:
         )
     # prometheus_client picks its value class when first imported; if that happened before the
     # directory was known (the CLI imports everything up front), switch it now, before any of
-    # our metrics exist, or every worker would silently count only for itself.
-    if not getattr(values.ValueClass, "_multiprocess", False):
+    # our metrics exist, or every worker would silently count only for itself. A value class
+    # caches its open files, so a new directory (another app in this process) gets a new one.
+    global _VALUES_DIR
+    resolved = path.resolve()
+    if not getattr(values.ValueClass, "_multiprocess", False) or _VALUES_DIR != resolved:
         values.ValueClass = values.MultiProcessValue()
+        _VALUES_DIR = resolved
+
+
+def _use_process_values() -> None:
+    """Values held in this process only (no metrics directory): an app built after one that had
+    a directory must not write into that directory's files and share its counts."""
+    global _VALUES_DIR
+    if getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MutexValue
+        _VALUES_DIR = None
 
 
 class Metrics:
@@ -198,6 +214,7 @@ class Metrics:
             # process's included; registering them too would count this worker twice.
             registry: CollectorRegistry | None = None
         else:
+            _use_process_values()
             self._render_registry = registry = CollectorRegistry()
             # Multiprocess mode has no *_created series; leave them out here too so tests see
             # the exposition production serves (the switch is process-wide and only drops those).

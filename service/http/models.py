@@ -1,5 +1,9 @@
-"""The models blueprint: ``GET /model`` (the one served), ``GET /models`` (every version) and
-``POST /models/<id>/activate`` (rollback).
+"""The models blueprint: ``GET /model`` (the one served), ``GET /models`` (every version),
+``GET /models/history`` (which version was live when) and ``POST /models/<id>/activate``
+(rollback).
+
+The read endpoints answer conditional GETs (service/http/caching.py): ``/model`` is tagged with
+the version id it describes, the lists with a digest of their body.
 
 Activation takes an expected-current precondition: ``If-Match: <version>`` (quoted as an
 entity tag or not) activates only if that version is still the active one, so a rollback
@@ -19,6 +23,7 @@ from ..errors import IntegrityError, LockHeldError
 from ..store import ANY
 from ..store.ids import is_version_id
 from .auth import require_token
+from .caching import client_has, conditional, not_modified, quoted
 from .errors import APIError, json_response
 from .state import state
 
@@ -30,21 +35,31 @@ def model_info() -> Response:
     """The model this worker serves: manifest, features, coefficients, metrics."""
     st = state()
     version, model = st.served()
+    etag = quoted(version)  # a version is never rewritten: its id tags its description
+    headers = {"X-Model-Version": version}
     loaded = st.holder.loaded()  # the manifest of the version just returned, unless swapped
     manifest = loaded[2] if loaded is not None and loaded[0] == version else {}
-    return json_response(
+    if manifest and client_has(etag):
+        return not_modified(etag, headers)
+    response = json_response(
         {
+            "name": st.settings.model_name,
             "model_version": version,
             "target": model.target,
             "features": list(model.feature_names),
             "schema": model.describe_features(),
             "coefficients": model.coefficients(),
             "intercept": float(model.intercept),
+            # One standard deviation of the target in training: turns a weight in target units
+            # into the standardised scale of the schema's "standardized" (the page's bars).
+            "target_scale": float(model.y_scale),
             "metrics": manifest.get("metrics"),
             "manifest": manifest,
         },
-        headers={"X-Model-Version": version},
+        headers=headers,
     )
+    # An answer without its manifest (swapped mid-request) is complete only once: not tagged.
+    return conditional(response, etag) if manifest else response
 
 
 @bp.get("/models")
@@ -59,11 +74,23 @@ def models_list() -> Response:
         active = None
         body["current_error"] = str(exc)
     body.update(active=active, models=[_summary(m, active) for m in store.list()])
-    return json_response(body)
+    return conditional(json_response(body))
+
+
+@bp.get("/models/history")
+def models_history() -> Response:
+    """Every promotion, oldest first: when a version became the active one and what it
+    replaced (rollbacks included), so a reader can tell which version was live when."""
+    entries = [
+        {"time": e.get("time"), "version": e.get("version"), "previous": e.get("previous")}
+        for e in state().store.history()
+    ]
+    return conditional(json_response({"history": entries}))
 
 
 def _summary(manifest: Mapping[str, Any], active: str | None) -> dict[str, Any]:
-    keys = ("id", "created_at", "status", "parent", "target", "features", "metrics", "error")
+    keys = ("id", "created_at", "status", "parent", "target", "features", "metrics", "gate",
+            "error")
     summary = {k: manifest[k] for k in keys if k in manifest}
     summary["active"] = manifest.get("id") == active
     return summary

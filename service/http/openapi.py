@@ -35,6 +35,31 @@ _MODEL_HEADERS = {
     },
 }
 
+_CACHE_HEADERS = {
+    "ETag": {
+        "description": "The entity tag of this answer (for /model, the version id in quotes); "
+        "send it back in If-None-Match to get 304 while it still holds.",
+        "schema": {"type": "string"},
+    },
+    "Cache-Control": {
+        "description": "no-cache: a client may keep the answer but must revalidate it.",
+        "schema": {"type": "string"},
+    },
+}
+
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "An ETag this client holds: 304 with no body while it is still current.",
+    "schema": {"type": "string"},
+}
+
+_NOT_MODIFIED = {
+    "description": "Not modified: the If-None-Match tag is still current (no body).",
+    "headers": _CACHE_HEADERS,
+}
+
 _AUTH_ERRORS = {
     "401": {
         "description": "Missing or wrong bearer token.",
@@ -451,14 +476,23 @@ def document(
                 "model_version": {"type": "string"},
                 "target": {"type": "string"},
                 "features": {"type": "array", "items": {"type": "string"}},
+                "name": {"type": "string", "description": "The model's name "
+                         "(SGDSERVE_MODEL_NAME)."},
                 "schema": {
                     "type": "array",
-                    "description": "Each input feature: name, kind, and what the model learned "
-                    "of it (training mean, slope in original units).",
+                    "description": "Each input feature, in input order: name, kind, and what "
+                    "the model learned of it (training mean, slope in original units, and the "
+                    "standardised weight: the slope times the feature's standard deviation "
+                    "over the target's, comparable across features).",
                     "items": {"type": "object", "required": ["name", "kind"],
                               "properties": {"name": {"type": "string"},
-                                             "kind": {"type": "string"}}},
+                                             "kind": {"type": "string"},
+                                             "mean": {"type": "number"},
+                                             "coefficient": {"type": "number"},
+                                             "standardized": {"type": "number"}}},
                 },
+                "target_scale": {"type": "number", "description": "The target's standard "
+                                 "deviation in training."},
                 "coefficients": {
                     "type": "object",
                     "description": "Slope per feature, in target units per feature unit.",
@@ -481,6 +515,8 @@ def document(
                 "target": {"type": "string"},
                 "features": {"type": "array", "items": {"type": "string"}},
                 "metrics": {"allOf": [_ref("Metrics")], "nullable": True},
+                "gate": {"type": "object", "description": "The promotion gate's decision: "
+                         "reason, compared_with, tolerance, forced."},
                 "error": {"type": "string", "description": "Why a corrupt version is unreadable."},
             },
         },
@@ -493,6 +529,22 @@ def document(
                 "current_error": {"type": "string",
                                   "description": "Why CURRENT cannot be read (none is active)."},
             },
+        },
+        "Promotion": {
+            "type": "object",
+            "required": ["time", "version", "previous"],
+            "properties": {
+                "time": {"type": "string", "description": "When it became active (UTC)."},
+                "version": {"type": "string"},
+                "previous": {"type": "string", "nullable": True,
+                             "description": "The version it replaced."},
+            },
+        },
+        "PromotionHistory": {
+            "type": "object",
+            "required": ["history"],
+            "properties": {"history": {"type": "array", "items": _ref("Promotion"),
+                                       "description": "Oldest first."}},
         },
         "Activated": {
             "type": "object",
@@ -596,12 +648,14 @@ def document(
             "get": {
                 "operationId": "getModel",
                 "summary": "The active model: manifest, features, coefficients, metrics.",
+                "parameters": [_IF_NONE_MATCH],
                 "responses": {
                     "200": {
                         "description": "The model this worker serves.",
-                        "headers": _MODEL_HEADERS,
+                        "headers": dict(_MODEL_HEADERS, **_CACHE_HEADERS),
                         "content": _json(_ref("Model")),
                     },
+                    "304": _NOT_MODIFIED,
                     "503": _error("No model has been trained yet."),
                 },
             }
@@ -610,8 +664,57 @@ def document(
             "get": {
                 "operationId": "listModels",
                 "summary": "Every stored version, marking the active one.",
+                "parameters": [_IF_NONE_MATCH],
                 "responses": {
-                    "200": {"description": "The versions.", "content": _json(_ref("ModelList"))}
+                    "200": {"description": "The versions.", "headers": _CACHE_HEADERS,
+                            "content": _json(_ref("ModelList"))},
+                    "304": _NOT_MODIFIED,
+                },
+            }
+        },
+        "/models/history": {
+            "get": {
+                "operationId": "modelHistory",
+                "summary": "Every promotion and rollback: which version was live when.",
+                "parameters": [_IF_NONE_MATCH],
+                "responses": {
+                    "200": {"description": "The promotions, oldest first.",
+                            "headers": _CACHE_HEADERS,
+                            "content": _json(_ref("PromotionHistory"))},
+                    "304": _NOT_MODIFIED,
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "operationId": "page",
+                "summary": "The browser page: model card, plots, versions with rollback, a "
+                "prediction form, retraining. It reads the JSON endpoints above.",
+                "responses": {
+                    "200": {"description": "HTML (with a strict Content-Security-Policy).",
+                            "content": {"text/html": {"schema": {"type": "string"}}}},
+                    "304": _NOT_MODIFIED,
+                },
+            }
+        },
+        "/static/{name}": {
+            "get": {
+                "operationId": "pageAsset",
+                "summary": "The page's script, style sheet and icon; cached for a year when "
+                "the URL's ?v= matches the file's digest (the page's links do).",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True,
+                     "schema": {"type": "string"}},
+                    {"name": "v", "in": "query", "required": False,
+                     "schema": {"type": "string"}, "description": "The file's digest."},
+                ],
+                "responses": {
+                    "200": {"description": "The file.",
+                            "content": {"text/javascript": {"schema": {"type": "string"}},
+                                        "text/css": {"schema": {"type": "string"}},
+                                        "image/svg+xml": {"schema": {"type": "string"}}}},
+                    "304": _NOT_MODIFIED,
+                    "404": _error("No such file."),
                 },
             }
         },
