@@ -470,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      ("port", "port"), ("workers", "workers")):
         value = getattr(args, opt, None)
         if value is not None:
-            overrides[key] = Path(value) if key == "model_dir" else value
+            overrides[key] = value  # Settings keeps an s3:// URL as it is, a path as a Path
     try:
         settings = Settings.from_env(**overrides)
         return args.func(args, settings)
