@@ -86,6 +86,7 @@ def test_histogram_buckets_and_help_text(metrics: Metrics) -> None:
         "sgdserve_rows_predicted": "counter",
         "sgdserve_model_version_info": "gauge",
         "sgdserve_model_load_failures": "counter",
+        "sgdserve_store_poll_failures": "counter",
         "sgdserve_retrain_jobs": "counter",
         "sgdserve_last_promotion_timestamp_seconds": "gauge",
     }
