@@ -7,9 +7,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
-
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 

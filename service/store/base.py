@@ -156,7 +156,8 @@ class ModelStore(abc.ABC):
 
     @abc.abstractmethod
     def current_stamp(self) -> Any:
-        """A cheap value that changes whenever ``CURRENT`` is replaced (None when absent)."""
+        """A cheap value that changes whenever ``CURRENT`` comes to name another version (None
+        when absent): a file's inode and mtime, an object's ETag (the MD5 of its content)."""
 
     @abc.abstractmethod
     def activate(self, version_id: str, *, expected_current: Any = ANY) -> str | None:
