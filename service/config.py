@@ -151,9 +151,9 @@ def store_location(value: str | os.PathLike[str]) -> Path | str:
 
 def _convert(name: str, annotation: Any, raw: str) -> Any:
     kind = str(annotation)
+    if name == "model_dir":
+        return store_location(raw)  # its own messages
     try:
-        if name == "model_dir":
-            return store_location(raw)
         if "Path" in kind:
             return Path(raw)
         if kind.startswith("int"):

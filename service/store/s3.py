@@ -22,7 +22,8 @@ A writer whose condition fails re-reads and decides again, so no update is ever 
 holder), ``owner``, ``pid``, ``host``, ``since``, ``ttl`` and ``released``. A holder renews it
 (``If-Match``) every ``ttl / 3`` seconds from a thread; it is free when released or when the
 server's own clock says it was last written ``ttl`` seconds ago (the response's ``Date`` minus
-its ``Last-Modified``: no two hosts' clocks are compared). Taking a free lease is a conditional
+its ``Last-Modified``, whole seconds both, so a second more: no two hosts' clocks are
+compared). Taking a free lease is a conditional
 write on the ETag read, so two takers cannot both win. A promotion by a lease holder first
 checks, by a conditional HEAD, that the lease is still its own (and records the token in
 ``CURRENT``'s metadata); the compare-and-swap on ``CURRENT`` protects it in any case.
@@ -470,9 +471,11 @@ class S3Store(ModelStore):
             return {}, response["ETag"], True  # unreadable: anyone may replace it
         ttl = record.get("ttl")
         ttl = float(ttl) if isinstance(ttl, (int, float)) else self.lease_seconds
-        free = bool(record.get("released")) or _server_age(response) >= ttl
+        # Both times have whole seconds: one more second, so an early expiry is impossible.
+        age = _server_age(response)
+        free = bool(record.get("released")) or age >= ttl + 1
         if not free:
-            record["expires_in"] = round(max(0.0, ttl - _server_age(response)), 1)
+            record["expires_in"] = round(max(0.0, ttl + 1 - age), 1)
         return record, response["ETag"], free
 
     def _record(self, token: int, owner: str, **extra: Any) -> dict[str, Any]:
@@ -599,7 +602,7 @@ class Lease:
     def check(self) -> None:
         """Raise :class:`LockLostError` unless the lease is still this holder's."""
         if self.lost:
-            raise LockLostError(f"{self.store.location}: {self.lost}")
+            raise LockLostError(f"{self.store.location}: {self.lost}; not promoting")
         try:
             self.store.s3.call("head_object", Key=self.store._key("lock"), IfMatch=self.etag)
         except (_PreconditionFailed, _NotFound):
