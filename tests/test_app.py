@@ -847,3 +847,34 @@ def test_activate_with_if_match(client, model, store):
     assert bad.status_code == 400 and error_of(bad)["code"] == "invalid_precondition"
     assert client.post(f"/models/{other}/activate",
                        headers={**auth(), "If-Match": "*"}).status_code == 200
+
+
+# -- signed versions ---------------------------------------------------------------------------
+
+SIGNING_KEY = "signing-key-" + "x" * 20
+
+
+def test_a_tampered_version_is_refused_counted_and_the_old_model_keeps_serving(
+        tmp_path, caplog):
+    from service.store import Signer
+
+    store = LocalStore(tmp_path / "models", signer=Signer(SIGNING_KEY))
+    good = add_version(store, make_model(intercept=1.0))
+    client = build(tmp_path, signing_key=SIGNING_KEY).test_client()
+    assert post_json(client, "/predict", {"features": ROW}).get_json()["model_version"] == good
+    bad = add_version(store, make_model(intercept=2.0), activate=False)
+    manifest = store.version_dir(bad) / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"candidate"', '"promoted"'))
+    r = client.post(f"/models/{bad}/activate", headers=auth())
+    assert r.status_code == 422 and error_of(r)["code"] == "signature_error"
+    assert "tampered" in error_of(r)["message"]
+    # Activated behind the service's back (no key, or by hand): every worker refuses it.
+    LocalStore(tmp_path / "models").activate(bad)
+    with caplog.at_level(logging.ERROR, logger="sgdserve.reload"):
+        for _ in range(2):
+            assert post_json(client, "/predict", {"features": ROW}).get_json()[
+                "model_version"] == good
+    assert any("tampered" in rec.getMessage() for rec in caplog.records)
+    metrics = client.get("/metrics").data.decode()
+    assert f'sgdserve_model_load_failures_total{{version="{bad}"}} 2.0' in metrics
+    assert "tampered" in client.get("/ready").get_json()["store_error"]
