@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -73,7 +74,7 @@ from .base import (
     manifest_fields,
     parse_manifest,
 )
-from .ids import is_version_id, new_version_id
+from .ids import JOB_RE, is_version_id, new_version_id
 from .jobs import JobFiles
 from .local import HISTORY_KEPT, check_name
 from .lock import held_message
@@ -687,13 +688,9 @@ class _ObjectJobFiles(JobFiles):
         return found
 
     def _record_ids(self) -> list[str]:
-        from .ids import JOB_RE
-
         return [j for j in self._listing() if JOB_RE.fullmatch(j)]
 
     def _record_ages(self, now: float) -> dict[str, float]:
-        from .ids import JOB_RE
-
         return {j: now - t for j, t in self._listing().items() if JOB_RE.fullmatch(j)}
 
     def _remove_record(self, job_id: str) -> None:
@@ -702,8 +699,6 @@ class _ObjectJobFiles(JobFiles):
 
 def json_object(raw: bytes) -> dict[str, Any]:
     """A JSON object from bytes; anything else is a ValueError."""
-    import json
-
     value = json.loads(raw)
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
