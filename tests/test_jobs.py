@@ -501,7 +501,7 @@ def test_a_job_that_has_finished_but_not_yet_exited_does_not_block_the_next(
     done = store.jobs.new_id()
     store.jobs.write(done, {"status": "promoted", "request": {}})
     held = jobs.acquire_lock(store, done)  # its process is still exiting
-    threading.Timer(0.3, held.release).start()
+    threading.Timer(0.3, held.handed_over).start()  # closed, its holder record still there
     r = post_retrain(client, "csv", csv_bytes)
     assert r.status_code == 202, r.data
     wait_final(client, r.get_json()["job_id"])

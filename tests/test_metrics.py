@@ -37,7 +37,9 @@ def value(parsed: dict, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def metrics(monkeypatch: pytest.MonkeyPatch) -> Metrics:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    # setenv first, so that monkeypatch restores the absence at teardown whatever was exported.
+    monkeypatch.setenv(MULTIPROC_ENV, "unset")
+    monkeypatch.delenv(MULTIPROC_ENV)
     return Metrics(None)
 
 
@@ -260,7 +262,9 @@ def test_directory_must_match_the_environment(tmp_path: Path) -> None:
 
 
 def test_prepare_wipes_only_old_db_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    # setenv first, so that monkeypatch restores the absence at teardown whatever was exported.
+    monkeypatch.setenv(MULTIPROC_ENV, "unset")
+    monkeypatch.delenv(MULTIPROC_ENV)
     (tmp_path / "counter_123.db").write_bytes(b"old")
     (tmp_path / "keep.txt").write_text("not ours")
 
@@ -272,7 +276,9 @@ def test_prepare_wipes_only_old_db_files(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_prepare_without_a_directory_makes_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    # setenv first, so that monkeypatch restores the absence at teardown whatever was exported.
+    monkeypatch.setenv(MULTIPROC_ENV, "unset")
+    monkeypatch.delenv(MULTIPROC_ENV)
     path, created = prepare_multiprocess_dir(None)
     try:
         assert created and path.is_dir() and not any(path.iterdir())

@@ -28,12 +28,14 @@ from service.errors import (
     StoreUnavailableError,
 )
 from service.http.reload import ModelHolder
-from service.store import open_store
+from service.store import Signer, open_store
 from service.store.s3 import S3Store, _NotModified
 
 from helpers import child_env, free_port, hand_model
 
 REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("clean_env")  # no SGDSERVE_* or metrics dir of the caller
 
 
 @pytest.fixture
@@ -132,12 +134,12 @@ def test_takers_at_once_exactly_one_gets_the_lease(s3, store) -> None:
 
 
 def test_an_expired_lease_is_taken_over_and_its_old_holder_is_fenced(s3) -> None:
-    first = S3Store(s3.url(), lease_seconds=1)
+    first = S3Store(s3.url(), lease_seconds=3)
     version = first.save(hand_model(), {}, parent=None)
     old = first.acquire_lease(False, "stalled trainer")  # never renewed: it stalls
     with pytest.raises(LockHeldError, match=r"\(stalled trainer\).*lease token 1"):
         S3Store(s3.url()).acquire_lease(False, "second")
-    time.sleep(3.1)  # the server's clock (whole seconds) sees it expire: ttl + 1 s
+    time.sleep(5.1)  # the server's clock (whole seconds) sees it expire: ttl + 1 s
     second = S3Store(s3.url())
     new = second.acquire_lease(False, "second")
     assert new.token == old.token + 1
@@ -283,7 +285,7 @@ def test_signing_keys_are_checked_and_never_shown() -> None:
 @pytest.mark.slow
 def test_boto3_is_imported_only_for_an_s3_store(tmp_path: Path) -> None:
     code = ("import sys\nfrom service.config import Settings\n"
-            "from service.store import open_store\n"
+            "from service.store import Signer, open_store\n"
             "open_store(Settings.from_env(model_dir=sys.argv[1])).active_version()\n"
             "print('boto3' in sys.modules)\n")
     local = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=child_env(),
@@ -332,7 +334,9 @@ def test_the_cli_on_s3_trains_lists_verifies_and_signs(s3, tmp_path: Path) -> No
 def test_a_retrain_job_on_s3_holds_the_lease_and_promotes(s3, monkeypatch) -> None:
     from service.http import create_app
 
-    app = create_app({"model_dir": s3.url(), "api_token": "t" * 20, "reload_interval": 0.2})
+    key = "signing-key-" + "z" * 20
+    app = create_app({"model_dir": s3.url(), "api_token": "t" * 20, "reload_interval": 0.2,
+                      "signing_key": key})
     client = app.test_client()
     data = (REPO / "service" / "sample_data" / "houses.csv").read_bytes()
     r = client.post("/retrain?target=price&wait=25", data=data,
@@ -340,8 +344,10 @@ def test_a_retrain_job_on_s3_holds_the_lease_and_promotes(s3, monkeypatch) -> No
     assert r.status_code == 200, r.data
     body = r.get_json()
     assert body["status"] == "promoted"
-    store = S3Store(s3.url())
+    store = S3Store(s3.url(), signer=Signer(key))
     assert store.active_version() == body["version"]
+    assert store.load(body["version"])  # the child signed it with the key it was handed
+    assert any(k.endswith(f"signatures/{Signer(key).key_id}.json") for k in s3.keys())
     assert store.jobs.read(body["job_id"])["status"] == "promoted"  # from any replica
     lease = json.loads(s3.client().get_object(Bucket=s3.bucket,
                                               Key="models/house-price/lock")["Body"].read())
@@ -364,3 +370,4 @@ def test_a_retrain_job_on_s3_holds_the_lease_and_promotes(s3, monkeypatch) -> No
     assert store.is_locked() is None
     assert client.get(f"/retrain/{job}").get_json()["status"] == "failed"
     assert np.isfinite(store.active()[1].intercept)
+    app.extensions["sgdserve"].holder.close()  # its polling thread outlives the test otherwise

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, request, url_for
 from .. import retrain as jobs
 from ..errors import DataError
 from ..params import ParameterError, TrainingSpec, parse_training_params
-from ..store import JobStatus
+from ..store import HeldLock, JobStatus
 from ..util import utc_iso
 from .auth import require_token
 from .body import json_type, parse_json, read_json_body
@@ -56,7 +56,7 @@ def retrain() -> Response:
 
     job_id = store.jobs.new_id()
     directory = store.jobs.directory(job_id)
-    held: jobs.HeldLock | None = None
+    held: HeldLock | None = None
     try:
         data_path = directory / jobs.DATA_FILE
         if kind == "multipart":
@@ -129,7 +129,7 @@ def _json_rows(query: Mapping[str, str]) -> tuple[TrainingSpec, list[Any]]:
     return _merge(query, body, typed=True), rows
 
 
-def _start(st: ServiceState, job_id: str, held: jobs.HeldLock, directory: Path) -> None:
+def _start(st: ServiceState, job_id: str, held: HeldLock, directory: Path) -> None:
     try:
         jobs.start(st.store, job_id, held, on_exit=st.job_finished)  # hands the lock over
     except OSError as exc:  # fork/exec failed: the job is already marked failed
