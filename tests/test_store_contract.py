@@ -279,7 +279,7 @@ CORRUPTIONS = {
     "truncated": (_raw("model.joblib", lambda d: d[:-9]), r"tampered or truncated"),
     "empty model": (_raw("model.joblib", lambda d: b""), r"does not match"),
     "wrong shapes": (_rewrite_state({**make_model().to_state(), "coef": np.zeros(5)}),
-                     r"bad model state: coef must have shape \(4,\)"),
+                     r"bad model state: .*coef"),
     "missing model": (lambda b, v: b.delete(vkey(v, "model.joblib")), r"model\.joblib is missing"),
     "bad manifest json": (_raw("manifest.json", lambda d: b'{"id": '), r"not valid JSON"),
     "manifest of another id": (_raw("manifest.json", lambda d: b'{"id": "x"}'),
@@ -331,7 +331,7 @@ def test_a_richer_model_state_still_loads(backend: Backend, store: ModelStore) -
     lists and per-feature dicts, unicode and integer arrays, tuples, None."""
     version = store.save(make_model(), {}, parent=None)
     state = make_model().to_state()
-    state["schema"] = {"features": [{"name": "city", "kind": "categorical",
+    state["future"] = {"features": [{"name": "city", "kind": "categorical",
                                      "levels": ["Oslo", "Zürich"], "missing": None}],
                        "codes": np.array([0, 1, 1], dtype=np.int32),
                        "names": np.array(["a", "bc"]), "mask": np.array([True, False]),
@@ -340,9 +340,9 @@ def test_a_richer_model_state_still_loads(backend: Backend, store: ModelStore) -
     from service.store.safe_pickle import loads
 
     loaded = loads(backend.read(vkey(version, "model.joblib")))
-    assert loaded["schema"]["features"][0]["levels"] == ["Oslo", "Zürich"]
-    np.testing.assert_array_equal(loaded["schema"]["codes"], [0, 1, 1])
-    np.testing.assert_array_equal(loaded["schema"]["matrix"], np.ones((2, 3)))
+    assert loaded["future"]["features"][0]["levels"] == ["Oslo", "Zürich"]
+    np.testing.assert_array_equal(loaded["future"]["codes"], [0, 1, 1])
+    np.testing.assert_array_equal(loaded["future"]["matrix"], np.ones((2, 3)))
     assert store.load(version)[0].target == "price"
 
 
