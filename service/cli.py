@@ -7,7 +7,6 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -84,6 +83,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             target=target,
             features=spec.features,
             params=spec.sgd,
+            encoding=spec.encoding,
+            data_format=spec.format,
             force=spec.force,
             tolerance=_tolerance(spec, settings),
             holdout_fraction=spec.holdout_fraction,
@@ -104,7 +105,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
-    from .data import iter_prediction_chunks
+    from .data import write_predictions
     from .store import open_store
 
     store = open_store(settings)
@@ -113,44 +114,10 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
         version = args.version
     else:
         version, model, _ = store.active()
-    data = Path(args.data)
     out_path = Path(args.out) if args.out else None
     if out_path is not None and not out_path.parent.is_dir():
         raise CLIError(f"directory {str(out_path.parent)!r} does not exist")
-    # Written to a temporary file and renamed, so a failure never leaves a partial output.
-    tmp = None
-    if out_path is not None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it 0600; the output is an ordinary file
-        out = os.fdopen(fd, "w", newline="")
-    else:
-        out = sys.stdout
-    rows = 0
-    try:
-        header_written = False
-        for header, lines, X in iter_prediction_chunks(data, model.feature_names):
-            if not header_written:
-                if "prediction" in next(csv.reader([header])):
-                    raise CLIError(f"{data.name} already has a 'prediction' column; rename it "
-                                   "or drop it before scoring")
-                out.write(f"{header.rstrip()},prediction\n")
-                header_written = True
-            predictions = model.predict(X)
-            out.writelines(f"{line.rstrip()},{p!r}\n" for line, p in
-                           zip(lines, predictions.tolist(), strict=True))
-            rows += len(lines)
-        if not header_written:
-            raise CLIError(f"{data.name}: no data rows to score")
-        if tmp is not None:
-            out.close()
-            os.replace(tmp, out_path)
-            tmp = None
-    finally:
-        if tmp is not None:
-            out.close()
-            os.unlink(tmp)
+    rows = write_predictions(model, args.data, out_path, data_format=args.format)
     print(f"scored {rows} row{'' if rows == 1 else 's'} with version {version}" +
           (f" -> {out_path}" if out_path else ""), file=sys.stderr)
     return 0
@@ -188,8 +155,11 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         version = args.version or store.active_version()
         if version is None:
             raise CLIError("no active model; name a version: sgdserve models show ID")
-        manifest = store.get(version)
-        print(json.dumps({**manifest, "active": version == store.active_version()}, indent=2))
+        model, manifest = store.load(version)
+        # The features as the model sees them: kinds, levels with their weights, slopes.
+        print(json.dumps({**manifest, "active": version == store.active_version(),
+                          "schema": model.describe_features(), "intercept": model.intercept},
+                         indent=2))
         return 0
     if args.action == "sign":
         if args.version:
@@ -245,8 +215,9 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     def run_once() -> dict[str, Any]:
         result = train(
             store, data, target=target, features=spec.features, params=spec.sgd,
-            force=spec.force, tolerance=tolerance, holdout_fraction=spec.holdout_fraction,
-            seed=spec.seed, source=data.name, owner="sgdserve schedule",
+            encoding=spec.encoding, data_format=spec.format, force=spec.force,
+            tolerance=tolerance, holdout_fraction=spec.holdout_fraction, seed=spec.seed,
+            source=data.name, owner="sgdserve schedule",
         )
         return result.to_dict()
 
@@ -303,7 +274,6 @@ _seconds.__name__ = "number of seconds (>= 0)"  # argparse: "invalid number of s
 
 def _summary(result: Any, settings: Settings) -> str:
     h, t = result.metrics["holdout"], result.metrics["train"]
-    width = max(len(f) for f in result.features)
     lines = [
         f"version   {result.version}",
         f"promoted  {'yes' if result.promoted else 'no'}: {result.reason}",
@@ -312,13 +282,71 @@ def _summary(result: Any, settings: Settings) -> str:
         f"train     RMSE {_num(t['rmse'])}   MAE {_num(t['mae'])}   R^2 {_num(t['r2'], 4)}"
         f"   ({t['rows']} rows)",
         f"epochs    {result.epochs} in {result.seconds:.2f} s",
-        f"model     {result.target} = sum(slope * feature) + bias   (original units)",
     ]
-    for name, slope in result.coefficients.items():
+    lines.extend(_inferred(result.inferred))
+    lines.extend(f"note      {n}" for n in result.notices)
+    lines.append(f"model     {result.target} = sum(slope * feature) + sum(level weight) + bias"
+                 "   (original units)")
+    # Largest effect first: a slope times its feature's spread, so units do not decide.
+    effects = result.effects or {}
+    slopes = sorted(result.coefficients.items(), key=lambda kv: -abs(effects.get(kv[0], kv[1])))
+    shown = slopes[:_TOP] if len(slopes) > _TOP + 2 else slopes
+    ranked_levels = sorted(result.levels.items(),
+                           key=lambda kv: -max((abs(w) for w in kv[1].values()), default=0))
+    shown_levels = ranked_levels[:_TOP_LEVELS]
+    width = max([len(n) for n, _ in shown] + [len(f) for f, _ in shown_levels] + [4])
+    for name, slope in shown:
         lines.append(f"  slope   {name:<{width}}  {_num(slope, 4)}")
+    if len(shown) < len(slopes):
+        lines.append(f"  ...     {len(slopes) - len(shown)} more slopes (sgdserve models show)")
+    for feature, levels in shown_levels:
+        top = ", ".join(f"{lv or '(empty)'} {_signed(w)}" for lv, w in levels.items())
+        lines.append(f"  levels  {feature:<{width}}  {top}  (against the average level)")
+    if len(shown_levels) < len(ranked_levels):
+        lines.append(f"  ...     {len(ranked_levels) - len(shown_levels)} more categorical "
+                     "features (sgdserve models show)")
     lines.append(f"  bias    {'':<{width}}  {_num(result.intercept, 2)}")
     lines.extend(f"warning   {w}" for w in result.warnings)
     return "\n".join(lines)
+
+
+_TOP = 10  # slopes shown by `sgdserve train`, largest effect first
+_TOP_LEVELS = 5  # categorical features shown, with their largest levels
+
+
+def _inferred(inferred: dict[str, Any]) -> list[str]:
+    """What the data layer inferred, in a few lines (the manifest has every decision)."""
+    if not inferred:
+        return []
+    kinds = ", ".join(f"{len(inferred.get(k, []))} {k}" for k in ("numeric", "boolean",
+                                                                   "categorical"))
+    lines = [f"columns   {kinds}"]
+    levels = inferred.get("levels") or {}
+    if levels:
+        kept = sum(v["kept"] for v in levels.values())
+        pooled = {n: v["pooled"] for n, v in levels.items() if v["pooled"]}
+        text = f"levels    {kept} kept"
+        if pooled:
+            text += (f"; {sum(pooled.values())} rare ones pooled as other, in "
+                     f"{_listed(list(pooled))}")
+        lines.append(text)
+    imputed = inferred.get("imputed") or {}
+    if imputed:
+        lines.append("imputed   " + _listed([f"{n} ({c})" for n, c in imputed.items()])
+                     + ": the training mean, with a missing indicator (text: an empty level)")
+    for name, why in (inferred.get("dropped") or {}).items():
+        if not why.startswith(("not among", "dropped on request")):
+            lines.append(f"dropped   {name}: {why}")
+    return lines
+
+
+def _listed(items: list[str], most: int = 6) -> str:
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def _signed(value: float) -> str:
+    return ("+" if value >= 0 else "-") + _num(abs(value), 0)
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -383,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", help="model name (default: $SGDSERVE_MODEL_NAME or house-price)")
 
     def training_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", help="CSV file with a header row")
+        p.add_argument("--data", help="CSV (also .csv.gz), Parquet or JSON lines file")
         p.add_argument("--sample", action="store_true",
                        help="train on the bundled sample house prices (target: price)")
         for param in TRAINING_PARAMS:  # one description drives the options (service/params.py)
@@ -416,8 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="score a CSV file with a model version",
                        description="Write the input rows with a prediction column added.")
-    p.add_argument("--data", required=True, help="CSV file with the model's feature columns")
-    p.add_argument("--out", help="output CSV file (default: stdout)")
+    p.add_argument("--data", required=True,
+                   help="CSV, Parquet or JSON lines file with the model's feature columns")
+    p.add_argument("--format", choices=["csv", "parquet", "jsonl"],
+                   help="format of --data (default: from its extension)")
+    p.add_argument("--out", help="output file, CSV or Parquet by its extension (default: CSV "
+                   "on stdout)")
     p.add_argument("--version", help="version id (default: the active version)")
     store_options(p)
     p.set_defaults(func=cmd_predict)

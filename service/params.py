@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .engine.schema import DEFAULT_MAX_LEVELS, DEFAULT_MIN_FREQUENCY
 from .engine.sgd import LOSSES, PENALTIES, SCHEDULES, SGDRegressor
 
 __all__ = [
@@ -56,9 +57,9 @@ class Param:
     """One training parameter: its name, kind, bounds, help, and where it goes.
 
     ``kind`` is ``"int"``, ``"float"``, ``"choice"``, ``"bool"``, ``"name"`` (a column name) or
-    ``"names"`` (a list of column names). ``sgd`` names the ``SGDRegressor`` keyword it sets;
-    None marks a parameter of the pipeline (split, gate). ``low`` and ``high`` are inclusive
-    bounds, except ``low`` when ``low_open``.
+    ``"names"`` (a list of column names). ``sgd`` names the ``SGDRegressor`` keyword it sets,
+    ``encoding`` the data layer's option; with neither it is a parameter of the pipeline (the
+    data's format, split, gate). ``low`` and ``high`` are inclusive bounds, except when open.
     """
 
     name: str
@@ -73,6 +74,7 @@ class Param:
     default: Any = None  # the pipeline's default; an sgd parameter's comes from SGDRegressor
     http: bool = True  # accepted by POST /retrain
     number_alias: str | None = None  # a number given for it is the old spelling of this one
+    encoding: str | None = None  # the data layer's option it sets
 
     @property
     def flag(self) -> str:
@@ -130,6 +132,21 @@ TRAINING_PARAMS: tuple[Param, ...] = (
     Param("target", "name", "Column to predict (default over HTTP: the active model's target)."),
     Param("features", "names", "Columns to train on (default: every other column); a JSON "
           "list, or comma-separated names."),
+    Param("format", "choice", "Format of the data (default: from the file's extension).",
+          choices=("csv", "parquet", "jsonl")),
+    Param("categorical", "names", "Columns to treat as categories whatever they hold (e.g. an "
+          "integer zip code).", encoding="categorical"),
+    Param("numeric", "names", "Columns to treat as numbers (a value that is not one is an "
+          "error naming its line).", encoding="numeric"),
+    Param("drop", "names", "Columns to leave out.", encoding="drop"),
+    Param("min_frequency", "int", "Training rows a level needs to get its own weight; rarer "
+          "levels share one 'other' weight.", encoding="min_frequency", low=1,
+          default=DEFAULT_MIN_FREQUENCY),
+    Param("max_levels", "int", "Most levels kept per categorical column (the most frequent).",
+          encoding="max_levels", low=1, default=DEFAULT_MAX_LEVELS),
+    Param("target_transform", "choice", "Fit the logarithm of a positive, skewed target "
+          "(house prices); predictions and metrics stay in the target's units.",
+          encoding="target_transform", choices=("none", "log"), default="none"),
     Param("epochs", "int", "Maximum passes over the data.", sgd="max_iter", low=1,
           high=MAX_EPOCHS),
     Param("eta0", "float", "Initial step size on standardised data.", sgd="eta0", low=0,
@@ -178,35 +195,41 @@ class TrainingSpec:
 
     target: str | None = None
     features: list[str] | None = None
+    format: str | None = None
     force: bool = False
     seed: int = 0
     holdout_fraction: float = 0.2
     tolerance: float | None = None
     sgd: dict[str, Any] = field(default_factory=dict)
+    encoding: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. an old spelling that was read
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "target": self.target, "features": self.features, "force": self.force,
-            "seed": self.seed, "holdout_fraction": self.holdout_fraction,
-            "tolerance": self.tolerance, "params": dict(self.sgd), "notes": list(self.notes),
+            "target": self.target, "features": self.features, "format": self.format,
+            "force": self.force, "seed": self.seed, "holdout_fraction": self.holdout_fraction,
+            "tolerance": self.tolerance, "params": dict(self.sgd),
+            "encoding": dict(self.encoding), "notes": list(self.notes),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainingSpec:
         return cls(
-            target=d.get("target"), features=d.get("features"), force=bool(d.get("force")),
-            seed=int(d.get("seed", 0)), holdout_fraction=float(d.get("holdout_fraction", 0.2)),
+            target=d.get("target"), features=d.get("features"), format=d.get("format"),
+            force=bool(d.get("force")), seed=int(d.get("seed", 0)),
+            holdout_fraction=float(d.get("holdout_fraction", 0.2)),
             tolerance=d.get("tolerance"), sgd=dict(d.get("params") or {}),
-            notes=list(d.get("notes") or []),
+            encoding=dict(d.get("encoding") or {}), notes=list(d.get("notes") or []),
         )
 
     def merge(self, other: TrainingSpec, given: set[str]) -> None:
         """Take what ``other`` was given: its ``SGDRegressor`` keywords, and the pipeline
         parameters named in ``given`` (the rest of ``other`` is defaults)."""
         self.sgd.update(other.sgd)
+        self.encoding.update(other.encoding)
         for name in given:
-            if _BY_NAME[name].sgd is None:
+            p = _BY_NAME[name]
+            if p.sgd is None and p.encoding is None:
                 setattr(self, name, getattr(other, name))
         self.notes.extend(other.notes)
 
@@ -238,6 +261,8 @@ def parse_training_params(
         value = _convert(p, name, raw, typed)
         if p.sgd is not None:
             spec.sgd[p.sgd] = value
+        elif p.encoding is not None:
+            spec.encoding[p.encoding] = value
         else:
             setattr(spec, name, value)
     return spec

@@ -38,7 +38,7 @@ from .util import utc_iso
 
 log = logging.getLogger("sgdserve.retrain")
 
-DATA_FILE = "data.csv"
+DATA_FILE = "data"  # its format is in the job request (csv, parquet or jsonl)
 FINISHING_WAIT = 2.0  # seconds a job that wrote its final status may take to exit
 
 
@@ -233,6 +233,8 @@ def run(store: ModelStore, job_id: str) -> int:
             target=spec.target,
             features=spec.features,
             params=spec.sgd or None,
+            encoding=spec.encoding or None,
+            data_format=spec.format,
             force=spec.force,
             tolerance=spec.tolerance if spec.tolerance is not None else 0.01,
             holdout_fraction=spec.holdout_fraction,

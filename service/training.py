@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from . import data as data_module
 from .engine import LinearModel, RegressionSums, SGDRegressor, regression_metrics
@@ -55,6 +56,10 @@ class TrainResult:
     epochs: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    inferred: dict[str, Any] = field(default_factory=dict)  # columns by kind, dropped, imputed
+    notices: list[str] = field(default_factory=list)  # what the data layer decided, in words
+    levels: dict[str, dict[str, float]] = field(default_factory=dict)  # top levels per feature
+    effects: dict[str, float] = field(default_factory=dict)  # slope x training std, by feature
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +72,7 @@ def train(
     target: str,
     features: Sequence[str] | None = None,
     params: Mapping[str, Any] | None = None,
+    encoding: Mapping[str, Any] | None = None,
     force: bool = False,
     tolerance: float = 0.01,
     holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
@@ -77,12 +83,16 @@ def train(
     owner: str = "",
     lock: bool = True,
     stream: bool | None = None,
+    data_format: str | None = None,
 ) -> TrainResult:
-    """Train a candidate on ``data`` (a CSV file), gate it against the active model, keep it.
+    """Train a candidate on ``data`` (a CSV, Parquet or JSON lines file), gate it against the
+    active model, keep it.
 
-    ``params`` are ``SGDRegressor`` keyword arguments. ``lock=False`` means the caller already
-    holds the store lock (a retrain job that inherited it). ``stream`` forces (True) or forbids
-    (False) reading the file in chunks; by default files over
+    ``params`` are ``SGDRegressor`` keyword arguments; ``encoding`` holds the data layer's
+    options (``categorical``, ``numeric``, ``drop``: column names; ``min_frequency``,
+    ``max_levels``; ``target_transform``: ``"none"`` or ``"log"``). ``lock=False`` means the
+    caller already holds the store lock (a retrain job that inherited it). ``stream`` forces
+    (True) or forbids (False) reading the file in chunks; by default files over
     ``data.STREAM_THRESHOLD_BYTES`` stream. Raises ``LockHeldError`` when another process trains.
     """
     started = time.perf_counter()
@@ -91,9 +101,11 @@ def train(
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
     reg = make_regressor(params, seed)
+    options, transform = encoding_options(encoding, features)
     path = Path(data)
     if stream is None:
         stream = data_module.should_stream(path)
+    split = _Split(target, options, holdout_fraction, seed, data_format, transform)
 
     guard = store.lock(wait=wait_lock, owner=owner or "sgdserve train") if lock else nullcontext()
     with guard:
@@ -101,9 +113,13 @@ def train(
         fit = _fit_streamed if stream else _fit_in_memory
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            evaluation = fit(reg, path, target, features, holdout_fraction, seed, progress,
-                             active)
+            evaluation = fit(reg, path, split, progress, active)
         notes = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+        if getattr(reg, "step_scale_", 1.0) < 1.0:
+            evaluation.notices.append(
+                f"eta0 {reg.eta0:g} is above the stable step for this data "
+                f"({reg.eta0 * reg.step_scale_:.3g}, from its curvature {reg.curvature_:.3g}): "
+                "the stable step was used")
         for w in caught:
             if not issubclass(w.category, ConvergenceWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -116,6 +132,7 @@ def train(
             "active_holdout": evaluation.active_holdout,
         }
         status = "promoted" if promote else "rejected"
+        inferred = summarize_schema(candidate)
         manifest = {
             "data": {**evaluation.fingerprint.to_dict(), "source": source or path.name},
             "split": {
@@ -125,6 +142,10 @@ def train(
                 "holdout_rows": evaluation.holdout["rows"],
                 "streamed": bool(stream),
             },
+            "encoding": {**options_to_dict(options), "target_transform": transform},
+            "inferred": inferred,
+            "notices": evaluation.notices,
+            "decisions": evaluation.decisions,
             "hyperparameters": reg.get_params(),
             "metrics": metrics,
             "loss_history": list(reg.loss_history_),
@@ -160,7 +181,68 @@ def train(
         epochs=reg.n_iter_,
         seconds=round(time.perf_counter() - started, 3),
         warnings=notes,
+        inferred=inferred,
+        notices=evaluation.notices,
+        levels=_top_levels(candidate),
+        effects={n: float(c * sd) for n, c, sd in zip(
+            candidate.schema.design_names(), candidate.coef, candidate.x_scale, strict=True)},
     )
+
+
+ENCODING_KEYS = ("categorical", "numeric", "drop", "min_frequency", "max_levels",
+                 "target_transform")
+
+
+def encoding_options(encoding: Mapping[str, Any] | None, features: Sequence[str] | None
+                     ) -> tuple[data_module.EncodingOptions, str]:
+    """The data layer's options and the target transform, from user parameters."""
+    encoding = dict(encoding or {})
+    unknown = sorted(set(encoding) - set(ENCODING_KEYS))
+    if unknown:
+        raise ValueError(f"unknown encoding parameter {unknown[0]!r}")
+    transform = encoding.pop("target_transform", "none") or "none"
+    if transform not in ("none", "log"):
+        raise ValueError(f"target_transform must be none or log, got {transform!r}")
+    options = data_module.EncodingOptions(
+        features=tuple(features) if features is not None else None,
+        categorical=frozenset(encoding.get("categorical") or ()),
+        numeric=frozenset(encoding.get("numeric") or ()),
+        drop=frozenset(encoding.get("drop") or ()),
+        min_frequency=int(encoding.get("min_frequency", data_module.DEFAULT_MIN_FREQUENCY)),
+        max_levels=int(encoding.get("max_levels", data_module.DEFAULT_MAX_LEVELS)),
+    )
+    return options, transform
+
+
+def options_to_dict(options: data_module.EncodingOptions) -> dict[str, Any]:
+    return {"categorical": sorted(options.categorical), "numeric": sorted(options.numeric),
+            "drop": sorted(options.drop), "min_frequency": options.min_frequency,
+            "max_levels": options.max_levels}
+
+
+def summarize_schema(model: LinearModel) -> dict[str, Any]:
+    """What was inferred, in a few lines: columns by kind, levels kept and pooled, what was
+    dropped and why, what is imputed."""
+    schema = model.schema
+    by_kind: dict[str, list[str]] = {"numeric": [], "boolean": [], "categorical": []}
+    for feature in schema.features:
+        by_kind[feature.kind].append(feature.name)
+    return {
+        **by_kind,
+        "levels": {f.name: {"kept": len(f.levels), "pooled": f.pooled}
+                   for f in schema.categorical},
+        "dropped": dict(schema.dropped),
+        "imputed": {f.name: f.missing for f in schema.features if f.missing},
+    }
+
+
+def _top_levels(model: LinearModel, n: int = 5) -> dict[str, dict[str, float]]:
+    """Each categorical feature's levels with the largest effects (for the summary)."""
+    out = {}
+    for name, weights in model.level_weights().items():
+        ranked = sorted(weights.items(), key=lambda kv: -abs(kv[1]))[:n]
+        out[name] = dict(ranked)
+    return out
 
 
 def make_regressor(params: Mapping[str, Any] | None, seed: int) -> SGDRegressor:
@@ -181,6 +263,18 @@ def make_regressor(params: Mapping[str, Any] | None, seed: int) -> SGDRegressor:
 
 
 @dataclass
+class _Split:
+    """How rows are read and held out: the same for the candidate and the active model."""
+
+    target: str
+    options: data_module.EncodingOptions
+    fraction: float
+    seed: int
+    data_format: str | None
+    transform: str
+
+
+@dataclass
 class _Evaluation:
     """The fitted candidate and its numbers (and the active model's on the same holdout rows)."""
 
@@ -190,6 +284,8 @@ class _Evaluation:
     holdout: dict[str, Any]
     active_holdout: dict[str, Any] | None
     holdout_sample: dict[str, Any]
+    notices: list[str]
+    decisions: list[str]
 
 
 class _HoldoutSample:
@@ -204,10 +300,9 @@ class _HoldoutSample:
         self.actual = np.empty(0)
         self.predicted = np.empty(0)
 
-    def add(self, start_row: int, holdout: np.ndarray, y: np.ndarray, pred: np.ndarray) -> None:
-        """``holdout`` marks this chunk's holdout rows; ``y`` and ``pred`` are theirs only."""
-        rows = start_row + np.flatnonzero(holdout)
-        keys = data_module.row_hash(start_row, len(holdout), self.seed)[holdout]
+    def add(self, rows: np.ndarray, y: np.ndarray, pred: np.ndarray) -> None:
+        """``rows`` are the file row numbers of the holdout rows ``y`` and ``pred`` are for."""
+        keys = _row_keys(rows, self.seed)
         self.rows = np.concatenate([self.rows, rows])
         self.keys = np.concatenate([self.keys, keys])
         self.actual = np.concatenate([self.actual, y])
@@ -223,103 +318,107 @@ class _HoldoutSample:
                 "of_rows": holdout_rows}
 
 
-def _active_columns(active: LinearModel | None, names: Sequence[str]) -> list[int] | None:
-    """Column order that feeds the active model from the candidate's matrix, if comparable."""
-    if active is None or set(active.feature_names) != set(names):
-        return None
-    return [list(names).index(f) for f in active.feature_names]
+def _row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
+    if len(rows) == 0:
+        return np.empty(0, np.uint64)
+    lo = int(rows.min())
+    return data_module.row_hash(lo, int(rows.max()) - lo + 1, seed)[rows - lo]
 
 
-def _fit_in_memory(reg, path, target, features, fraction, seed, progress, active):
+def _comparable(active: LinearModel | None, candidate: LinearModel) -> bool:
+    """Whether the active model can be scored on the candidate's holdout rows: it reads the
+    same columns for the same target."""
+    return (active is not None and active.target == candidate.target
+            and set(active.feature_names) == set(candidate.feature_names))
+
+
+def _fit_in_memory(reg, path, split: _Split, progress, active) -> _Evaluation:
     if progress:
         progress("read", 0, 1)
-    ds = data_module.read_csv(path, target, features)
-    mask = _holdout(0, len(ds.y), fraction, seed)
-    if not mask.any() or len(ds.y) - int(mask.sum()) < 2:  # 2 rows: none held out
-        raise DataError(f"need at least 3 data rows to train and evaluate, got {len(ds.y)}")
-    keep = ~mask
-    X_train, y_train = ds.X[keep], ds.y[keep]
+    loaded = data_module.load(path, split.target, split.options, fraction=split.fraction,
+                              seed=split.seed, data_format=split.data_format,
+                              target_transform=split.transform)
+    train, hold, schema = loaded.train, loaded.holdout, loaded.schema
     if progress:
         progress("fit", 0, 1)
-    reg.fit(X_train, y_train)
+    reg.fit(train.X, train.y, codes=train.codes, n_levels=schema.n_levels or None)
     if progress:
         progress("fit", 1, 1)
-    candidate = LinearModel.from_regressor(reg, ds.feature_names, target)
-    X_hold, y_hold = ds.X[mask], ds.y[mask]
-    columns = _active_columns(active, ds.feature_names) if active is not None else None
-    predicted = candidate.predict(X_hold)
-    sample = _HoldoutSample(seed)
-    sample.add(0, mask, y_hold, predicted)
+    candidate = LinearModel.from_regressor(reg, schema, split.target, split.transform)
+    predicted = candidate.predict(hold.X, hold.codes)
+    sample = _HoldoutSample(split.seed)
+    sample.add(loaded.holdout_rows, hold.target, predicted)
+    active_holdout = None
+    if _comparable(active, candidate):
+        theirs = data_module.encode(active.schema, loaded.holdout_frame, loaded.source)
+        active_holdout = regression_metrics(hold.target, active.predict(theirs.X, theirs.codes))
     return _Evaluation(
         candidate=candidate,
-        fingerprint=ds.fingerprint,
-        train=regression_metrics(y_train, candidate.predict(X_train)),
-        holdout=regression_metrics(y_hold, predicted),
-        active_holdout=(
-            regression_metrics(y_hold, active.predict(X_hold[:, columns]))
-            if columns is not None else None
-        ),
-        holdout_sample=sample.to_dict(len(y_hold)),
+        fingerprint=loaded.fingerprint,
+        train=regression_metrics(train.target, candidate.predict(train.X, train.codes)),
+        holdout=regression_metrics(hold.target, predicted),
+        active_holdout=active_holdout,
+        holdout_sample=sample.to_dict(len(hold)),
+        notices=loaded.notices,
+        decisions=loaded.decisions,
     )
 
 
-def _fit_streamed(reg, path, target, features, fraction, seed, progress, active):
-    """Fit with bounded memory: a statistics pass, one pass per epoch, one evaluation pass.
-
-    No rows are kept: holdout metrics, the candidate's and the active model's on the same rows,
-    are running sums of the last pass.
+def _fit_streamed(reg, path, split: _Split, progress, active) -> _Evaluation:
+    """Fit with bounded memory: a schema pass, a statistics pass, one pass per epoch, one
+    evaluation pass. No rows are kept: holdout metrics, the candidate's and the active model's
+    on the same rows, are running sums of the last pass.
     """
-    reader = data_module.iter_chunks(path, target, features)
+    stream = data_module.Stream(path, split.target, split.options, fraction=split.fraction,
+                                seed=split.seed, data_format=split.data_format,
+                                target_transform=split.transform)
+    if progress:
+        progress("schema", 0, 1)
+    schema = stream.fit_schema()
     passes = {"n": 0}
 
-    def training_chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def training_chunks() -> Iterator[tuple[np.ndarray, np.ndarray, Any]]:
         if progress:
             first = passes["n"] == 0
             progress("scaler" if first else "epoch", max(passes["n"] - 1, 0), reg.max_iter)
         passes["n"] += 1
-        for chunk in reader:
-            keep = ~_holdout(chunk.start_row, len(chunk.y), fraction, seed)
+        for chunk in stream:
+            keep = ~chunk.holdout
             if keep.any():
-                yield chunk.X[keep], chunk.y[keep]
+                rows = chunk.design.rows(keep)
+                yield rows.X, rows.y, rows.codes
 
-    reg.fit_chunks(training_chunks)
-    candidate = LinearModel.from_regressor(reg, reader.feature_names, target)
-    columns = _active_columns(active, reader.feature_names) if active is not None else None
+    reg.fit_chunks(training_chunks, n_levels=schema.n_levels or None)
+    candidate = LinearModel.from_regressor(reg, schema, split.target, split.transform)
+    comparable = _comparable(active, candidate)
     train, holdout, active_holdout = RegressionSums(), RegressionSums(), RegressionSums()
-    sample = _HoldoutSample(seed)
-    for chunk in reader:
-        mask = _holdout(chunk.start_row, len(chunk.y), fraction, seed)
-        keep = ~mask
-        train.add(chunk.y[keep], candidate.predict(chunk.X[keep]))
+    sample = _HoldoutSample(split.seed)
+    for chunk in stream:
+        design, mask = chunk.design, chunk.holdout
+        kept = design.rows(~mask)
+        train.add(kept.target, candidate.predict(kept.X, kept.codes))
         if mask.any():
-            X_hold, y_hold = chunk.X[mask], chunk.y[mask]
-            predicted = candidate.predict(X_hold)
-            holdout.add(y_hold, predicted)
-            sample.add(chunk.start_row, mask, y_hold, predicted)
-            if columns is not None:
-                active_holdout.add(y_hold, active.predict(X_hold[:, columns]))
+            hold = design.rows(mask)
+            predicted = candidate.predict(hold.X, hold.codes)
+            holdout.add(hold.target, predicted)
+            sample.add(chunk.start_row + np.flatnonzero(mask), hold.target, predicted)
+            if comparable:
+                theirs = data_module.encode(active.schema, chunk.frame.filter(pl.Series(mask)),
+                                            stream.source)
+                active_holdout.add(hold.target, active.predict(theirs.X, theirs.codes))
     if holdout.n == 0:
         raise DataError("the file is too small to hold out rows for evaluation")
-    assert reader.fingerprint is not None
+    assert stream.fingerprint is not None
     return _Evaluation(
         candidate=candidate,
-        fingerprint=reader.fingerprint,
+        fingerprint=stream.fingerprint,
         train=train.metrics(),
         holdout=holdout.metrics(),
-        active_holdout=active_holdout.metrics() if columns is not None else None,
+        active_holdout=active_holdout.metrics() if comparable else None,
         holdout_sample=sample.to_dict(holdout.n),
+        notices=stream.notices,
+        decisions=stream.decisions,
     )
-
-
-def _holdout(start_row: int, n_rows: int, fraction: float, seed: int) -> np.ndarray:
-    mask = data_module.holdout_mask(start_row, n_rows, fraction, seed)
-    if start_row == 0 and n_rows >= 3 and not mask.any():
-        mask[-1] = True  # tiny files: hold out at least one row, deterministically
-    return mask
-
-
-# ---------------------------------------------------------------------------------------------
-# The gate
 
 
 def _active_for_gate(store: ModelStore, force: bool):

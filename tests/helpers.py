@@ -66,7 +66,7 @@ def hand_model(intercept: float = 50_000.0, features: tuple[str, ...] = (
     """A model made by hand: ``coef`` (default zeros) and ``intercept`` in original units."""
     d = len(features)
     coef = np.zeros(d) if coef is None else np.asarray(coef, dtype=np.float64)
-    return LinearModel(
+    return LinearModel.numeric(
         feature_names=tuple(features), target="price", coef=coef, intercept=float(intercept),
         x_mean=np.ones(d), x_scale=np.ones(d), y_mean=0.0, y_scale=1.0,
         coef_std=coef.copy(), intercept_std=0.0,

@@ -28,7 +28,7 @@ def make_model(
     x_mean = np.asarray(x_mean, dtype=float)
     x_scale = np.array([500.0, 1.0, 0.8, 10.0])
     y_mean, y_scale = 300_000.0, 80_000.0
-    return LinearModel(
+    return LinearModel.numeric(
         feature_names=FEATURES,
         target="price",
         coef=coef,
@@ -189,8 +189,6 @@ BAD_BODIES = [
      "invalid_features", "feature 'bedrooms' must be a number, got false"),
     ({"instances": [ROW, dict(ROW, sqft="1500")]},
      "invalid_features", "instances[1]: feature 'sqft' must be a number, got \"1500\""),
-    ({"instances": [dict(ROW, age_years=None)]},
-     "invalid_features", "instances[0]: feature 'age_years' must be a number, got null"),
     ({"features": dict(ROW, sqft=[1500])},
      "invalid_features", "feature 'sqft' must be a number, got [1500]"),
     ({"features": dict(ROW, sqft={"v": 1})},
@@ -359,7 +357,7 @@ def test_valid_bodies_are_not_parsed_twice(client, model, monkeypatch):
 def test_predict_with_feature_names_that_are_not_identifiers(tmp_path, store):
     names = ("sq ft", "class", "1st-floor", "Ärea", "f0")
     coef = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    add_version(store, LinearModel(
+    add_version(store, LinearModel.numeric(
         feature_names=names, target="y", coef=coef, intercept=0.5, x_mean=np.zeros(5),
         x_scale=np.ones(5), y_mean=0.0, y_scale=1.0, coef_std=coef, intercept_std=0.5,
     ))
@@ -467,9 +465,11 @@ def test_model_shows_manifest_coefficients_and_metrics(client, model, store):
     assert body["manifest"]["id"] == version
     assert body["manifest"]["sha256"] == store.get(version)["sha256"]
     assert body["schema"] == [
-        {"name": name, "kind": "numeric", "mean": pytest.approx(float(mean)),
-         "coefficient": pytest.approx(float(coef))}
-        for name, mean, coef in zip(FEATURES, model.x_mean, model.coef, strict=True)]
+        {"name": name, "kind": "numeric", "mean": pytest.approx(float(mean)), "min": None,
+         "max": None, "imputes": True, "missing": 0, "coefficient": pytest.approx(float(coef)),
+         "standardized": pytest.approx(float(std))}
+        for name, mean, coef, std in zip(FEATURES, model.x_mean, model.coef, model.coef_std,
+                                         strict=True)]
 
 
 def test_model_without_a_model_is_503(client):
@@ -742,7 +742,7 @@ def test_openapi_describes_the_served_models_features(client, model):
 
 
 def test_a_one_feature_model(tmp_path, store):
-    model = LinearModel(
+    model = LinearModel.numeric(
         feature_names=("sqft",), target="price", coef=np.array([2.0]), intercept=3.0,
         x_mean=np.array([1.0]), x_scale=np.array([1.0]), y_mean=0.0, y_scale=1.0,
         coef_std=np.array([2.0]), intercept_std=0.0,
@@ -847,6 +847,31 @@ def test_activate_with_if_match(client, model, store):
     assert bad.status_code == 400 and error_of(bad)["code"] == "invalid_precondition"
     assert client.post(f"/models/{other}/activate",
                        headers={**auth(), "If-Match": "*"}).status_code == 200
+
+
+# -- empty values, rows copied from the training file ------------------------------------------
+
+
+def test_null_is_an_empty_value_imputed_with_the_training_mean_and_counted(client, model, store):
+    r = post_json(client, "/predict", {"instances": [dict(ROW, age_years=None), ROW]})
+    assert r.status_code == 200, r.data
+    imputed = dict(ROW, age_years=float(model.x_mean[3]))
+    assert r.get_json()["predictions"] == [expected(model, imputed), expected(model, ROW)]
+    one = post_json(client, "/predict", {"features": dict(ROW, sqft=None)}).get_json()
+    assert one["prediction"] == expected(model, dict(ROW, sqft=float(model.x_mean[0])))
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'sgdserve_values_imputed_total{feature="age_years"} 1.0' in metrics
+    assert 'sgdserve_values_imputed_total{feature="sqft"} 1.0' in metrics
+
+
+def test_a_row_copied_with_its_target_predicts_and_typos_stay_errors(client, model):
+    with_target = post_json(client, "/predict", {"features": dict(ROW, price=312000)})
+    assert with_target.get_json()["prediction"] == expected(model, ROW)
+    batch = post_json(client, "/predict", {"instances": [dict(ROW, price=1), ROW]}).get_json()
+    assert batch["predictions"] == [expected(model, ROW)] * 2
+    typo = post_json(client, "/predict", {"features": dict(ROW, sqfeet=1)})
+    assert typo.status_code == 400
+    assert "unknown feature 'sqfeet'" in error_of(typo)["message"]
 
 
 # -- signed versions ---------------------------------------------------------------------------

@@ -1,11 +1,16 @@
-"""service.data: generator, CSV reader (fast and careful paths), streaming, holdout rule, rows."""
+"""service.data: reading CSV, .csv.gz, Parquet and JSON lines; kinds; encoding; streaming;
+errors that name the column and the line; the holdout rule; the synthetic generators."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import polars as pl
 import pytest
 
 from service import data
@@ -13,43 +18,414 @@ from service.data import (
     HOUSE_FEATURES,
     TRUE_COEF,
     TRUE_INTERCEPT,
+    EncodingOptions,
+    Stream,
     holdout_mask,
-    iter_chunks,
-    iter_prediction_chunks,
+    load,
     make_houses,
     make_regression,
-    read_csv,
+    open_source,
     should_stream,
-    write_csv,
     write_houses_csv,
-    write_rows_csv,
+    write_rows_jsonl,
 )
-from service.data import reader as csv_reader
+from service.data import dataset as dataset_module
+from service.data import source as source_module
+from service.engine.schema import BOOLEAN, CATEGORICAL, NUMERIC
 from service.errors import DataError
 
 SAMPLE = Path(data.__file__).parents[1] / "sample_data" / "houses.csv"
+DEFAULT = EncodingOptions()
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "data.csv") -> Path:
     path = tmp_path / name
-    if isinstance(text, str):
-        text = text.encode()
-    path.write_bytes(text)
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
     return path
 
 
-@pytest.fixture
-def houses_csv(tmp_path: Path) -> Path:
-    return write_houses_csv(tmp_path / "houses.csv", 3000, seed=7)
+def parquet(frame: pd.DataFrame, path: Path) -> Path:
+    """A Parquet file written by polars (pandas would need pyarrow)."""
+    pl.DataFrame({c: [None if pd.isna(v) else v for v in frame[c]] for c in frame.columns},
+                 strict=False).write_parquet(path)
+    return path
 
 
-@pytest.fixture
-def wide_csv(tmp_path: Path) -> Path:
-    """About 1.7 MB: several parse pieces, so the thread pool and piece seams are exercised."""
-    X, y, _, _ = make_regression(30_000, 6, seed=3)
-    columns = {f"x{j}": X[:, j] for j in range(6)}
-    columns["y"] = y
-    return write_csv(tmp_path / "wide.csv", columns, default_format="%.7g")
+def read(path: Path, target: str = "price", options: EncodingOptions = DEFAULT, **kw):
+    return load(path, target, options, fraction=0.2, seed=0, **kw)
+
+
+def kinds(loaded) -> dict[str, str]:
+    return {f.name: f.kind for f in loaded.schema.features}
+
+
+def houses_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """House data as it exists: categories with rare levels, gaps, yes/no, an id column."""
+    rng = np.random.default_rng(seed)
+    hood = rng.choice(["NAmes", "CollgCr", "OldTown", "Edwards", "Rare"], n,
+                      p=[0.4, 0.3, 0.2, 0.095, 0.005])
+    frame = pd.DataFrame({
+        "sqft": rng.uniform(600, 4000, n).round(1),
+        "lot": np.where(rng.random(n) < 0.1, np.nan, rng.uniform(1000, 20000, n).round()),
+        "hood": hood,
+        "alley": rng.choice(["Grvl", "Pave", None], n, p=[0.05, 0.05, 0.9]),
+        "air": rng.choice(["Y", "N"], n, p=[0.9, 0.1]),
+        "address": [f"{i} Elm St, Ames" for i in range(n)],
+    })
+    effect = {"NAmes": 0, "CollgCr": 25_000, "OldTown": -20_000, "Edwards": -5_000, "Rare": 0}
+    frame["price"] = (30_000 + 110 * frame.sqft + 2 * frame.lot.fillna(9000)
+                      + frame.hood.map(effect) + np.where(frame.air == "Y", 12_000, 0)
+                      + np.where(frame.alley.isna(), 4_000, 0)
+                      + rng.normal(0, 6_000, n)).round(2)
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Formats and names
+# ---------------------------------------------------------------------------------------------
+
+
+def test_csv_gz_parquet_and_json_lines_give_the_same_data(tmp_path):
+    frame = houses_frame()
+    frame.to_csv(tmp_path / "h.csv", index=False)
+    frame.to_csv(tmp_path / "h.csv.gz", index=False)
+    parquet(frame, tmp_path / "h.parquet")
+    frame.to_json(tmp_path / "h.jsonl", orient="records", lines=True)
+    whole = read(tmp_path / "h.csv")
+    for name in ("h.csv.gz", "h.parquet", "h.jsonl"):
+        other = read(tmp_path / name)
+        assert other.schema.features == whole.schema.features, name
+        assert np.array_equal(other.train.X, whole.train.X), name
+        assert np.array_equal(other.train.codes, whole.train.codes), name
+        assert np.array_equal(other.holdout.target, whole.holdout.target), name
+        assert other.fingerprint.format == {"h.parquet": "parquet", "h.jsonl": "jsonl"}.get(
+            name, "csv")
+
+
+def test_the_format_comes_from_the_extension_or_is_given(tmp_path):
+    frame = houses_frame(50)
+    parquet(frame, tmp_path / "houses.bin")
+    with pytest.raises(DataError, match=r"cannot tell the format of 'houses.bin'.*--format"):
+        open_source(tmp_path / "houses.bin")
+    assert open_source(tmp_path / "houses.bin", "parquet").columns == list(frame.columns)
+    with pytest.raises(DataError, match="format must be one of csv, parquet, jsonl"):
+        open_source(tmp_path / "houses.bin", "xlsx")
+
+
+def test_empty_and_repeated_header_names_get_pandas_names_with_a_notice(tmp_path):
+    path = write(tmp_path, ",a,b,a,,price\n1,2,x,3,4,5\n2,3,y,4,5,6\n3,5,x,6,7,9\n4,4,y,7,1,9\n")
+    source = open_source(path)
+    assert source.columns == ["Unnamed: 0", "a", "b", "a.1", "Unnamed: 4", "price"]
+    assert source.notices == [
+        "header column 1 has no name: called it 'Unnamed: 0'",
+        "column 'a' appears again (header column 4): called it 'a.1'",
+        "header column 5 has no name: called it 'Unnamed: 4'",
+    ]
+    loaded = read(path)
+    assert "a.1" in loaded.schema.names and "Unnamed: 4" in loaded.schema.names
+    assert ("Unnamed: 0", "the unnamed first column is a row index (as R's write.csv and "
+            "pandas' to_csv write it)") in loaded.schema.dropped
+
+
+def test_quoted_fields_with_commas_and_newlines_keep_their_lines(tmp_path):
+    text = ('sqft,hood,price\n1500,"North, Ames",300000\n2000,"South\nAmes",350000\n'
+            '1000,"North, Ames",200000\n1800,"South\nAmes",320000\n1200,"North, Ames",250000\n'
+            'abc,"North, Ames",1\n1700,"South\nAmes",300000\n') + "1600,x,1\n" * 40
+    with pytest.raises(DataError, match=r"^column 'sqft', line 9: 'abc' is not a number"):
+        read(write(tmp_path, text))
+    fine = read(write(tmp_path, text.replace("abc", "1100"), "fine.csv"),
+                options=EncodingOptions(min_frequency=1))
+    levels = fine.schema.features[1].levels
+    assert "North, Ames" in levels and "South\nAmes" in levels
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinds, inferred once and overridden
+# ---------------------------------------------------------------------------------------------
+
+
+def test_kinds_are_inferred_from_the_values(tmp_path):
+    frame = houses_frame()
+    frame.to_csv(tmp_path / "h.csv")  # pandas writes its row index as an unnamed column
+    loaded = read(tmp_path / "h.csv")
+    assert kinds(loaded) == {"sqft": NUMERIC, "lot": NUMERIC, "hood": CATEGORICAL,
+                             "alley": CATEGORICAL, "air": BOOLEAN}
+    dropped = dict(loaded.schema.dropped)
+    assert set(dropped) == {"Unnamed: 0", "address"}
+    assert "all different text" in dropped["address"] and "--categorical address" in \
+        dropped["address"]
+    decisions = "\n".join(loaded.decisions)
+    assert "dropped 'address'" in decisions and "'lot':" in decisions and "imputed" in decisions
+
+
+def test_numeric_gaps_are_imputed_with_the_training_mean_and_an_indicator(tmp_path):
+    frame = houses_frame()
+    frame.to_csv(tmp_path / "h.csv", index=False)
+    loaded = read(tmp_path / "h.csv")
+    lot = next(f for f in loaded.schema.features if f.name == "lot")
+    train_rows = np.flatnonzero(~holdout_mask(0, len(frame), 0.2, 0))
+    expected = frame.lot.iloc[train_rows]
+    assert lot.indicator and lot.missing == int(expected.isna().sum())
+    assert lot.mean == pytest.approx(expected.mean())  # the training rows only
+    assert (lot.minimum, lot.maximum) == (expected.min(), expected.max())
+    names = loaded.schema.design_names()
+    assert names == ["sqft", "lot", "air", "lot (missing)"]
+    X = loaded.train.X
+    gaps = X[:, 3] == 1.0
+    assert gaps.sum() == lot.missing and np.all(X[gaps, 1] == lot.mean)
+
+
+def test_levels_rare_ones_pooled_empty_is_a_level_and_na_text_is_a_level(tmp_path):
+    n = 300
+    hood = ["A"] * 150 + ["B"] * 100 + ["C"] * 45 + ["rare"] * 3 + ["NA"] * 2
+    alley = [""] * 200 + ["Pave"] * 100
+    frame = pd.DataFrame({"hood": hood, "alley": alley, "x": np.arange(n) % 7,
+                          "price": np.arange(n) * 3.0 % 11 + 1})
+    frame.to_csv(tmp_path / "c.csv", index=False)
+    options = EncodingOptions(min_frequency=3)
+    loaded = load(tmp_path / "c.csv", "price", options, fraction=0.01, seed=0)
+    hood_f, alley_f = loaded.schema.categorical
+    assert hood_f.levels[:3] == ("A", "B", "C") and "rare" in hood_f.levels
+    assert "NA" not in hood_f.levels and hood_f.pooled == 1  # 2 rows of "NA": below 3
+    assert alley_f.levels == ("", "Pave")  # the empty cell is a level
+    assert hood_f.code("NA") == hood_f.other == hood_f.code("never seen")
+    strict = load(tmp_path / "c.csv", "price", EncodingOptions(min_frequency=50), fraction=0.01,
+                  seed=0)
+    assert strict.schema.categorical[0].levels == ("A", "B")
+    capped = load(tmp_path / "c.csv", "price", EncodingOptions(max_levels=1, min_frequency=1),
+                  fraction=0.01, seed=0)
+    assert capped.schema.categorical[0].levels == ("A",)
+
+
+def test_yes_no_words_in_any_case_are_boolean(tmp_path):
+    rows = "".join(f"{w},{i % 5},{i}\n" for i, w in enumerate(["Yes", "no", "Y", "n", "TRUE",
+                                                                "false"] * 5))
+    loaded = read(write(tmp_path, "a,b,price\n" + rows))
+    air = loaded.schema.features[0]
+    assert air.kind == BOOLEAN and set(air.true_words) == {"Yes", "Y", "TRUE"}
+    assert set(np.unique(loaded.train.X[:, 0])) == {0.0, 1.0}
+
+
+def test_numbers_with_na_tokens_are_numeric_and_the_tokens_empty(tmp_path):
+    rows = "".join(f"{'NA' if i % 4 == 0 else i * 1.5},{i % 3},{i}\n" for i in range(40))
+    loaded = read(write(tmp_path, "a,b,price\n" + rows))
+    a = loaded.schema.features[0]
+    assert a.kind == NUMERIC and a.indicator and a.missing > 0
+
+
+@pytest.mark.parametrize("option, column, kind", [
+    ({"categorical": frozenset({"zip"})}, "zip", CATEGORICAL),
+    ({"numeric": frozenset({"Order"})}, "Order", NUMERIC),
+])
+def test_overrides(tmp_path, option, column, kind):
+    rows = "".join(f"{i + 1},{50010 + i % 4},{i % 9},{i * 2}\n" for i in range(60))
+    path = write(tmp_path, "Order,zip,rooms,price\n" + rows)
+    inferred = read(path)
+    assert "Order" not in inferred.schema.names  # 1..n in file order: a row index
+    assert kinds(inferred)["zip"] == NUMERIC
+    assert kinds(read(path, options=EncodingOptions(**option)))[column] == kind
+
+
+def test_drop_and_features(tmp_path):
+    frame = houses_frame(100)
+    frame.to_csv(tmp_path / "h.csv", index=False)
+    dropped = read(tmp_path / "h.csv", options=EncodingOptions(drop=frozenset({"lot", "air"})))
+    assert dropped.schema.names == ("sqft", "hood", "alley")
+    picked = read(tmp_path / "h.csv", options=EncodingOptions(features=("air", "sqft")))
+    assert picked.schema.names == ("air", "sqft")  # in the order asked for
+    with pytest.raises(DataError, match="both categorical and numeric"):
+        EncodingOptions(categorical=frozenset({"a"}), numeric=frozenset({"a"}))
+
+
+def test_row_index_rules(tmp_path):
+    n = 50
+    base = {"x": np.arange(n) % 7, "price": (np.arange(n) * 7 % 13) + 1.0}
+    cases = {
+        "zero-based": ({"idx": np.arange(n), **base}, "idx"),
+        "one-based": ({"idx": np.arange(1, n + 1), **base}, "idx"),
+        "rownames": ({"rownames": np.random.default_rng(0).permutation(n) * 3, **base},
+                     "rownames"),
+    }
+    for name, (columns, index) in cases.items():
+        path = tmp_path / f"{name}.csv"
+        pd.DataFrame(columns).to_csv(path, index=False)
+        assert index not in read(path).schema.names, name
+    shuffled = {"order": np.random.default_rng(1).permutation(n), **base}
+    pd.DataFrame(shuffled).to_csv(tmp_path / "kept.csv", index=False)
+    assert "order" in read(tmp_path / "kept.csv").schema.names  # not in file order: a feature
+
+
+def test_r_write_csv_row_names(tmp_path):
+    # R's write.csv: the first header cell is "", row names quoted, NA for missing numbers.
+    text = '"","sqft","hood","price"\n' + "".join(
+        f'"{i + 1}",{"NA" if i % 10 == 0 else 1000 + i},"{"AB"[i % 2]}",{100 + i % 17}\n'
+        for i in range(60))
+    loaded = read(write(tmp_path, text))
+    assert loaded.schema.names == ("sqft", "hood")
+    assert loaded.schema.features[0].indicator  # NA read as empty
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors name the column and the line
+# ---------------------------------------------------------------------------------------------
+
+NUMBERS = "".join(f"{i * 3 % 7},{i * 5 % 11},{i}\n" for i in range(1, 40))
+
+ERROR_CASES = [
+    # (file text, target, pattern, line)
+    ("a,b,price\n" + NUMBERS[:20] + "7,abc,3\n" + NUMBERS[20:],
+     r"^column 'b', line \d+: 'abc' is not a number$", None),
+    ("a,b,price\n" + NUMBERS + "1,2,\n", r"^target column 'price', line 41: the value is empty$",
+     41),
+    ("a,b,price\n" + NUMBERS + "1,2,x\n", r"^target column 'price', line 41: 'x' is not a number$",
+     41),
+    ("a,b,price\n" + NUMBERS + "inf,2,1\n", r"^column 'a', line 41: inf is not a finite number$",
+     41),
+    ("a,b,price\n" + NUMBERS + "1,2,nan\n", r"^target column 'price', line 41: the value is "
+     r"nan, not a finite number$", 41),
+    ("a,b,price\n1,2,3\n4,5\n7,8,9\n", r"^line 3 has 2 fields, the header has 3$", 3),
+    ("a,b,price\n" + NUMBERS + "4,5,6,7\n", r"^line 41 has 4 fields, the header has 3$", 41),
+    ("a,b,price\n1,2,3\n", r"need at least 3 data rows", None),
+    ("a,b,price\n", r"need at least 3 data rows", None),
+    ("", r"data\.csv is empty", None),
+    ("a,b\n1,2\n3,4\n", r"^target column 'price' is missing; the header has: a, b$", 1),
+    ("a,price\n2,5\n1,5\n4,5\n3,5\n", r"target column 'price' is constant", None),
+    ("price\n1\n2\n3\n", r"no feature columns are left", None),
+]
+
+
+@pytest.mark.parametrize("text, target_pattern, line", [(t, p, n) for t, p, n in ERROR_CASES],
+                         ids=range(len(ERROR_CASES)))
+@pytest.mark.parametrize("streamed", [False, True])
+def test_errors(tmp_path, text, target_pattern, line, streamed):
+    path = write(tmp_path, text)
+    with pytest.raises(DataError, match=target_pattern) as info:
+        if streamed:
+            for _ in Stream(path, "price", DEFAULT, fraction=0.2, seed=0):
+                pass
+        else:
+            read(path)
+    if line is not None:
+        assert info.value.line == line
+
+
+def test_an_error_deep_in_a_large_file_names_the_exact_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(source_module, "BLOCK_BYTES", 50_000)  # many chunks when streamed
+    X, y, _, _ = make_regression(30_000, 4, seed=3)
+    lines = ["a,b,c,d,y"] + [",".join(f"{v:.7g}" for v in (*row, t))
+                             for row, t in zip(X, y, strict=True)]
+    lines[25_677] = lines[25_677].replace(lines[25_677].split(",")[2], "12.5x", 1)
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    pattern = r"^column 'c', line 25678: '12.5x' is not a number$"
+    with pytest.raises(DataError, match=pattern):
+        read(path, "y")
+    with pytest.raises(DataError, match=pattern):
+        for _ in Stream(path, "y", DEFAULT, fraction=0.2, seed=0):
+            pass
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"data file .*nope.csv' does not exist"):
+        read(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="does not exist"):
+        should_stream(tmp_path / "nope.csv")
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole, streamed, and the serving encoder: the same numbers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_streaming_fits_the_same_schema_and_encodes_the_same_rows(tmp_path, monkeypatch):
+    frame = houses_frame(3000, seed=4)
+    frame.to_csv(tmp_path / "h.csv", index=False)
+    whole = read(tmp_path / "h.csv")
+    monkeypatch.setattr(source_module, "BLOCK_BYTES", 20_000)
+    stream = Stream(tmp_path / "h.csv", "price", DEFAULT, fraction=0.2, seed=0)
+    assert stream.fit_schema() == whole.schema
+    chunks = list(stream)
+    assert len(chunks) > 5
+    X = np.concatenate([c.design.X for c in chunks])
+    codes = np.concatenate([c.design.codes for c in chunks])
+    mask = np.concatenate([c.holdout for c in chunks])
+    order = np.concatenate([np.flatnonzero(~mask), np.flatnonzero(mask)])
+    assert np.array_equal(X[order], np.concatenate([whole.train.X, whole.holdout.X]))
+    assert np.array_equal(codes[order], np.concatenate([whole.train.codes, whole.holdout.codes]))
+    assert stream.fingerprint == whole.fingerprint
+
+
+def test_the_serving_encoder_gives_the_file_encoders_bits(tmp_path):
+    frame = houses_frame(500, seed=2)
+    frame.to_csv(tmp_path / "h.csv", index=False)
+    loaded = read(tmp_path / "h.csv")
+    schema = loaded.schema
+    held = frame.iloc[loaded.holdout_rows]
+    columns = [[None if pd.isna(v) else v for v in held[f.name].tolist()]
+               for f in schema.features]
+    encoded = schema.encode_columns(columns)
+    assert np.array_equal(np.column_stack(encoded.values), loaded.holdout.X)
+    assert np.array_equal(np.column_stack(encoded.codes), loaded.holdout.codes)
+    assert encoded.imputed == {"lot": int(held.lot.isna().sum())}
+    for i in range(20):
+        row = schema.encode_row([c[i] for c in columns])
+        assert row.values == loaded.holdout.X[i].tolist()
+        assert row.codes == loaded.holdout.codes[i].tolist()
+
+
+def test_fingerprint_hashes_the_file_bytes(tmp_path):
+    path = write_houses_csv(tmp_path / "houses.csv", 300, seed=7)
+    loaded = read(path)
+    assert loaded.fingerprint.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.fingerprint.rows == 300 and loaded.fingerprint.file == "houses.csv"
+    assert loaded.fingerprint.columns == [*HOUSE_FEATURES, "price"]
+
+
+def test_should_stream_uses_the_threshold(tmp_path, monkeypatch):
+    path = write_houses_csv(tmp_path / "houses.csv", 300, seed=7)
+    assert not should_stream(path)
+    monkeypatch.setattr(dataset_module, "STREAM_THRESHOLD_BYTES", 100)
+    assert should_stream(path)
+
+
+def test_streamed_batches_keep_memory_bounded_by_the_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(source_module, "BLOCK_BYTES", 30_000)
+    path = write_houses_csv(tmp_path / "houses.csv", 20_000, seed=7)
+    source = open_source(path)
+    sizes = [f.height for f in source.batches({c: pl.Float64 for c in source.columns})]
+    assert sum(sizes) == 20_000 and len(sizes) > 10
+    assert max(sizes) * path.stat().st_size / 20_000 < 2 * 30_000
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON rows
+# ---------------------------------------------------------------------------------------------
+
+
+def test_write_rows_jsonl_round_trip(tmp_path):
+    rows = [{"sqft": 1500, "hood": "NAmes", "air": "Y", "lot": None, "price": 200000.5},
+            {"sqft": 900, "hood": "OldTown", "air": "N", "lot": 7000, "price": 120000}]
+    path = write_rows_jsonl(rows, tmp_path / "rows.jsonl")
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows
+
+
+@pytest.mark.parametrize("rows, pattern", [
+    ([], "non-empty list"),
+    ([1], r"rows\[0\] is not an object"),
+    ([{"a": 1}, {"b": 2}], r"rows\[1\]: key 'a' is missing"),
+    ([{"a": 1}, {"a": 2, "b": 3}], r"rows\[1\]: key 'b' is not in rows\[0\]"),
+    ([{"a": [1]}], r"rows\[0\], key 'a': .* is not a number, a string, a boolean or null"),
+    ([{"a": float("inf")}], r"rows\[0\], key 'a': inf is not a finite number"),
+])
+def test_write_rows_jsonl_errors(tmp_path, rows, pattern):
+    with pytest.raises(DataError, match=pattern):
+        write_rows_jsonl(rows, tmp_path / "rows.jsonl")
+
+
+def test_gzip_is_read_as_text(tmp_path):
+    frame = houses_frame(60)
+    with gzip.open(tmp_path / "h.csv.gz", "wt") as f:
+        frame.to_csv(f, index=False)
+    assert read(tmp_path / "h.csv.gz").fingerprint.rows == 60
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,321 +498,6 @@ def test_bundled_sample_is_the_generator_output(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# read_csv: values
-# ---------------------------------------------------------------------------------------------
-
-
-def test_round_trip_generator_csv_reader(houses_csv):
-    X, y, names = make_houses(3000, seed=7)
-    ds = read_csv(houses_csv, "price")
-    assert np.array_equal(ds.X, X) and np.array_equal(ds.y, y)
-    assert ds.feature_names == names and ds.target == "price"
-    assert ds.X.dtype == np.float64 and ds.X.flags.c_contiguous and ds.y.shape == (3000,)
-
-
-def test_fingerprint_hashes_the_file_bytes(houses_csv):
-    fp = read_csv(houses_csv, "price").fingerprint
-    assert fp.sha256 == hashlib.sha256(houses_csv.read_bytes()).hexdigest()
-    assert fp.file == "houses.csv" and fp.rows == 3000
-    assert fp.to_dict() == {"file": "houses.csv", "rows": 3000,
-                            "columns": [*HOUSE_FEATURES, "price"], "sha256": fp.sha256}
-
-
-def test_chosen_features_in_the_given_order_and_other_columns_ignored(tmp_path):
-    path = write(tmp_path, "id,b,name,a,t\n1,2,x y,3,4\n5,6,\"q,r\",7,8\n9,10,,11,12\n")
-    ds = read_csv(path, "t", features=["a", "b"])
-    assert ds.feature_names == ["a", "b"]
-    assert ds.X.tolist() == [[3, 2], [7, 6], [11, 10]] and ds.y.tolist() == [4, 8, 12]
-
-
-NUMBER_TEXTS = [
-    "0", "7", "-7", "12345678", "-1234567", "3.25", "-0.5", ".5", "-.5", "5.", "0.00000001",
-    "1234567.8", "-123456.78", "99999999.99999999", "007", "1e3", "-2.5E-7", "+4.5",
-    "0.1234567890123456789", "123456789012", "1.7976931348623157e308", " 42 ", "6.02e23",
-    "90071992.54740993", "90071993.54740993", "-0", "-0.0", "-00.000", "-0e5", "-.0",
-]
-
-
-def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Equal as IEEE doubles bit for bit: -0.0 is not 0.0 here."""
-    return a.shape == b.shape and np.array_equal(
-        np.ascontiguousarray(a, np.float64).view(np.uint64),
-        np.ascontiguousarray(b, np.float64).view(np.uint64))
-
-
-@pytest.mark.parametrize("rows", [1, 3000])
-def test_every_number_form_reads_exactly_like_float(tmp_path, rows):
-    rng = np.random.default_rng(0)
-    texts = [NUMBER_TEXTS[i] for i in rng.integers(0, len(NUMBER_TEXTS), (rows * 8,))]
-    generated = [repr(float(v)) for v in rng.normal(0, 1e3, rows)]
-    lines = ["a,b,c,d,e,f,g,h,y"]
-    for r in range(rows):
-        lines.append(",".join(texts[r * 8:r * 8 + 8] + [generated[r]]))
-    lines.append("1,2,3,4,5,6,7,8,-1")  # y must not be constant when rows == 1
-    ds = read_csv(write(tmp_path, "\n".join(lines) + "\n"), "y")
-    expected = np.array([[float(t) for t in line.split(",")] for line in lines[1:]])
-    assert same_bits(ds.X, expected[:, :8]) and same_bits(ds.y, expected[:, 8])
-
-
-def test_short_decimals_are_bit_exact_on_the_fast_path(tmp_path):
-    rng = np.random.default_rng(1)
-    values = rng.normal(0, 1, 40_000) * 10.0 ** rng.integers(-3, 7, 40_000)
-    texts = [f"{v:.{int(p)}f}" for v, p in zip(values, rng.integers(0, 9, 40_000), strict=True)]
-    body = "\n".join(",".join(texts[i:i + 4]) for i in range(0, len(texts), 4))
-    ds = read_csv(write(tmp_path, "a,b,c,y\n" + body + "\n"), "y")
-    expected = np.array([float(t) for t in texts]).reshape(-1, 4)
-    assert same_bits(ds.X, expected[:, :3]) and same_bits(ds.y, expected[:, 3])
-
-
-@pytest.mark.parametrize("block_bytes", [None, 3000, 300_000])
-def test_threaded_read_of_a_larger_file_matches_the_written_values(wide_csv, monkeypatch,
-                                                                    block_bytes):
-    if block_bytes:  # blocks smaller than a line, and blocks that split the file unevenly
-        monkeypatch.setattr(csv_reader, "_BLOCK_BYTES", block_bytes)
-    ds = read_csv(wide_csv, "y")
-    lines = wide_csv.read_text().splitlines()[1:]
-    expected = np.array([[float(t) for t in line.split(",")] for line in lines])
-    assert np.array_equal(ds.X, expected[:, :6]) and np.array_equal(ds.y, expected[:, 6])
-
-
-@pytest.mark.parametrize("true_word,false_word", [
-    ("yes", "no"), ("YES", "NO"), ("Yes", "No"), ("true", "false"), ("TRUE", "False"),
-    ("y", "n"), ("Y", "N"), (" yes ", " no"), ("tRuE", "fAlSe"),
-])
-def test_yes_no_columns_become_one_and_zero(tmp_path, true_word, false_word):
-    rows = [f"{true_word if i % 3 else false_word},{i},{i * 2}" for i in range(10)]
-    ds = read_csv(write(tmp_path, "garage,sqft,price\n" + "\n".join(rows) + "\n"), "price")
-    assert ds.X[:, 0].tolist() == [0.0 if i % 3 == 0 else 1.0 for i in range(10)]
-    assert ds.X[:, 1].tolist() == list(range(10))
-
-
-def test_yes_no_column_in_a_larger_file(tmp_path):
-    words = ["yes", "No", "TRUE", "false", "y", "N"]
-    rows = [f"{i},{words[i % 6]},{i % 7}" for i in range(60_000)]
-    ds = read_csv(write(tmp_path, "a,flag,y\n" + "\n".join(rows) + "\n"), "y")
-    assert ds.X[:, 1].tolist() == [1.0 if i % 6 in (0, 2, 4) else 0.0 for i in range(60_000)]
-
-
-def test_line_endings_bom_quotes_and_blank_lines(tmp_path):
-    plain = read_csv(write(tmp_path, "a,b,y\n1,2,3\n4,5,6\n7,8,9\n", "plain.csv"), "y")
-    variants = [
-        "a,b,y\r\n1,2,3\r\n4,5,6\r\n7,8,9\r\n",
-        "a,b,y\n1,2,3\n4,5,6\n7,8,9",
-        "\ufeffa,b,y\n1,2,3\n4,5,6\n7,8,9\n",
-        '"a","b","y"\n1,2,3\n4,5,6\n7,8,9\n',
-        'a,b,y\n"1",2,3\n4,5,6\n7,8,"9"\n',
-        "a,b,y\n1,2,3\n\n4,5,6\n   \n7,8,9\n\n\n",
-        "a, b ,y\n1, 2,3\n4 ,5,6\n7,8,9 \n",
-    ]
-    for i, text in enumerate(variants):
-        ds = read_csv(write(tmp_path, text, f"v{i}.csv"), "y")
-        assert np.array_equal(ds.X, plain.X) and np.array_equal(ds.y, plain.y), text
-        assert ds.feature_names == ["a", "b"]
-
-
-# ---------------------------------------------------------------------------------------------
-# read_csv: errors name the column and the line
-# ---------------------------------------------------------------------------------------------
-
-ERROR_CASES = [
-    # (file text, target, features, message pattern, column, line)
-    ("sqft,price\n1,2\n3,4\n5,6\n7,8\n9,10\nabc,12\n", "price", None,
-     r"^column 'sqft', line 7: 'abc' is not a number$", "sqft", 7),
-    ("a,b,price\n1,2,3\n4,,6\n7,8,9\n", "price", None,
-     r"^column 'b', line 3: the value is empty$", "b", 3),
-    ("a,price\n1,2\n3,\n", "price", None, r"^column 'price', line 3: the value is empty$",
-     "price", 3),
-    ("a,price\n1,2\nnan,3\n", "price", None, r"column 'a', line 3: 'nan' is not a finite", "a", 3),
-    ("a,price\n1,2\n2,3\n-inf,4\n", "price", None, r"column 'a', line 4: '-inf' is not a finite",
-     "a", 4),
-    ("a,price\n1,2\n2,Infinity\n", "price", None,
-     r"column 'price', line 3: 'Infinity' is not a finite", "price", 3),
-    ("a,price\n1,2\n2,NaN\n", "price", None, r"column 'price', line 3: 'NaN' is not a finite",
-     "price", 3),
-    ("a,price\n1,2\n1e999,3\n", "price", None, r"column 'a', line 3: '1e999' is not a finite",
-     "a", 3),
-    ("a,price\n1,2\n1_000,3\n", "price", None, r"column 'a', line 3: '1_000' is not a number",
-     "a", 3),
-    ("a,price\n1,2\n1.2.3,3\n", "price", None, r"column 'a', line 3: '1.2.3' is not a number",
-     "a", 3),
-    ("a,price\n1,2\n--1,3\n", "price", None, r"column 'a', line 3: '--1' is not a number", "a", 3),
-    ("a,price\n1,2\n-,3\n", "price", None, r"column 'a', line 3: '-' is not a number", "a", 3),
-    ("a,price\n1,2\n.,3\n", "price", None, r"column 'a', line 3: '.' is not a number", "a", 3),
-    ("a,price\n1,2\n0x10,3\n", "price", None, r"column 'a', line 3: '0x10' is not a number",
-     "a", 3),
-    ("a,price\n1,2\nyes,3\n", "price", None,
-     r"column 'a', line 3: 'yes' is not a number \(the column's first value is a number\)",
-     "a", 3),
-    ("a,price\nyes,2\nmaybe,3\n", "price", None,
-     r"column 'a', line 3: 'maybe' is not yes/no, true/false or y/n", "a", 3),
-    ("a,price\nno,2\n1,3\n", "price", None, r"column 'a', line 3: '1' is not yes/no", "a", 3),
-    ("sqft,bedrooms\n1,2\n3,4\n", "price", None,
-     r"^target column 'price' is missing; the header has: sqft, bedrooms$", "price", 1),
-    ("sqft,price\n1,2\n3,4\n", "price", ["sqft", "rooms"],
-     r"^feature column 'rooms' is missing; the header has: sqft, price$", "rooms", 1),
-    ("sqft,price\n1,2\n3,4\n", "price", ["sqft", "price"],
-     r"^target column 'price' is also listed as a feature$", "price", None),
-    ("a,b,price\n1,2,3\n4,5,6\n", "price", ["a", "a"], r"^feature 'a' is listed twice$", "a", None),
-    ("a,a,price\n1,2,3\n4,5,6\n", "price", None,
-     r"^column 'a' appears twice in the header \(line 1\)$", "a", 1),
-    ("a,,price\n1,2,3\n4,5,6\n", "price", None, r"header column 2 has no name \(line 1\)", None, 1),
-    ("a,b,price\n1,2,3\n4,5\n7,8,9\n", "price", None, r"^line 3 has 2 fields, the header has 3$",
-     None, 3),
-    ("a,b,price\n1,2,3\n4,5,6,7\n", "price", None, r"^line 3 has 4 fields, the header has 3$",
-     None, 3),
-    ("a,b,price\n1,2,3,4\n4,5,6\n", "price", None, r"^line 2 has 4 fields, the header has 3$",
-     None, 2),
-    ("a,price\n1,2\n", "price", None, r"has 1 data row; at least 2 are needed", None, 2),
-    ("a,price\n", "price", None, r"has 0 data rows; at least 2 are needed", None, 1),
-    ("a,price\n\n\n", "price", None, r"has 0 data rows; at least 2 are needed", None, 1),
-    ("a,price\n1,5\n2,5\n3,5\n", "price", None,
-     r"^target column 'price' is constant \(every row is 5\); there is nothing to learn$",
-     "price", None),
-    ("price\n1\n2\n", "price", None, r"no feature columns besides the target 'price'", "price", 1),
-    ("", "price", None, r"data\.csv' is empty$", None, None),
-    (b"a,price\n1,2\n\xff\xfe,3\n", "price", None, r"data\.csv' is not UTF-8 text \(line 3\)",
-     None, 3),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00", "price", None,
-     r"is not UTF-8 text \(line 1\)", None, 1),
-]
-
-
-@pytest.mark.parametrize("text,target,features,pattern,column,line", ERROR_CASES)
-def test_read_csv_errors(tmp_path, text, target, features, pattern, column, line):
-    path = write(tmp_path, text)
-    with pytest.raises(DataError, match=pattern) as info:
-        read_csv(path, target, features)
-    assert info.value.column == column
-    assert info.value.line == line
-
-
-@pytest.mark.parametrize("text,target,features,pattern,column,line",
-                         [c for c in ERROR_CASES if c[5] not in (None, 1) or "empty$" in c[3]])
-def test_streaming_gives_the_same_errors(tmp_path, text, target, features, pattern, column, line):
-    path = write(tmp_path, text)
-    with pytest.raises(DataError, match=pattern) as info:
-        for _ in iter_chunks(path, target, features, chunk_rows=2):
-            pass
-    assert info.value.line == line
-
-
-def test_errors_deep_in_a_large_file_name_the_exact_line(wide_csv, tmp_path):
-    lines = wide_csv.read_text().splitlines()
-    for line_no, (bad, expect) in {
-        25_678: ("12.5x", r"column 'x3', line 25678: '12.5x' is not a number"),
-        20_001: ("", r"column 'x3', line 20001: the value is empty"),
-        30_001: ("nan", r"column 'x3', line 30001: 'nan' is not a finite number"),
-    }.items():
-        assert line_no <= len(lines)
-        changed = list(lines)
-        fields = changed[line_no - 1].split(",")
-        fields[3] = bad
-        changed[line_no - 1] = ",".join(fields)
-        path = write(tmp_path, "\n".join(changed) + "\n", "bad.csv")
-        with pytest.raises(DataError, match=expect) as info:
-            read_csv(path, "y")
-        assert (info.value.column, info.value.line) == ("x3", line_no)
-    changed = list(lines)
-    changed[12_345 - 1] += ",1"
-    path = write(tmp_path, "\n".join(changed) + "\n", "bad.csv")
-    with pytest.raises(DataError, match=r"^line 12345 has 8 fields, the header has 7$"):
-        read_csv(path, "y")
-
-
-def test_the_first_error_in_the_file_is_reported(wide_csv, tmp_path):
-    lines = wide_csv.read_text().splitlines()
-    lines[25_000] = "oops," + lines[25_000].split(",", 1)[1]
-    lines[3_000] = lines[3_000].rsplit(",", 1)[0] + ",bad"
-    path = write(tmp_path, "\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"column 'y', line 3001: 'bad' is not a number"):
-        read_csv(path, "y")
-
-
-def test_missing_file_and_directory(tmp_path):
-    with pytest.raises(DataError, match=r"does not exist") as info:
-        read_csv(tmp_path / "nope.csv", "price")
-    assert "nope.csv" in str(info.value)
-    with pytest.raises(DataError, match=r"is a directory"):
-        read_csv(tmp_path, "price")
-    with pytest.raises(DataError, match=r"does not exist"):
-        iter_chunks(tmp_path / "nope.csv", "price")
-    with pytest.raises(DataError, match=r"does not exist"):
-        should_stream(tmp_path / "nope.csv")
-
-
-def test_line_numbers_count_blank_lines(tmp_path):
-    path = write(tmp_path, "a,price\n1,2\n\n3,4\n\n5,x\n")
-    with pytest.raises(DataError, match=r"column 'price', line 6: 'x' is not a number"):
-        read_csv(path, "price")
-
-
-# ---------------------------------------------------------------------------------------------
-# Streaming
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("chunk_rows", [1, 7, 1000, 2999, 3000, 4096, 65536])
-def test_chunks_equal_the_whole_file(houses_csv, chunk_rows):
-    whole = read_csv(houses_csv, "price")
-    reader = iter_chunks(houses_csv, "price", chunk_rows=chunk_rows)
-    assert reader.feature_names == whole.feature_names and reader.target == "price"
-    assert reader.fingerprint is None
-    chunks = list(reader)
-    assert all(0 < len(c.y) <= chunk_rows and c.X.shape == (len(c.y), 4) for c in chunks)
-    assert [c.start_row for c in chunks] == list(range(0, 3000, chunk_rows))
-    assert np.array_equal(np.concatenate([c.X for c in chunks]), whole.X)
-    assert np.array_equal(np.concatenate([c.y for c in chunks]), whole.y)
-    assert reader.fingerprint == whole.fingerprint
-
-
-@pytest.mark.parametrize("block_bytes", [None, 20_000, 100_000])
-def test_chunks_of_a_larger_file_and_a_second_pass(wide_csv, monkeypatch, block_bytes):
-    if block_bytes:
-        monkeypatch.setattr(csv_reader, "_BLOCK_BYTES", block_bytes)
-    whole = read_csv(wide_csv, "y", features=["x5", "x0"])
-    reader = iter_chunks(wide_csv, "y", features=["x5", "x0"], chunk_rows=10_000)
-    for _ in range(2):  # the trainer passes once for the scaler, then once per epoch
-        chunks = list(reader)
-        assert [len(c.y) for c in chunks] == [10_000, 10_000, 10_000]
-        assert np.array_equal(np.concatenate([c.X for c in chunks]), whole.X)
-    assert reader.fingerprint == whole.fingerprint
-
-
-def test_chunks_with_blank_lines_crlf_and_no_final_newline(tmp_path):
-    text = "a,b,y\r\n1,2,3\r\n\r\n4,5,6\r\n7,8,9\r\n\r\n10,11,12"
-    whole = read_csv(write(tmp_path, text), "y")
-    chunks = list(iter_chunks(tmp_path / "data.csv", "y", chunk_rows=2))
-    assert np.array_equal(np.concatenate([c.X for c in chunks]), whole.X)
-    starts = [c.start_row for c in chunks]
-    assert starts == sorted(starts) and starts[0] == 0
-    assert sum(len(c.y) for c in chunks) == 4
-
-
-def test_streamed_error_after_good_chunks_has_the_file_line(houses_csv, tmp_path, monkeypatch):
-    monkeypatch.setattr(csv_reader, "_BLOCK_BYTES", 16 * 1024)  # errors surface block by block
-    lines = houses_csv.read_text().splitlines()
-    lines[2500] = lines[2500].replace(",", ",x", 1)
-    path = write(tmp_path, "\n".join(lines) + "\n")
-    reader = iter_chunks(path, "price", chunk_rows=1000)
-    seen = []
-    with pytest.raises(DataError, match=r"column 'bedrooms', line 2501: 'x\d' is not a number"):
-        for chunk in reader:
-            seen.append(chunk.start_row)
-    assert seen == [0, 1000]
-
-
-def test_should_stream_uses_the_threshold(houses_csv, monkeypatch):
-    assert not should_stream(houses_csv)
-    monkeypatch.setattr(csv_reader, "STREAM_THRESHOLD_BYTES", 1000)
-    assert should_stream(houses_csv)
-
-
-def test_chunk_rows_must_be_positive(houses_csv):
-    with pytest.raises(ValueError, match="chunk_rows must be >= 1, got 0"):
-        iter_chunks(houses_csv, "price", chunk_rows=0)
-
-
-# ---------------------------------------------------------------------------------------------
 # Holdout rule
 # ---------------------------------------------------------------------------------------------
 
@@ -471,112 +532,3 @@ def test_holdout_mask_edges():
         holdout_mask(-1, 10, 0.2, seed=0)
 
 
-# ---------------------------------------------------------------------------------------------
-# Batch scoring input
-# ---------------------------------------------------------------------------------------------
-
-
-def test_prediction_chunks_keep_lines_and_pick_features(tmp_path):
-    text = "id,sqft,name,price,age_years\n1,1500,a,3,10\n2,2500,\"b, c\",4,20\n\n3,900,d,5,30\n"
-    path = write(tmp_path, text)
-    chunks = list(iter_prediction_chunks(path, ["age_years", "sqft"], chunk_rows=2))
-    header = {c[0] for c in chunks}
-    assert header == {"id,sqft,name,price,age_years"}
-    lines = [line for c in chunks for line in c[1]]
-    X = np.concatenate([c[2] for c in chunks])
-    assert lines == ["1,1500,a,3,10", '2,2500,"b, c",4,20', "3,900,d,5,30"]
-    assert X.tolist() == [[10, 1500], [20, 2500], [30, 900]]
-    assert all(len(c[1]) == len(c[2]) for c in chunks)
-
-
-def test_prediction_chunks_of_the_sample_without_target(houses_csv):
-    whole = read_csv(houses_csv, "price")
-    chunks = list(iter_prediction_chunks(houses_csv, list(HOUSE_FEATURES), chunk_rows=700))
-    assert np.array_equal(np.concatenate([c[2] for c in chunks]), whole.X)
-    assert sum(len(c[1]) for c in chunks) == 3000
-    assert chunks[0][1][0] == houses_csv.read_text().splitlines()[1]
-
-
-def test_prediction_chunks_errors(tmp_path):
-    path = write(tmp_path, "sqft,price\n1,2\n3,4\n")
-    with pytest.raises(DataError, match=r"feature column 'age_years' is missing; the header has"):
-        list(iter_prediction_chunks(path, ["sqft", "age_years"]))
-    path = write(tmp_path, "sqft,price\n1,2\nbig,4\n")
-    with pytest.raises(DataError, match=r"column 'sqft', line 3: 'big' is not a number"):
-        list(iter_prediction_chunks(path, ["sqft"]))
-    # A bad value in an ignored column is not an error.
-    path = write(tmp_path, "sqft,price\n1,2\n3,oops\n")
-    assert len(list(iter_prediction_chunks(path, ["sqft"]))[0][1]) == 2
-
-
-# ---------------------------------------------------------------------------------------------
-# JSON rows
-# ---------------------------------------------------------------------------------------------
-
-
-def test_write_rows_csv_round_trip(tmp_path):
-    rows = [
-        {"sqft": 1500, "garage": True, "pool": "yes", "bathrooms": 1.5, "price": 300000.25},
-        {"sqft": 2100.0, "garage": False, "pool": "No", "bathrooms": "2", "price": 420000},
-        {"sqft": 0.1 + 0.2, "garage": True, "pool": "n", "bathrooms": 3, "price": 1e6},
-    ]
-    path = write_rows_csv(rows, tmp_path / "rows.csv")
-    assert path.read_text().splitlines()[0] == "sqft,garage,pool,bathrooms,price"
-    ds = read_csv(path, "price")
-    assert ds.X.tolist() == [[1500, 1, 1, 1.5], [2100, 0, 0, 2], [0.1 + 0.2, 1, 0, 3]]
-    assert ds.y.tolist() == [300000.25, 420000, 1e6]
-
-
-@pytest.mark.parametrize("rows,pattern,column", [
-    ([], r"rows must be a non-empty list of objects", None),
-    ([{"a": 1}, {"a": 2}, {"b": 3}], r"^rows\[2\]: key 'a' is missing$", "a"),
-    ([{"a": 1}, {"a": 2, "b": 3}], r"^rows\[1\]: key 'b' is not in rows\[0\]$", "b"),
-    ([{"a": 1}, {"a": "abc"}], r"^rows\[1\], key 'a': 'abc' is not a number, a bool or yes/no$",
-     "a"),
-    ([{"a": 1}, {"a": None}], r"rows\[1\], key 'a': None is not a number", "a"),
-    ([{"a": float("nan")}], r"rows\[0\], key 'a': nan is not a finite number", "a"),
-    ([{"a": 1}, [1]], r"rows\[1\] is not an object", None),
-    ([{"a,b": 1}], r"rows\[0\]: 'a,b' is not a usable column name", "a,b"),
-])
-def test_write_rows_csv_errors(tmp_path, rows, pattern, column):
-    with pytest.raises(DataError, match=pattern) as info:
-        write_rows_csv(rows, tmp_path / "rows.csv")
-    assert info.value.column == column
-
-
-def test_plain_numbers_never_need_the_careful_pass(houses_csv, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the careful pass ran")
-
-    monkeypatch.setattr(csv_reader, "_parse_slow", refuse)
-    monkeypatch.setattr(csv_reader, "_convert", refuse)
-    monkeypatch.setattr(csv_reader, "_parse_long", refuse)
-    monkeypatch.setattr(csv_reader, "_parse_other", refuse)
-    assert read_csv(houses_csv, "price").fingerprint.rows == 3000
-    X, y, _, _ = make_regression(30_000, 6, seed=3)
-    columns = {f"x{j}": X[:, j] for j in range(6)}
-    columns["y"] = y
-    path = write_csv(houses_csv.parent / "plain.csv", columns, default_format="%.4f")
-    assert read_csv(path, "y").fingerprint.rows == 30_000
-
-
-def test_numpy_savetxt_default_format_and_its_errors(tmp_path):
-    X, y, _, _ = make_regression(5000, 3, seed=2)
-    matrix = np.column_stack([X, y])
-    path = tmp_path / "savetxt.csv"
-    np.savetxt(path, matrix, delimiter=",", header="a,b,c,y", comments="")  # '%.18e'
-    ds = read_csv(path, "y")
-    assert np.array_equal(ds.X, X) and np.array_equal(ds.y, y)
-    lines = path.read_text().splitlines()
-    for bad, pattern in [("nan", r"'nan' is not a finite number"),
-                         ("1.5e", r"'1.5e' is not a number")]:
-        changed = list(lines)
-        changed[4321] = changed[4321].rsplit(",", 1)[0] + "," + bad
-        write(tmp_path, "\n".join(changed) + "\n", "bad.csv")
-        with pytest.raises(DataError, match=rf"column 'y', line 4322: {pattern}"):
-            read_csv(tmp_path / "bad.csv", "y")
-    changed = list(lines)
-    changed[1234] += ",7"
-    write(tmp_path, "\n".join(changed) + "\n", "bad.csv")
-    with pytest.raises(DataError, match=r"^line 1235 has 5 fields, the header has 4$"):
-        read_csv(tmp_path / "bad.csv", "y", features=["a"])

@@ -57,7 +57,7 @@ def csv_bytes(tmp_path) -> bytes:
 
 def seed_model(store: LocalStore) -> str:
     """An active, deliberately poor model, so any trained candidate is promoted."""
-    model = LinearModel(
+    model = LinearModel.numeric(
         feature_names=FEATURES, target="price", coef=np.zeros(4), intercept=1.0,
         x_mean=np.ones(4), x_scale=np.ones(4), y_mean=0.0, y_scale=1.0,
         coef_std=np.zeros(4), intercept_std=0.0,

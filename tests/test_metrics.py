@@ -90,6 +90,8 @@ def test_histogram_buckets_and_help_text(metrics: Metrics) -> None:
         "sgdserve_model_load_failures": "counter",
         "sgdserve_store_poll_failures": "counter",
         "sgdserve_retrain_jobs": "counter",
+        "sgdserve_values_imputed": "counter",
+        "sgdserve_unseen_levels": "counter",
         "sgdserve_last_promotion_timestamp_seconds": "gauge",
     }
     assert {name: f.type for name, f in families.items()} == expected

@@ -206,7 +206,7 @@ def make_store(root: Path) -> str:
     """A store with one active hand-made model; returns its version id."""
     coef = np.array([150.0, 10_000.0, 5_000.0, -500.0])
     x_scale = np.array([500.0, 1.0, 0.8, 10.0])
-    model = LinearModel(
+    model = LinearModel.numeric(
         feature_names=tuple(ROW), target="price", coef=coef, intercept=50_000.0,
         x_mean=np.array([1500.0, 3.0, 2.0, 20.0]), x_scale=x_scale, y_mean=300_000.0,
         y_scale=80_000.0, coef_std=coef * x_scale / 80_000.0, intercept_std=0.0,

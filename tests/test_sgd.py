@@ -330,7 +330,21 @@ def test_bad_data_names_the_problem(X, y, message):
         SGDRegressor().fit(X, y)
 
 
-def test_divergence_is_an_error_that_suggests_a_smaller_learning_rate():
+def test_a_step_too_large_for_the_data_is_capped_at_the_stable_one():
+    X, y, _, _ = linear_data(n=2_000, d=8)
+    reg = SGDRegressor(learning_rate="constant", eta0=50.0, random_state=0).fit(X, y)
+    assert reg.step_scale_ < 0.05 and reg.curvature_ > 1  # the stable step is near 1 / curvature
+    A = np.c_[X, np.ones(len(X))]
+    coef = np.linalg.lstsq(A, y, rcond=None)[0]
+    # A constant step keeps its noise: near the optimum, not at it (the adaptive default is).
+    assert np.mean((reg.predict(X) - y) ** 2) < 2 * np.mean((A @ coef - y) ** 2)
+
+
+def test_divergence_is_an_error_that_suggests_a_smaller_learning_rate(monkeypatch):
+    import service.engine.sgd as sgd
+
+    monkeypatch.setattr(sgd, "_STABLE", np.inf)  # without the step caps, eta0=50 diverges
+    monkeypatch.setattr(sgd, "_ROW_STABLE", np.inf)
     X, y, _, _ = linear_data(n=2_000, d=8)
     with pytest.raises(DivergenceError, match="diverged.*smaller learning rate"):
         SGDRegressor(learning_rate="constant", eta0=50.0, random_state=0).fit(X, y)

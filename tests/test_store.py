@@ -44,7 +44,7 @@ from service.engine import LinearModel
 def make_model(shift=0.0, features=("sqft", "bedrooms", "age")):
     d = len(features)
     coef = np.arange(1.0, d + 1.0) + shift
-    return LinearModel(
+    return LinearModel.numeric(
         feature_names=tuple(features),
         target="price",
         coef=coef,

@@ -234,7 +234,7 @@ def test_every_numeric_datatype_reads_as_float64(client, model, datatype):
 
 
 def test_a_one_feature_model_takes_its_name_or_a_matrix(tmp_path, store):
-    add_version(store, LinearModel(
+    add_version(store, LinearModel.numeric(
         feature_names=("sqft",), target="price", coef=np.array([2.0]), intercept=3.0,
         x_mean=np.array([1.0]), x_scale=np.array([1.0]), y_mean=0.0, y_scale=1.0,
         coef_std=np.array([2.0]), intercept_std=0.0,

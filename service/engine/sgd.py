@@ -288,13 +288,17 @@ class ScalerStats:
         self.count = 0
         self.mean = np.zeros(n_columns)
         self.m2 = np.zeros(n_columns)
+        self.minimum = np.full(n_columns, np.inf)
+        self.maximum = np.full(n_columns, -np.inf)
 
     def update(self, A: np.ndarray) -> None:
         """Merge the rows of a 2-D array (one pass over it, in cache-sized blocks)."""
         n_b = A.shape[0]
         if n_b == 0:
             return
-        mean_b, m2_b = _mean_m2(A)
+        mean_b, m2_b, low, high = _mean_m2(A)
+        self.minimum = np.minimum(self.minimum, low)
+        self.maximum = np.maximum(self.maximum, high)
         n_a = self.count
         n = n_a + n_b
         delta = mean_b - self.mean
@@ -312,8 +316,8 @@ class ScalerStats:
 _BLOCK_ROWS = 8192  # 8192 rows x 20 columns x 8 bytes = 1.3 MB: stays in L2 while it is reused
 
 
-def _mean_m2(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and sums of squared deviations in one pass over ``A``.
+def _mean_m2(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Column means, sums of squared deviations, minima and maxima in one pass over ``A``.
 
     Each cache-sized block is shifted by an estimate of the mean (from the first rows) before
     squaring, which keeps the one-pass formula accurate when a column's mean is large next to
@@ -327,24 +331,29 @@ def _mean_m2(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(invalid="ignore", over="ignore"):
             mean = col.mean()
             m2 = max(float(col @ col) - n * mean * mean, 0.0)
-            return np.array([mean + shift[0]]), np.array([m2])
+            return (np.array([mean + shift[0]]), np.array([m2]), A.min(axis=0),
+                    A.max(axis=0))
     s = np.zeros(d)
     q = np.zeros(d)
     rows = min(_BLOCK_ROWS, n)
     ones = np.ones(rows)
     buf = np.empty((rows, d))
+    low = np.full(d, np.inf)
+    high = np.full(d, -np.inf)
     for start in range(0, n, rows):
         block = A[start : start + rows]
         m = len(block)
         t = buf[:m]
         np.subtract(block, shift, out=t)
         s += ones[:m] @ t
+        np.minimum(low, t.min(axis=0), out=low)
+        np.maximum(high, t.max(axis=0), out=high)
         np.multiply(t, t, out=t)
         q += ones[:m] @ t
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite input: caller checks
         mean_shifted = s / n
         m2 = np.maximum(q - n * mean_shifted * mean_shifted, 0.0)
-        return mean_shifted + shift, m2
+        return mean_shifted + shift, m2, low + shift, high + shift
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,30 +477,40 @@ class SGDRegressor:
 
     # -- fitting ------------------------------------------------------------------------------
 
-    def fit(self, X: Any, y: Any) -> SGDRegressor:
-        """Fit from scratch (or continue, with ``warm_start``) for up to ``max_iter`` epochs."""
+    def fit(self, X: Any, y: Any, codes: Any = None, n_levels: Any = None) -> SGDRegressor:
+        """Fit from scratch (or continue, with ``warm_start``) for up to ``max_iter`` epochs.
+
+        ``codes`` (n, k) holds the level of each row in each of k categorical columns, an
+        integer in ``0 .. n_levels[c] - 1``; each level gets one weight (no dense one-hot).
+        """
         self._validate_params()
-        X, y = _check_X_y(X, y, check_finite=False)
+        X, y = _check_X_y(X, y, check_finite=False, codes=codes)
+        n_levels = _check_levels(codes, n_levels, len(y))
         if not (self.warm_start and hasattr(self, "coef_std_")):
-            self._reset(X.shape[1])
-        elif X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the model has {self.n_features_in_}")
-        self._merge_stats(X, y)
-        self._run_epochs(X, y, self.max_iter, stopping=True)
+            self._reset(X.shape[1], n_levels)
+        else:
+            self._check_shape(X, n_levels)
+        C = self._global_codes(codes)
+        self._merge_stats(X, y, C)
+        self._run_epochs(X, y, C, self.max_iter, stopping=True)
         return self
 
-    def partial_fit_scaler(self, X: Any, y: Any) -> SGDRegressor:
-        """Merge the scaler statistics of one chunk without updating the weights."""
-        X, y = _check_X_y(X, y, min_rows=1, check_finite=False)
+    def partial_fit_scaler(self, X: Any, y: Any, codes: Any = None,
+                           n_levels: Any = None) -> SGDRegressor:
+        """Merge the scaler statistics (and level counts) of one chunk without updating the
+        weights."""
+        X, y = _check_X_y(X, y, min_rows=1, check_finite=False, codes=codes)
+        n_levels = _check_levels(codes, n_levels, len(y))
         if not hasattr(self, "coef_std_"):
             self._validate_params()
-            self._reset(X.shape[1])
-        elif X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the model has {self.n_features_in_}")
-        self._merge_stats(X, y)
+            self._reset(X.shape[1], n_levels)
+        else:
+            self._check_shape(X, n_levels)
+        self._merge_stats(X, y, self._global_codes(codes))
         return self
 
-    def partial_fit(self, X: Any, y: Any) -> SGDRegressor:
+    def partial_fit(self, X: Any, y: Any, codes: Any = None,
+                    n_levels: Any = None) -> SGDRegressor:
         """One epoch over this chunk, continuing from the current weights and statistics.
 
         The scaler statistics are merged first (unless :meth:`freeze_scaler` has been called);
@@ -499,15 +518,17 @@ class SGDRegressor:
         statistics.
         """
         frozen = getattr(self, "_scaler_frozen", False)
-        X, y = _check_X_y(X, y, min_rows=1, check_finite=frozen)
+        X, y = _check_X_y(X, y, min_rows=1, check_finite=frozen, codes=codes)
+        n_levels = _check_levels(codes, n_levels, len(y))
         if not hasattr(self, "coef_std_"):
             self._validate_params()
-            self._reset(X.shape[1])
-        elif X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the model has {self.n_features_in_}")
+            self._reset(X.shape[1], n_levels)
+        else:
+            self._check_shape(X, n_levels)
+        C = self._global_codes(codes)
         if not self._scaler_frozen:
-            self._merge_stats(X, y)
-        self._run_epochs(X, y, 1, stopping=False)
+            self._merge_stats(X, y, C)
+        self._run_epochs(X, y, C, 1, stopping=False)
         return self
 
     def freeze_scaler(self) -> SGDRegressor:
@@ -517,19 +538,26 @@ class SGDRegressor:
 
     # -- prediction ---------------------------------------------------------------------------
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, codes: Any = None) -> np.ndarray:
         """Predictions in the target's original units."""
         if not hasattr(self, "coef_"):
             raise ValueError("this SGDRegressor is not fitted yet; call fit(X, y) first")
         X = _check_X(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the model has {self.n_features_in_}")
-        return X @ self.coef_ + self.intercept_
+        n_levels = _check_levels(codes, self.n_levels_ or None, X.shape[0])
+        if n_levels != self.n_levels_:
+            raise ValueError(f"codes have {len(n_levels)} categorical columns, the model has "
+                             f"{len(self.n_levels_)}")
+        y = X @ self.coef_ + self.intercept_
+        if n_levels:
+            y += self._level_flat[self._global_codes(codes)].sum(axis=1)
+        return y
 
-    def score(self, X: Any, y: Any) -> float:
+    def score(self, X: Any, y: Any, codes: Any = None) -> float:
         """Coefficient of determination R^2 of the predictions."""
         y = np.asarray(y, dtype=np.float64).ravel()
-        return r2_score(y, self.predict(X))
+        return r2_score(y, self.predict(X, codes))
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -560,10 +588,16 @@ class SGDRegressor:
         if not isinstance(self.average, (bool, int, np.integer)) or self.average < 0:
             raise ValueError(f"average must be a bool or an int >= 0, got {self.average!r}")
 
-    def _reset(self, n_features: int) -> None:
+    def _reset(self, n_features: int, n_levels: tuple[int, ...] = ()) -> None:
         self.n_features_in_ = n_features
+        self.n_levels_ = tuple(n_levels)
+        self._offsets = np.concatenate([[0], np.cumsum(n_levels)[:-1]]).astype(np.int64) \
+            if n_levels else np.zeros(0, np.int64)
+        n_weights = int(sum(n_levels))
         self._x_stats = ScalerStats(n_features)
         self._y_stats = ScalerStats(1)
+        self._level_counts = np.zeros(n_weights)  # training rows per level (for its step size)
+        self._visits = np.zeros(n_weights)  # rows seen per level, across updates
         self._scaler_frozen = False
         self._rng = np.random.default_rng(self.random_state)
         self._schedule = SCHEDULES[self.learning_rate](self.eta0, self.power_t)
@@ -571,14 +605,29 @@ class SGDRegressor:
         self._rows_seen = 0
         self._w = np.zeros(n_features)  # the SGD iterate, standardised units
         self._b = 0.0
+        self._W = np.zeros(n_weights)  # one weight per level, standardised target units
         self._avg: _Average | None = None
         self.coef_std_ = np.zeros(n_features)
         self.intercept_std_ = 0.0
+        self.level_coef_std_ = np.zeros(n_weights)
         self.n_iter_ = 0
         self.loss_history_: list[float] = []
         self.validation_history_: list[float] = []
 
-    def _merge_stats(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _check_shape(self, X: np.ndarray, n_levels: tuple[int, ...]) -> None:
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, the model has {self.n_features_in_}")
+        if n_levels != self.n_levels_:
+            raise ValueError(f"the categorical columns have levels {n_levels}, the model has "
+                             f"{self.n_levels_}")
+
+    def _global_codes(self, codes: Any) -> np.ndarray | None:
+        """Per-column codes turned into indexes of the one weight vector of all levels."""
+        if not self.n_levels_:
+            return None
+        return np.asarray(codes, dtype=np.int64) + self._offsets
+
+    def _merge_stats(self, X: np.ndarray, y: np.ndarray, C: np.ndarray | None = None) -> None:
         old = self._x_stats.count > 0 and (self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_)
         x_stats, y_stats = copy.deepcopy(self._x_stats), copy.deepcopy(self._y_stats)
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is checked below
@@ -590,6 +639,8 @@ class SGDRegressor:
             _check_X_y(X, y, min_rows=1)  # names the first bad value
             raise ValueError("X or y is too large to standardise (the sums overflow)")
         self._x_stats, self._y_stats = x_stats, y_stats
+        if C is not None:
+            self._level_counts += np.bincount(C.ravel(), minlength=len(self._W))
         self.x_mean_ = self._x_stats.mean.copy()
         self.x_scale_ = self._x_stats.scale
         self.y_mean_ = float(self._y_stats.mean[0])
@@ -597,12 +648,55 @@ class SGDRegressor:
         if old:
             # Keep the model in original units fixed: re-express its weights in the new
             # coordinates, so statistics merged chunk by chunk do not disturb what was learned.
+            ratio = old[3] / self.y_scale_
             self._w, self._b = _restandardise(self._w, self._b, old, self._stats())
+            self._W *= ratio
             if self._avg is not None:
                 self._avg.w, self._avg.b = _restandardise(
                     self._avg.w, self._avg.b, old, self._stats()
                 )
+                self._avg.W *= ratio
         self._publish()
+
+    def _set_step_bound(self, X: np.ndarray, C: np.ndarray | None) -> None:
+        """Cap the step at the data's stable one: on standardised, weakly correlated features
+        the default eta0 is far below it and nothing changes; on many correlated columns (say
+        42 categorical and 40 numeric of the Ames houses) eta0 would diverge."""
+        if getattr(self, "_step_scale", None) is not None and self.warm_start:
+            return
+        n_levels = len(self.n_levels_)
+        # The eigenvalue is at most the trace: one per standardised column and the intercept.
+        if self.eta0 * (X.shape[1] + n_levels + 1) <= _STABLE:
+            self.curvature_, self._step_scale = float(X.shape[1] + n_levels + 1), 1.0
+            self.step_scale_ = 1.0
+            return
+        n = X.shape[0]
+        rows = slice(None, None, max(1, n // _CURVATURE_ROWS))
+        sizes = np.asarray(self.n_levels_, dtype=np.int64)
+        counts = self._level_counts
+        if len(sizes):
+            column_rows = np.add.reduceat(counts, self._offsets)
+            freq = counts / np.repeat(np.maximum(column_rows, 1.0), sizes)
+        else:
+            freq = np.zeros(0)
+        curvature = _curvature(X[rows], self.x_mean_, 1.0 / self.x_scale_,
+                               None if C is None else C[rows], freq, self._offsets, sizes)
+        self.curvature_ = curvature
+        self._step_scale = min(1.0, _STABLE / (self.eta0 * curvature))
+        self.step_scale_ = self._step_scale
+
+    def _row_bound(self, X: np.ndarray, B: int) -> np.ndarray | float:
+        """What the per-batch step cap needs: when no full batch could be capped (every column
+        near its mean, the usual case) one bound from the columns' extremes; otherwise each
+        row's standardised squared length (one more pass)."""
+        stats = self._x_stats
+        with np.errstate(invalid="ignore", over="ignore"):
+            reach = np.maximum(stats.maximum - stats.mean, stats.mean - stats.minimum)
+            bound = 1.0 + float(np.sum((reach / self.x_scale_) ** 2))
+        eta = self.eta0 * getattr(self, "_step_scale", 1.0)
+        if math.isfinite(bound) and eta * bound <= B * _ROW_STABLE:
+            return bound
+        return _row_norms(X, self.x_mean_, 1.0 / self.x_scale_)
 
     def _stats(self) -> tuple[np.ndarray, np.ndarray, float, float]:
         return self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_
@@ -629,28 +723,33 @@ class SGDRegressor:
             bounds = [bounds[i] for i in self._rng.permutation(len(bounds))]
         return bounds
 
-    def _run_epochs(self, X: np.ndarray, y: np.ndarray, epochs: int, *, stopping: bool) -> None:
+    def _run_epochs(self, X: np.ndarray, y: np.ndarray, C: np.ndarray | None, epochs: int, *,
+                    stopping: bool) -> None:
         n = X.shape[0]
         B = min(self._batch_size_for(n), n)
+        self._set_step_bound(X, C)
         # The only copy made: the target, standardised (n floats, not n x d).
         ys = (y - self.y_mean_) / self.y_scale_
         holdout = self._validation_blocks(n, B) if stopping and self.early_stopping else None
         rule = _StopRule(self) if stopping else None
+        norms = self._row_bound(X, B)
         for _ in range(epochs):
-            total, rows = self._pass(X, ys, B, holdout)
+            total, rows = self._pass(X, ys, C, B, holdout, norms)
             epoch_loss = self._end_epoch(total, rows)
             if rule is None:
                 continue
             monitored = epoch_loss
             if holdout is not None:
-                monitored = self._holdout_loss(X, ys, holdout, B)
+                monitored = self._holdout_loss(X, ys, C, holdout, B)
                 self.validation_history_.append(monitored)
             if rule.stop(monitored):
                 break
         self._finish(rule)
 
-    def fit_chunks(self, chunks: Callable[[], Iterable[tuple[Any, Any]]]) -> SGDRegressor:
-        """Fit on data too large for memory, read as chunks of (X, y) by calling ``chunks()``.
+    def fit_chunks(self, chunks: Callable[[], Iterable[tuple[Any, ...]]],
+                   n_levels: Any = None) -> SGDRegressor:
+        """Fit on data too large for memory, read as chunks of (X, y) or (X, y, codes) by
+        calling ``chunks()``.
 
         ``chunks`` is called once for the scaler statistics and once per epoch; each call must
         yield the same rows. Memory stays bounded by the chunk size. The stopping rule monitors
@@ -660,27 +759,32 @@ class SGDRegressor:
         if self.early_stopping:
             raise ValueError("early_stopping is not available for a streamed fit; set it False")
         started = False
-        for X, y in chunks():
-            X, y = _check_X_y(X, y, min_rows=1, check_finite=False)
+        for chunk in chunks():
+            X, y, codes = _unpack(chunk)
+            X, y = _check_X_y(X, y, min_rows=1, check_finite=False, codes=codes)
+            levels = _check_levels(codes, n_levels, len(y))
             if not started:
-                self._reset(X.shape[1])
+                self._reset(X.shape[1], levels)
                 started = True
-            elif X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"a chunk has {X.shape[1]} features, the first had {self.n_features_in_}"
-                )
-            self._merge_stats(X, y)
+            else:
+                self._check_shape(X, levels)
+            self._merge_stats(X, y, self._global_codes(codes))
         if not started or self._x_stats.count < 2:
             raise ValueError("need at least 2 rows, got fewer from the chunks")
         self._scaler_frozen = True
         B = self._batch_size_for(self._x_stats.count)
+        for chunk in chunks():  # the bound from the first chunk's rows
+            X, _, codes = _unpack(chunk)
+            self._set_step_bound(np.asarray(X, dtype=np.float64), self._global_codes(codes))
+            break
         rule = _StopRule(self)
         for _ in range(self.max_iter):
             total, rows = 0.0, 0
-            for X, y in chunks():
-                X, y = _check_X_y(X, y, min_rows=1, check_finite=False)
+            for chunk in chunks():
+                X, y, codes = _unpack(chunk)
+                X, y = _check_X_y(X, y, min_rows=1, check_finite=False, codes=codes)
                 ys = (y - self.y_mean_) / self.y_scale_
-                t, r = self._pass(X, ys, min(B, len(X)), None)
+                t, r = self._pass(X, ys, self._global_codes(codes), min(B, len(X)), None)
                 total, rows = total + t, rows + r
             if rule.stop(self._end_epoch(total, rows)):
                 break
@@ -688,9 +792,18 @@ class SGDRegressor:
         return self
 
     def _pass(
-        self, X: np.ndarray, ys: np.ndarray, B: int, holdout: np.ndarray | None
+        self, X: np.ndarray, ys: np.ndarray, C: np.ndarray | None, B: int,
+        holdout: np.ndarray | None, norms: np.ndarray | None = None,
     ) -> tuple[float, int]:
-        """One pass of SGD updates over ``X``; returns the summed loss met and the rows used."""
+        """One pass of SGD updates over ``X``; returns the summed loss met and the rows used.
+
+        A level's weight moves by its rows' summed gradient times a per-row step: the running
+        average 1 / (rows of that level seen so far) at first, and at least the step that makes
+        every level, frequent or rare, converge at the rate of a standardised feature (the
+        schedule's step over the level's expected rows in a batch), at most 1 (one row's
+        residual). A constant step would leave rare levels far from their optimum after a few
+        epochs; frequency-scaled steps reach it (docs/benchmarks-tabular.md).
+        """
         n = X.shape[0]
         loss = LOSSES[self.loss](self.epsilon)
         penalty = PENALTIES[self.penalty](self.alpha, self.l1_ratio)
@@ -700,17 +813,41 @@ class SGDRegressor:
         avg_from = {True: 0, False: None}.get(self.average, self.average)
         w = self._w  # updated in place
         b = self._b
+        W = self._W
+        step_scale = getattr(self, "_step_scale", 1.0)
+        k = C.shape[1] if C is not None else 0
+        if k:
+            n_train = max(float(self._x_stats.count), 1.0)
+            # Expected rows of each level per row of a batch (at least one in the whole data).
+            share = np.maximum(self._level_counts, 1.0) / n_train
+            visits = self._visits
+            n_weights = len(W)
+            offsets = self._offsets
+            sizes = np.asarray(self.n_levels_)
+            column_rows = np.add.reduceat(self._level_counts, offsets)
+            freq = self._level_counts / np.repeat(np.maximum(column_rows, 1.0), sizes)
+            # A row's k levels together move its prediction by at most its residual.
+            row_cap = 1.0 / (k + 1)
         total_loss = 0.0
         rows = 0
+        if norms is None:
+            norms = self._row_bound(X, B)
+        scalar_bound = not isinstance(norms, np.ndarray)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for lo, hi in self._batches(n, B, holdout):
                 Xb = X[lo:hi]
                 m = hi - lo
                 self._t += 1
-                eta = schedule.at(self._t)
+                # No row may be overshot: a row far from the mean (a heavy tail, a rare 0/1
+                # indicator, standardised to 30 or more) would make a small batch diverge.
+                peak = norms if scalar_bound else float(norms[lo:hi].max())
+                eta = min(schedule.at(self._t) * step_scale, m * _ROW_STABLE / peak)
                 v = w * inv_scale
                 r = Xb @ v
                 r += b - float(mu @ v)
+                if k:
+                    Cb = C[lo:hi]
+                    r += W[Cb].sum(axis=1)
                 r -= ys[lo:hi]
                 total_loss += loss.total(r)
                 g = loss.dloss(r)
@@ -723,13 +860,29 @@ class SGDRegressor:
                 w -= eta * grad
                 penalty.prox(w, eta)
                 b -= eta * gsum / m
+                if k:
+                    flat = Cb.ravel()
+                    level_grad = np.bincount(flat, weights=np.repeat(g, k), minlength=n_weights)
+                    visits += np.bincount(flat, minlength=n_weights)
+                    step = np.minimum(eta / (m * share), row_cap)
+                    smooth_W = penalty.smooth_gradient(W)
+                    if smooth_W is not None:
+                        level_grad += smooth_W * (m * share)  # the penalty's share per row
+                    delta = step * level_grad
+                    # Each column's levels sum to the constant: moved freely, every categorical
+                    # column would repeat the intercept's step (k + 1 times the step along it,
+                    # unstable for many columns). Take out each column's frequency-weighted
+                    # mean move: the intercept alone moves the mean.
+                    delta -= np.repeat(np.add.reduceat(delta * freq, offsets), sizes)
+                    W -= delta
+                    penalty.prox(W, eta)
                 rows += m
                 self._rows_seen += m
                 if avg_from is not None and self._rows_seen > avg_from:
                     if self._avg is None:
-                        self._avg = _Average(w.copy(), b, 1)
+                        self._avg = _Average(w.copy(), b, W.copy(), 1)
                     else:
-                        self._avg.add(w, b)
+                        self._avg.add(w, b, W)
         self._b = float(b)
         return total_loss, rows
 
@@ -738,17 +891,20 @@ class SGDRegressor:
         penalty = PENALTIES[self.penalty](self.alpha, self.l1_ratio)
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
             epoch_loss = total_loss / max(rows, 1) + penalty.value(self._w)
+            if len(self._W):
+                epoch_loss += penalty.value(self._W)
         self.n_iter_ += 1
         self.loss_history_.append(epoch_loss)
         if not (
             math.isfinite(epoch_loss) and np.isfinite(self._w).all() and math.isfinite(self._b)
+            and np.isfinite(self._W).all()
         ):
             self._diverged(epoch_loss)
         return epoch_loss
 
     def _finish(self, rule: _StopRule | None) -> None:
         if rule is not None and rule.best_state is not None:
-            self._w, self._b, self._avg = rule.best_state  # the best validation epoch
+            self._w, self._b, self._W, self._avg = rule.best_state  # the best validation epoch
         self._publish()
         if rule is not None and self.tol is not None and not rule.converged:
             warnings.warn(
@@ -771,14 +927,19 @@ class SGDRegressor:
         mask[self._rng.choice(n_blocks, n_val, replace=False)] = True
         return mask
 
-    def _holdout_loss(self, X, ys, holdout, B) -> float:
+    def _holdout_loss(self, X, ys, C, holdout, B) -> float:
         loss = LOSSES[self.loss](self.epsilon)
-        w, b = (self._avg.w, self._avg.b) if self._avg is not None else (self._w, self._b)
+        if self._avg is not None:
+            w, b, W = self._avg.w, self._avg.b, self._avg.W
+        else:
+            w, b, W = self._w, self._b, self._W
         v = w / self.x_scale_
         c = b - float(self.x_mean_ @ v)
         total, count = 0.0, 0
         for s in np.flatnonzero(holdout) * B:
             r = X[s : s + B] @ v + c - ys[s : s + B]
+            if C is not None:
+                r += W[C[s : s + B]].sum(axis=1)
             total += float(loss.value(r).sum())
             count += len(r)
         return total / count
@@ -790,18 +951,34 @@ class SGDRegressor:
         )
 
     def _publish(self) -> None:
-        """Set the learned attributes: averaged weights when averaging, in both unit systems."""
+        """Set the learned attributes: averaged weights when averaging, in both unit systems.
+
+        Each categorical column's level weights are centred on their mean over the training
+        rows (the difference goes into the intercept), so a level's weight reads as its effect
+        against the average level; predictions are unchanged.
+        """
         if self._avg is not None:
-            self.coef_std_, self.intercept_std_ = self._avg.w.copy(), float(self._avg.b)
+            w, b, W = self._avg.w, self._avg.b, self._avg.W
         else:
-            self.coef_std_, self.intercept_std_ = self._w.copy(), float(self._b)
+            w, b, W = self._w, self._b, self._W
+        self.coef_std_, self.intercept_std_ = w.copy(), float(b)
+        self.level_coef_std_ = W.copy()
         if self._x_stats.count == 0:
             return
         coef = self.coef_std_ * (self.y_scale_ / self.x_scale_)
         self.coef_ = coef
-        self.intercept_ = float(
-            self.y_mean_ + self.y_scale_ * self.intercept_std_ - coef @ self.x_mean_
-        )
+        intercept = self.y_mean_ + self.y_scale_ * self.intercept_std_ - float(coef @ self.x_mean_)
+        levels = []
+        for c, size in enumerate(self.n_levels_):
+            lo = int(self._offsets[c])
+            weights = self.y_scale_ * W[lo : lo + size]
+            counts = self._level_counts[lo : lo + size]
+            centre = float(weights @ counts / counts.sum()) if counts.sum() > 0 else 0.0
+            levels.append(weights - centre)
+            intercept += centre
+        self.level_coef_ = levels
+        self._level_flat = np.concatenate(levels) if levels else np.zeros(0)
+        self.intercept_ = float(intercept)
 
 
 class _StopRule:
@@ -831,7 +1008,8 @@ class _StopRule:
         if monitored < self.best:
             self.best = monitored
             if reg.early_stopping:
-                self.best_state = (reg._w.copy(), reg._b, reg._avg and reg._avg.copy())
+                self.best_state = (reg._w.copy(), reg._b, reg._W.copy(),
+                                   reg._avg and reg._avg.copy())
         if self.no_improvement < reg.n_iter_no_change:
             return False
         self.no_improvement = 0
@@ -847,16 +1025,18 @@ class _StopRule:
 class _Average:
     """Running mean of the iterates (Polyak-Ruppert averaging)."""
 
-    def __init__(self, w: np.ndarray, b: float, count: int):
-        self.w, self.b, self.count = w, float(b), count
+    def __init__(self, w: np.ndarray, b: float, W: np.ndarray, count: int):
+        self.w, self.b, self.W, self.count = w, float(b), W, count
 
-    def add(self, w: np.ndarray, b: float) -> None:
+    def add(self, w: np.ndarray, b: float, W: np.ndarray) -> None:
         self.count += 1
         self.w += (w - self.w) / self.count
         self.b += (b - self.b) / self.count
+        if len(W):
+            self.W += (W - self.W) / self.count
 
     def copy(self) -> _Average:
-        return _Average(self.w.copy(), self.b, self.count)
+        return _Average(self.w.copy(), self.b, self.W.copy(), self.count)
 
 
 def _restandardise(w, b, old, new):
@@ -866,6 +1046,85 @@ def _restandardise(w, b, old, new):
     coef = w * sy0 / s0  # original units
     intercept = my0 + sy0 * b - coef @ mu0
     return coef * s1 / sy1, float((intercept + coef @ mu1 - my1) / sy1)
+
+
+def _unpack(chunk: tuple[Any, ...]) -> tuple[Any, Any, Any]:
+    """(X, y) or (X, y, codes) from a chunk."""
+    if len(chunk) == 2:
+        return chunk[0], chunk[1], None
+    return chunk[0], chunk[1], chunk[2]
+
+
+def _check_levels(codes: Any, n_levels: Any, n_rows: int) -> tuple[int, ...]:
+    """The level counts of the categorical columns, after checking ``codes`` against them."""
+    if codes is None:
+        if n_levels:
+            raise ValueError("n_levels is given but codes is not")
+        return ()
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[0] != n_rows:
+        raise ValueError(f"codes must have shape ({n_rows}, k), got {codes.shape}")
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"codes must be integers, got {codes.dtype}")
+    if n_levels is None:
+        raise ValueError("codes need n_levels: the number of levels of each column")
+    n_levels = tuple(int(k) for k in n_levels)
+    if len(n_levels) != codes.shape[1] or min(n_levels, default=1) < 1:
+        raise ValueError(f"n_levels must give one count >= 1 per codes column, got {n_levels}")
+    if codes.size:
+        low, high = codes.min(axis=0), codes.max(axis=0)
+        for c, size in enumerate(n_levels):
+            if low[c] < 0 or high[c] >= size:
+                raise ValueError(f"codes column {c} must be in 0..{size - 1}, got "
+                                 f"{low[c] if low[c] < 0 else high[c]}")
+    return n_levels
+
+
+_CURVATURE_ROWS = 10_000  # rows the step-size bound is estimated on
+_STABLE = 1.0  # the step is kept below this over the curvature (2 would be the edge)
+_ROW_STABLE = 1.0  # a batch's step moves none of its rows by more than its residual
+_CURVATURE_ITERATIONS = 12  # the bound needs the eigenvalue within a factor of 2, not digits
+
+
+def _row_norms(X: np.ndarray, mu: np.ndarray, inv_scale: np.ndarray) -> np.ndarray:
+    """Each row's squared length once standardised, plus 1 for the intercept."""
+    out = np.ones(X.shape[0])
+    for lo in range(0, X.shape[0], _BLOCK_ROWS):
+        t = (X[lo : lo + _BLOCK_ROWS] - mu) * inv_scale
+        out[lo : lo + _BLOCK_ROWS] += np.einsum("ij,ij->i", t, t)
+    return out
+
+
+def _curvature(X: np.ndarray, mu: np.ndarray, inv_scale: np.ndarray, C: np.ndarray | None,
+               freq: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> float:
+    """The largest eigenvalue of the preconditioned least-squares Hessian, by power iteration
+    on ``X`` (standardised on the fly) and level codes ``C`` (each level scaled by its
+    frequency, each column's constant direction taken out, as the updates do), with the
+    intercept. Plain gradient descent on it is stable for steps below 2 / eigenvalue."""
+    n, d = X.shape
+    k = 0 if C is None else C.shape[1]
+    n_weights = len(freq)
+    root = np.sqrt(np.maximum(freq, 1e-300))  # unit-variance scaling of a level's column
+    rng = np.random.default_rng(0)
+    v_num, v_lev, v_b = rng.standard_normal(d), rng.standard_normal(n_weights), 1.0
+    value = 1.0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(_CURVATURE_ITERATIONS):
+            if k:
+                v_lev -= np.repeat(np.add.reduceat(v_lev * root, offsets), sizes) * root
+            norm = math.sqrt(float(v_num @ v_num + v_lev @ v_lev + v_b * v_b)) or 1.0
+            v_num, v_lev, v_b = v_num / norm, v_lev / norm, v_b / norm
+            vs = v_num * inv_scale
+            u = X @ vs - float(mu @ vs) + v_b
+            if k:
+                u += (v_lev / root)[C].sum(axis=1)
+            g_num = (u @ X - mu * float(u.sum())) * inv_scale / n
+            g_b = float(u.sum()) / n
+            g_lev = (np.bincount(C.ravel(), weights=np.repeat(u, k), minlength=n_weights)
+                     / root / n) if k else v_lev
+            value = float(v_num @ g_num + v_lev @ g_lev + v_b * g_b)
+            v_num, v_lev, v_b = g_num, g_lev, g_b
+    return value if math.isfinite(value) and value > 0 else 1.0
 
 
 _PARAM_NAMES = tuple(inspect.signature(SGDRegressor.__init__).parameters)[1:]
@@ -886,7 +1145,7 @@ def _check_X(X: Any, check_finite: bool = True) -> np.ndarray:
 
 
 def _check_X_y(
-    X: Any, y: Any, min_rows: int = 2, check_finite: bool = True
+    X: Any, y: Any, min_rows: int = 2, check_finite: bool = True, codes: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     X = _check_X(X, check_finite)
     y = np.asarray(y, dtype=np.float64)
@@ -898,7 +1157,7 @@ def _check_X_y(
         raise ValueError(f"X and y have different lengths: {X.shape[0]} and {y.shape[0]}")
     if X.shape[0] < min_rows:
         raise ValueError(f"need at least {min_rows} rows, got {X.shape[0]}")
-    if X.shape[1] == 0:
+    if X.shape[1] == 0 and codes is None:
         raise ValueError("X has no feature columns")
     if check_finite and not np.isfinite(y).all():
         row = int(np.argwhere(~np.isfinite(y))[0][0])

@@ -242,6 +242,19 @@ class Metrics:
             "next poll while the old model keeps serving.",
             registry=registry,
         )
+        self._imputed = Counter(
+            "sgdserve_values_imputed_total",
+            "Empty feature values in predictions, filled in with the training mean, by feature.",
+            ["feature"],
+            registry=registry,
+        )
+        self._unseen = Counter(
+            "sgdserve_unseen_levels_total",
+            "Categorical values never seen in training (predicted as the 'other' level), by "
+            "feature.",
+            ["feature"],
+            registry=registry,
+        )
         self._retrain_jobs = Counter(
             "sgdserve_retrain_jobs_total",
             "Finished retrain jobs, by outcome (promoted, rejected, failed).",
@@ -289,6 +302,13 @@ class Metrics:
     def rows_predicted(self, n: int) -> None:
         """Count ``n`` scored rows."""
         self._rows.inc(n)
+
+    def encoded(self, imputed: dict[str, int], unseen: dict[str, int]) -> None:
+        """Count imputed values and unseen levels by feature (names from the model, bounded)."""
+        for feature, n in imputed.items():
+            self._imputed.labels(feature).inc(n)
+        for feature, n in unseen.items():
+            self._unseen.labels(feature).inc(n)
 
     def model_loaded(self, version: str) -> None:
         """Mark ``version`` as the one this process serves."""

@@ -8,7 +8,6 @@ the store's lock (service/retrain.py).
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Mapping
@@ -30,7 +29,6 @@ from .state import ServiceState, state
 bp = Blueprint("retrain", __name__)
 
 _COPY_CHUNK = 1 << 20
-_HEADER_LIMIT = 1 << 16
 MAX_WAIT_SECONDS = 60.0
 
 
@@ -59,12 +57,14 @@ def retrain() -> Response:
     held: HeldLock | None = None
     try:
         data_path = directory / jobs.DATA_FILE
+        uploaded_as = None
         if kind == "multipart":
-            spec = _receive_multipart(directory, data_path, query)
+            spec, uploaded_as = _receive_multipart(directory, data_path, query)
         elif kind == "csv":
             _receive_stream(data_path)
         else:
             _write_rows(rows, data_path)
+        spec.format = spec.format or _format_of(kind, uploaded_as)
         spec.target = _check_columns(st, data_path, spec)
         spec.tolerance = settings.promote_tolerance
         held = jobs.acquire_lock(store, job_id)  # 409 if another run took it meanwhile
@@ -197,7 +197,7 @@ def _merge(query: Mapping[str, str], values: Mapping[str, Any], *, typed: bool) 
 
 def _receive_multipart(
     directory: Path, data_path: Path, query: Mapping[str, str]
-) -> TrainingSpec:
+) -> tuple[TrainingSpec, str | None]:
     request.upload_dir = str(directory)  # file parts are written straight into the job dir
     files = request.files
     form = request.form.to_dict()
@@ -214,10 +214,11 @@ def _receive_multipart(
                 parameter="file",
             )
         raise APIError(
-            "multipart upload has no field 'file' with the CSV data",
+            "multipart upload has no field 'file' with the data",
             code="invalid_parameter",
             parameter="file",
         )
+    filename = upload.filename
     stream = upload.stream
     name = getattr(stream, "name", None)
     if isinstance(name, str) and Path(name).parent == directory:
@@ -226,7 +227,7 @@ def _receive_multipart(
     else:  # a stream some other factory made: copy it in chunks
         upload.save(data_path, _COPY_CHUNK)
         upload.close()
-    return _merge(query, form, typed=False)
+    return _merge(query, form, typed=False), filename
 
 
 def _unlink(stream: Any) -> None:
@@ -249,27 +250,39 @@ def _receive_stream(data_path: Path) -> None:
 
 
 def _write_rows(rows: Any, data_path: Path) -> None:
-    from ..data import write_rows_csv
+    from ..data import write_rows_jsonl
 
     try:
-        write_rows_csv(rows, data_path)
+        write_rows_jsonl(rows, data_path)
     except DataError as exc:
         raise APIError(str(exc), code="invalid_data") from None
 
 
+def _format_of(kind: str, filename: str | None) -> str:
+    """The data's format: JSON rows are written as JSON lines, a text/csv body is CSV, and an
+    upload is what its file name says (CSV when it says nothing we know)."""
+    from ..data import detect_format
+
+    if kind == "json":
+        return "jsonl"
+    if kind == "multipart" and filename:
+        try:
+            return detect_format(filename)
+        except DataError:
+            return "csv"
+    return "csv"
+
+
 def _check_columns(st: ServiceState, data_path: Path, spec: TrainingSpec) -> str:
     """Refuse data without the target or a requested feature now, not in the job."""
-    with open(data_path, "rb") as f:
-        head = f.read(_HEADER_LIMIT)
-    if not head.strip():
+    from ..data import open_source
+
+    if data_path.stat().st_size == 0:
         raise APIError("the uploaded data is empty", code="invalid_data")
-    first = head.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").rstrip("\r")
     try:
-        columns = [c.strip() for c in next(csv.reader([first]), [])]
-    except csv.Error as exc:  # e.g. a bare carriage return inside the header
-        raise APIError(
-            f"the first line of the data is not a CSV header: {exc}", code="invalid_data"
-        ) from None
+        columns = open_source(data_path, spec.format).columns
+    except DataError as exc:
+        raise APIError(f"the uploaded data cannot be read: {exc}", code="invalid_data") from None
     target = spec.target
     if target is None:
         version, model = st.holder.get()
@@ -286,13 +299,16 @@ def _check_columns(st: ServiceState, data_path: Path, spec: TrainingSpec) -> str
             code="invalid_parameter",
             parameter="target",
         )
-    for name in spec.features or ():
-        if name not in columns:
-            raise APIError(
-                f"feature {name!r} is not a column of the data (columns: {_columns(columns)})",
-                code="invalid_parameter",
-                parameter="features",
-            )
+    for option in ("features", "categorical", "numeric", "drop"):
+        names = spec.features if option == "features" else spec.encoding.get(option)
+        for name in names or ():
+            if name not in columns:
+                raise APIError(
+                    f"{'feature' if option == 'features' else option} {name!r} is not a column "
+                    f"of the data (columns: {_columns(columns)})",
+                    code="invalid_parameter",
+                    parameter=option,
+                )
     return target
 
 

@@ -162,3 +162,83 @@ class RowDecoder:
 def decoder_for(names: tuple[str, ...]) -> RowDecoder:
     """The decoder for a feature list, made once (a process serves one model at a time)."""
     return RowDecoder(names)
+
+
+class MixedDecoder:
+    """Decoder of prediction bodies for a model with text, boolean or imputed features.
+
+    Each feature's field has the JSON types its kind takes (a number or null; a string or
+    null; a bool, a number, a yes/no word or null), the target and the columns the model
+    dropped at training are accepted and ignored (a row copied from the training file works as
+    it is), and any other key is refused, so a typo stays visible. Columns come out as lists of
+    Python values, one per feature, for ``LinearModel.encode``.
+    """
+
+    def __init__(self, kinds: tuple[tuple[str, str], ...], ignored: tuple[str, ...]) -> None:
+        self.names = tuple(name for name, _ in kinds)
+        fields: list[tuple[Any, ...]] = [
+            (f"f{j}", _FIELD_TYPES[kind]) for j, (_, kind) in enumerate(kinds)]
+        fields += [(f"i{j}", Any, None) for j in range(len(ignored))]
+        rename = {f"f{j}": name for j, name in enumerate(self.names)}
+        rename.update({f"i{j}": name for j, name in enumerate(ignored)})
+        self._row = msgspec.defstruct("MixedRow", fields, rename=rename,
+                                      forbid_unknown_fields=True)
+        body = msgspec.defstruct(
+            "MixedBody",
+            [("features", self._row | msgspec.UnsetType, msgspec.UNSET),
+             ("instances", list[self._row] | msgspec.UnsetType, msgspec.UNSET)],  # type: ignore[name-defined]
+            forbid_unknown_fields=True,
+        )
+        self._json = msgspec.json.Decoder(body)
+        self._d = len(self.names)
+
+    def decode(self, data: bytes, limit: int) -> Decoded | None:
+        """One row as a list of values, a batch as one list per feature, or None."""
+        try:
+            body = self._json.decode(data)
+        except msgspec.MsgspecError:
+            return None
+        features, rows = body.features, body.instances
+        d = self._d
+        if rows is msgspec.UNSET:
+            if features is msgspec.UNSET:
+                return None
+            return Decoded(True, list(msgspec.structs.astuple(features)[:d]), body)
+        if features is not msgspec.UNSET or not rows or len(rows) > limit:
+            return None
+        columns = list(zip(*map(msgspec.structs.astuple, rows), strict=True))[:d]
+        return Decoded(False, columns, body)
+
+
+_FIELD_TYPES: dict[str, Any] = {
+    "numeric": float | None,
+    "boolean": bool | float | str | None,
+    "categorical": str | None,
+}
+
+
+@functools.lru_cache(maxsize=32)
+def _mixed_decoder(kinds: tuple[tuple[str, str], ...], ignored: tuple[str, ...]) -> MixedDecoder:
+    return MixedDecoder(kinds, ignored)
+
+
+def decoder_for_model(model: Any) -> RowDecoder | MixedDecoder:
+    """The decoder for the model a worker serves: the all-float one when nothing needs
+    encoding, else one typed per feature kind."""
+    if model.plain:
+        return decoder_for(model.feature_names)
+    return mixed_decoder_for(model)
+
+
+def ignored_columns(model: Any) -> tuple[str, ...]:
+    """Keys a row may carry that the model does not use: its target and the columns it dropped
+    when it was trained."""
+    return (model.target, *(name for name, _ in model.schema.dropped))
+
+
+def mixed_decoder_for(model: Any) -> MixedDecoder:
+    """The typed-per-kind decoder even for a model that needs no encoding (rows that carry
+    the target, or null for an empty value)."""
+    kinds = tuple((f.name, f.kind) for f in model.schema.features)
+    ignored = tuple(name for name in ignored_columns(model) if name not in model.feature_names)
+    return _mixed_decoder(kinds, ignored)

