@@ -161,6 +161,22 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
                           "schema": model.describe_features(), "intercept": model.intercept},
                          indent=2))
         return 0
+    if args.action == "sign":
+        if args.version:
+            raise CLIError("models sign takes no version: it signs every version in the store")
+        if store.signer is None:
+            raise CLIError("set SGDSERVE_SIGNING_KEY to the key to sign the store with")
+        with store.lock(wait=args.wait, owner="sgdserve models sign"):
+            outcomes = store.sign_versions()
+        refused = [v for v, outcome in outcomes if outcome.startswith("refused")]
+        for version, outcome in outcomes:
+            print(f"{version}  {outcome}")
+        print(f"{len(outcomes) - len(refused)} of {len(outcomes)} versions signed by key "
+              f"{store.signer.key_id}", file=sys.stderr)
+        if refused:
+            raise CLIError(f"{len(refused)} version(s) refused (not signed): "
+                           f"{', '.join(refused)}")
+        return 0
     # activate
     if not args.version:
         raise CLIError("models activate needs a version id (see sgdserve models list)")
@@ -390,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=_Parser)
 
     def store_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model-dir", help="model store directory "
+        p.add_argument("--model-dir", help="model store: a directory or s3://bucket/prefix "
                        "(default: $SGDSERVE_MODEL_DIR or ./models)")
         p.add_argument("--name", help="model name (default: $SGDSERVE_MODEL_NAME or house-price)")
 
@@ -438,14 +454,18 @@ def build_parser() -> argparse.ArgumentParser:
     store_options(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("models", help="list, show or activate model versions",
+    p = sub.add_parser("models", help="list, show, activate or sign model versions",
                        description="list: every version (* = active); show [ID]: a manifest "
-                       "(default: the active one); activate ID: make ID active (rollback).")
-    p.add_argument("action", choices=["list", "show", "activate"])
+                       "(default: the active one); activate ID: make ID active (rollback), "
+                       "after verifying it (its signature too, with SGDSERVE_SIGNING_KEY); "
+                       "sign: sign every version not yet signed by SGDSERVE_SIGNING_KEY, in "
+                       "place, after checking its sha256 (a store made before signing).")
+    p.add_argument("action", choices=["list", "show", "activate", "sign"])
     p.add_argument("version", nargs="?", help="version id (show, activate)")
     p.add_argument("--json", action="store_true", help="list as JSON")
     p.add_argument("--wait", type=_seconds, default=False, metavar="SECONDS",
-                   help="activate: wait up to SECONDS for a running training (default: fail)")
+                   help="activate, sign: wait up to SECONDS for a running training "
+                   "(default: fail)")
     p.add_argument("--if-current", metavar="VERSION",
                    help="activate: only if VERSION is still the active one (else exit 2, naming "
                    "the version active now)")
@@ -502,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      ("port", "port"), ("workers", "workers")):
         value = getattr(args, opt, None)
         if value is not None:
-            overrides[key] = Path(value) if key == "model_dir" else value
+            overrides[key] = value  # Settings keeps an s3:// URL as it is, a path as a Path
     try:
         settings = Settings.from_env(**overrides)
         return args.func(args, settings)

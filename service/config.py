@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 class Settings:
     """Configuration of sgdserve; field ``foo_bar`` is read from ``SGDSERVE_FOO_BAR``."""
 
-    model_dir: Path = Path("models")
+    model_dir: Path | str = Path("models")  # a directory, or an s3://bucket/prefix URL (a str)
     model_name: str = "house-price"
     reload_interval: float = 1.0
     api_token: str | None = field(default=None, repr=False)
@@ -36,6 +37,13 @@ class Settings:
     log_level: str = "info"
     metrics_dir: Path | None = None
     malloc_mmap_threshold: int = 4 * 1024 * 1024  # 0: leave glibc's malloc as it is
+    # HMAC-SHA256 key every new version is signed with; unsigned or tampered versions are then
+    # refused by every reader. The old keys are still accepted when verifying (key rotation).
+    signing_key: str | None = field(default=None, repr=False)
+    signing_old_keys: str | None = field(default=None, repr=False)  # comma-separated
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_dir", store_location(self.model_dir))
 
     @classmethod
     def from_env(
@@ -73,15 +81,37 @@ class Settings:
                 raise ValueError(
                     f"SGDSERVE_{name.upper()} is out of range, got {getattr(self, name)!r}"
                 )
+        for key in (self.signing_key, *self.old_keys()):
+            if key is not None and len(key) < MIN_KEY_LENGTH:
+                raise ValueError(
+                    f"SGDSERVE_SIGNING_KEY and SGDSERVE_SIGNING_OLD_KEYS must be at least "
+                    f"{MIN_KEY_LENGTH} characters each (e.g. `python3 -c 'import secrets; "
+                    f"print(secrets.token_urlsafe(32))'`), got one of {len(key)}"
+                )
+        if self.old_keys() and not self.signing_key:
+            raise ValueError("SGDSERVE_SIGNING_OLD_KEYS is set but SGDSERVE_SIGNING_KEY is not: "
+                             "old keys are only accepted beside a current one")
         if self.worker_class not in ("sync", "gthread"):
             raise ValueError(
                 f"SGDSERVE_WORKER_CLASS must be 'sync' or 'gthread', got {self.worker_class!r}"
             )
 
     @property
+    def is_object_store(self) -> bool:
+        """Whether the model store is on S3-compatible object storage (an s3:// URL)."""
+        return isinstance(self.model_dir, str)
+
+    @property
     def store_path(self) -> Path:
-        """Directory of the configured model inside the model dir."""
+        """Directory of the configured model inside the model dir (a local store only)."""
+        if isinstance(self.model_dir, str):
+            raise ValueError(f"the model store is {self.model_dir}, not a directory")
         return Path(self.model_dir) / self.model_name
+
+    def old_keys(self) -> tuple[str, ...]:
+        """The signing keys still accepted when verifying, in the order given."""
+        raw = self.signing_old_keys or ""
+        return tuple(k.strip() for k in raw.split(",") if k.strip())
 
     def with_overrides(self, **overrides: Any) -> Settings:
         new = dataclasses.replace(self, **overrides)
@@ -89,8 +119,40 @@ class Settings:
         return new
 
 
+MIN_KEY_LENGTH = 16
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# Bucket names as S3 allows them (3-63 characters: lower case, digits, '.', '-').
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def store_location(value: str | os.PathLike[str]) -> Path | str:
+    """A model dir as the store takes it: a Path, or an ``s3://bucket/prefix`` URL kept as a str
+    (``Path("s3://b/p")`` would fold the double slash and lose the scheme)."""
+    if not isinstance(value, str):
+        return Path(value)
+    match = _SCHEME_RE.match(value)
+    if match is None:
+        return Path(value)
+    if match.group(1) != "s3":
+        raise ValueError(
+            f"SGDSERVE_MODEL_DIR must be a directory or an s3://bucket/prefix URL, got {value!r}"
+        )
+    bucket, _, prefix = value[len("s3://"):].partition("/")
+    if not _BUCKET_RE.fullmatch(bucket):
+        raise ValueError(
+            f"SGDSERVE_MODEL_DIR {value!r}: {bucket!r} is not an S3 bucket name "
+            "(3-63 characters: lower-case letters, digits, '.' and '-')"
+        )
+    prefix = prefix.strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise ValueError(f"SGDSERVE_MODEL_DIR {value!r}: the prefix has an empty, '.' or '..' part")
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
 def _convert(name: str, annotation: Any, raw: str) -> Any:
     kind = str(annotation)
+    if name == "model_dir":
+        return store_location(raw)  # its own messages
     try:
         if "Path" in kind:
             return Path(raw)

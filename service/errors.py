@@ -7,9 +7,12 @@
     │   ├── VersionNotFoundError        no such version
     │   ├── NoActiveModelError          nothing has been promoted yet
     │   ├── IntegrityError              an artifact is missing, truncated or tampered with
-    │   │   └── CurrentDamagedError     CURRENT holds something that is not a version id
+    │   │   ├── CurrentDamagedError     CURRENT holds something that is not a version id
+    │   │   └── SignatureError          a version is unsigned, or its signature does not match
     │   ├── CurrentChangedError         CURRENT is not the version the caller expected
-    │   └── LockHeldError               another process holds the store lock
+    │   ├── LockHeldError               another process holds the store lock
+    │   ├── LockLostError               the lease this process held expired and was taken
+    │   └── StoreUnavailableError       the object store cannot be reached or refused access
     └── JobError                        a retrain job cannot be started or found
         ├── JobNotFoundError (KeyError) no job with that id
         └── JobConflictError            another retrain job is running
@@ -62,6 +65,10 @@ class CurrentDamagedError(IntegrityError):
     """``CURRENT`` holds something that is not a version id (a hand edit, a full disk)."""
 
 
+class SignatureError(IntegrityError):
+    """A version has no valid signature by an accepted key (unsigned, tampered, or another key)."""
+
+
 class CurrentChangedError(StoreError):
     """``CURRENT`` is not the version the caller expected: another promotion came first."""
 
@@ -76,6 +83,14 @@ class LockHeldError(StoreError):
     def __init__(self, message: str, *, holder: dict | None = None):
         super().__init__(message)
         self.holder = holder
+
+
+class LockLostError(StoreError):
+    """The store lease this process held expired and another process took it."""
+
+
+class StoreUnavailableError(StoreError):
+    """The object store cannot be reached, or refused the request (credentials, bucket)."""
 
 
 class JobError(SGDServeError):

@@ -2,12 +2,15 @@
 
 A request handler takes the store's lock (:func:`acquire_lock`: non-blocking, held means a
 :class:`~service.errors.JobConflictError`), writes the job ``queued``, and :func:`start` runs
-``python -m service.retrain`` with the locked file descriptor inherited (``pass_fds``).
-``flock`` locks belong to the open file description, so the child holds the lock until it
-exits, whichever worker started it, and a ``sgdserve train`` from a shell or a second retrain in
-another worker is refused until then. The child runs the one training pipeline with
-``lock=False`` and writes ``running`` then ``promoted``, ``rejected`` or ``failed`` to the job
-file, which any worker can read.
+``python -m service.retrain`` and hands the lock to it. How is the store's business
+(:class:`~service.store.HeldLock`): the local store's ``flock`` descriptor is inherited
+(``pass_fds``; the lock belongs to the open file description, so the child holds it until it
+exits, even when killed); the object store's lease is taken over by the child, which renews it
+while it trains (and the parent frees it if the child dies without letting go). Either way a
+``sgdserve train`` from a shell, or a second retrain on any worker or replica, is refused until
+the job ends. The child runs the one training pipeline with ``lock=False`` and writes
+``running`` then ``promoted``, ``rejected`` or ``failed`` to the job file, which any worker can
+read.
 
 The HTTP side (parameters, uploads, ``?wait=``) is service/http/retrain.py; this module knows
 nothing of HTTP.
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -29,9 +31,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import JobConflictError, JobError, LockHeldError
-from .store import JobStatus, LocalStore
-from .store.lock import clear_holder
+from .config import Settings
+from .errors import JobConflictError, JobError, LockHeldError, StoreError
+from .store import HeldLock, JobStatus, ModelStore, Signer, open_location
 from .util import utc_iso
 
 log = logging.getLogger("sgdserve.retrain")
@@ -43,8 +45,8 @@ FINISHING_WAIT = 2.0  # seconds a job that wrote its final status may take to ex
 # -- the lock --------------------------------------------------------------------------------
 
 
-def acquire_lock(store: LocalStore, job_id: str) -> int:
-    """Take the store's lock for ``job_id``; returns the locked file descriptor.
+def acquire_lock(store: ModelStore, job_id: str) -> HeldLock:
+    """Take the store's lock for ``job_id``, to hand to the job's process.
 
     Raises :class:`JobConflictError` naming the running job (or the holder) when it is held.
     """
@@ -53,14 +55,12 @@ def acquire_lock(store: LocalStore, job_id: str) -> int:
         return _about_to_finish(store, holder, waited)
 
     try:
-        return store.trainer_lock.acquire(
-            False, f"retrain job {job_id}", patience=patience, job_id=job_id
-        )
+        return store.take_lock(f"retrain job {job_id}", patience=patience, job_id=job_id)
     except LockHeldError as exc:
         raise conflict_error(exc.holder) from None
 
 
-def _about_to_finish(store: LocalStore, holder: Mapping[str, Any], waited: float) -> bool:
+def _about_to_finish(store: ModelStore, holder: Mapping[str, Any], waited: float) -> bool:
     """Whether a held lock is about to be free, so refusing now would be wrong: a job that has
     written its final status is only exiting, and a client that saw it finish and retrains at
     once must not be told it is still running."""
@@ -85,7 +85,7 @@ def conflict_error(holder: Mapping[str, Any] | None) -> JobConflictError:
     return JobConflictError(f"a training run is in progress: the model store is locked by {who}")
 
 
-def check_not_locked(store: LocalStore) -> None:
+def check_not_locked(store: ModelStore) -> None:
     """Refuse early (before reading an upload) when a training run already holds the lock."""
     started = time.monotonic()
     while (holder := store.is_locked()) is not None:
@@ -94,58 +94,65 @@ def check_not_locked(store: LocalStore) -> None:
         time.sleep(0.01)
 
 
-def release_unstarted(fd: int) -> None:
+def release_unstarted(held: HeldLock) -> None:
     """Let go of a lock taken for a job that will not start after all."""
-    clear_holder(fd)
-    os.close(fd)
+    held.release()
 
 
 # -- starting and watching a job -------------------------------------------------------------
 
 
+_SIGNING_ENV = ("SGDSERVE_SIGNING_KEY", "SGDSERVE_SIGNING_OLD_KEYS")
+
+
 def start(
-    store: LocalStore,
+    store: ModelStore,
     job_id: str,
-    fd: int,
+    held: HeldLock,
     *,
     on_exit: Callable[[dict[str, Any]], None] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Run the job in a child process that inherits the locked ``fd``; closes ours.
+    """Run the job in a child process and hand it the lock ``held``.
 
-    A daemon thread reaps the child, marks the job failed if it died without a final status,
-    and passes the final record to ``on_exit``.
+    A daemon thread reaps the child, frees the lock if the child died holding it, marks the job
+    failed if it died without a final status, and passes the final record to ``on_exit``.
     """
-    root = str(Path(store.root).absolute())
-    argv = [
-        sys.executable, "-m", "service.retrain",
-        "--root", root, "--name", store.name, "--keep", str(store.keep),
-        "--job", job_id, "--lock-fd", str(fd),
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "SGDSERVE_API_TOKEN"}
+    argv = [sys.executable, "-m", "service.retrain", *store.reopen_argv(), "--job", job_id,
+            *held.child_argv()]
+    # Never the API token; the signing keys are this store's (they may come from overrides).
+    env = {k: v for k, v in os.environ.items()
+           if k != "SGDSERVE_API_TOKEN" and k not in _SIGNING_ENV}
+    if store.signer is not None:
+        env["SGDSERVE_SIGNING_KEY"] = store.signer.key
+        if store.signer.old_keys:
+            env["SGDSERVE_SIGNING_OLD_KEYS"] = ",".join(store.signer.old_keys)
     package_parent = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
     try:
-        proc = subprocess.Popen(argv, pass_fds=(fd,), stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(argv, pass_fds=held.pass_fds(), stdin=subprocess.DEVNULL,
+                                env=env)
     except OSError as exc:
-        clear_holder(fd)
+        held.release()
         mark_failed(store, job_id, f"cannot start the training process: {exc}")
         raise
-    finally:
-        os.close(fd)  # the child's copy keeps the lock
+    held.handed_over()
     threading.Thread(
-        target=_reap, args=(proc, store, job_id, on_exit), name=f"reap-{job_id}", daemon=True
+        target=_reap, args=(proc, store, job_id, held, on_exit), name=f"reap-{job_id}",
+        daemon=True,
     ).start()
     return proc
 
 
 def _reap(
     proc: subprocess.Popen[bytes],
-    store: LocalStore,
+    store: ModelStore,
     job_id: str,
+    held: HeldLock,
     on_exit: Callable[[dict[str, Any]], None] | None,
 ) -> None:
     code = proc.wait()
     try:
+        held.child_exited()
         record = store.jobs.read(job_id)
         if record.get("status") in JobStatus.active():
             record = mark_failed(
@@ -157,7 +164,7 @@ def _reap(
         log.exception("cannot record the end of retrain job %s", job_id)
 
 
-def mark_failed(store: LocalStore, job_id: str, reason: str) -> dict[str, Any]:
+def mark_failed(store: ModelStore, job_id: str, reason: str) -> dict[str, Any]:
     """Record that a job failed without a result from training."""
     try:
         record = store.jobs.read(job_id)
@@ -167,7 +174,7 @@ def mark_failed(store: LocalStore, job_id: str, reason: str) -> dict[str, Any]:
     return store.jobs.write(job_id, record)
 
 
-def read_status(store: LocalStore, job_id: str) -> dict[str, Any]:
+def read_status(store: ModelStore, job_id: str) -> dict[str, Any]:
     """A job's status; a queued or running job whose process is gone is reported failed, and a
     promoted one that is no longer active says which version replaced it."""
     record = store.jobs.read(job_id)
@@ -186,7 +193,7 @@ def read_status(store: LocalStore, job_id: str) -> dict[str, Any]:
     return record
 
 
-def wait_for(store: LocalStore, job_id: str, seconds: float) -> dict[str, Any]:
+def wait_for(store: ModelStore, job_id: str, seconds: float) -> dict[str, Any]:
     """Poll a job's file until it is final or ``seconds`` have passed; returns the last status."""
     deadline = time.monotonic() + seconds
     pause = 0.02
@@ -209,12 +216,11 @@ def remove_job_dir(directory: Path) -> None:
 # -- the child process -----------------------------------------------------------------------
 
 
-def run(store: LocalStore, job_id: str, fd: int) -> int:
-    """Train for ``job_id`` while holding the inherited lock ``fd``; returns an exit status."""
+def run(store: ModelStore, job_id: str) -> int:
+    """Train for ``job_id`` (the caller holds the handed-over lock); returns an exit status."""
     from .params import TrainingSpec
     from .training import train  # numerics are imported only in the child
 
-    store.trainer_lock.write_holder(fd, f"retrain job {job_id}", job_id=job_id)  # now this pid
     record = store.jobs.read(job_id)
     spec = TrainingSpec.from_dict(record.get("request", {}))
     directory = store.jobs.directory(job_id)
@@ -250,8 +256,7 @@ def run(store: LocalStore, job_id: str, fd: int) -> int:
     finally:
         remove_job_dir(directory)  # the manifest keeps the data's fingerprint
     record.update(result.to_dict(), finished_at=utc_iso())  # status: promoted or rejected
-    store.jobs.write(job_id, record)
-    clear_holder(fd)
+    store.jobs.write(job_id, record)  # before the lock goes: see read_status
     return 0
 
 
@@ -261,30 +266,28 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the child process: ``python -m service.retrain --job ID --lock-fd FD``."""
+    """Entry point of the child process:
+    ``python -m service.retrain --model-dir DIR --name N --job ID --lock HANDLE``."""
     parser = argparse.ArgumentParser(prog="python -m service.retrain", description=main.__doc__)
-    parser.add_argument("--root", required=True)
+    parser.add_argument("--model-dir", required=True, help="a directory or an s3:// URL")
     parser.add_argument("--name", required=True)
     parser.add_argument("--keep", type=int, default=20)
     parser.add_argument("--job", required=True)
-    parser.add_argument("--lock-fd", type=int, required=True)
+    parser.add_argument("--lock", required=True, help="the lock handed over (HeldLock)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    store = LocalStore(args.root, args.name, keep=args.keep)
+    settings = Settings.from_env(model_dir=args.model_dir, model_name=args.name)
+    signer = Signer.from_keys(settings.signing_key, settings.old_keys())
+    store = open_location(settings.model_dir, args.name, args.keep, signer=signer)
+    owner = f"retrain job {args.job}"
     try:
-        fcntl.flock(args.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already: a no-op check
-    except (BlockingIOError, OSError):
-        mark_failed(store, args.job, "the training process did not inherit the store lock")
+        with store.adopt_lock(args.lock, owner, job_id=args.job):
+            return run(store, args.job)
+    except (LockHeldError, StoreError) as exc:
+        with contextlib.suppress(StoreError, JobError):
+            mark_failed(store, args.job, str(exc))
         return 2
-    try:
-        return run(store, args.job, args.lock_fd)
-    except LockHeldError as exc:
-        mark_failed(store, args.job, str(exc))
-        return 2
-    finally:
-        clear_holder(args.lock_fd)
-        os.close(args.lock_fd)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from helpers import child_env
+from helpers import AtomicMotoServer, child_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,3 +100,60 @@ def artifact_dir(request: pytest.FixtureRequest):
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     for path in config.stash.get(_ARTIFACTS, []):
         terminalreporter.write_line(f"artifacts (screenshots): {path}")
+
+
+# -- a real S3 API server on loopback -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[AtomicMotoServer]:
+    """moto's S3 server on 127.0.0.1 for the whole session (atomic conditional writes)."""
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per request
+    with AtomicMotoServer() as server:
+        yield server
+
+
+@dataclass
+class S3:
+    """An empty bucket on the loopback S3 server, and the environment that reaches it."""
+
+    endpoint: str
+    bucket: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def url(self, prefix: str = "models") -> str:
+        return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
+
+    def client(self, **config: object):
+        """A boto3 client of its own (``config``: botocore Config arguments)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3", config=Config(retries={"total_max_attempts": 1}, **config))
+
+    def keys(self, prefix: str = "") -> list[str]:
+        listing = self.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return [o["Key"] for o in listing.get("Contents", [])]
+
+
+@pytest.fixture
+def s3(s3_server: AtomicMotoServer, monkeypatch: pytest.MonkeyPatch) -> S3:
+    """A fresh, empty bucket ``sgdserve-test``: moto is reset before each test, and the AWS
+    variables (endpoint, region, dummy credentials) are set here and in child processes."""
+    s3_server.reset()
+    env = {
+        "AWS_ENDPOINT_URL": s3_server.endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    bucket = S3(s3_server.endpoint, "sgdserve-test", env)
+    bucket.client().create_bucket(Bucket=bucket.bucket)
+    return bucket

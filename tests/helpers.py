@@ -73,6 +73,65 @@ def hand_model(intercept: float = 50_000.0, features: tuple[str, ...] = (
     )
 
 
+class AtomicMotoServer:
+    """moto's S3 API server on loopback, with every request handled under one lock.
+
+    moto checks an If-Match / If-None-Match condition and then writes without a lock, so on the
+    plain ``ThreadedMotoServer`` two concurrent conditional writers can both win (4 rounds in 120
+    in a probe). Real S3 decides conditional writes atomically; serialising requests here gives
+    the same guarantee, so a race test (N promoters at once, exactly one wins) tests our code,
+    not moto's. Connections are still accepted concurrently (werkzeug's threaded server), and a
+    request's body is read before the lock is taken.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        import io
+        import threading
+
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        app = DomainDispatcherApplication(create_backend_app)
+        lock = threading.Lock()
+        self.requests = 0  # every request served, for tests that count them
+
+        def serialised(environ: dict, start_response: Any) -> list[bytes]:
+            length = environ.get("CONTENT_LENGTH")
+            if length and length.isdigit():
+                environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(int(length)))
+            with lock:
+                self.requests += 1
+                result = app(environ, start_response)
+                try:
+                    return list(result)  # drained while the lock is held
+                finally:
+                    if hasattr(result, "close"):
+                        result.close()
+
+        self._server = make_server(host, port, serialised, threaded=True,
+                                   request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        address = self._server.server_address
+        self.endpoint = f"http://{address[0]}:{address[1]}"
+
+    def __enter__(self) -> AtomicMotoServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=30)
+
+    def reset(self) -> None:
+        """Forget every bucket and object (moto's state is global to this process)."""
+        requests.post(self.endpoint + "/moto-api/reset", timeout=30).raise_for_status()
+
+
 class GunicornServer:
     """``sgdserve serve`` (or ``serve(settings, app=...)``) in a child process on a free port.
 

@@ -574,7 +574,8 @@ def test_a_model_that_fails_to_load_is_logged_counted_and_the_old_one_serves(
     assert second in failures[0].getMessage() and "sha256" in failures[0].getMessage()
     assert failures[0].exc_info is None
     metrics = client.get("/metrics").data.decode()
-    assert f'sgdserve_model_load_failures_total{{version="{second}"}} 1.0' in metrics
+    # Retried at every poll (here every request: interval 0), and each failure counted.
+    assert f'sgdserve_model_load_failures_total{{version="{second}"}} 3.0' in metrics
     third = add_version(store, make_model(intercept=6.0))
     assert post_json(client, "/predict", {"features": ROW}).get_json()["model_version"] == third
 
@@ -626,6 +627,10 @@ class FakeMetrics:
     def __init__(self):
         self.loaded: list[str] = []
         self.failed: list[str] = []
+        self.poll_failures = 0
+
+    def store_poll_failed(self):
+        self.poll_failures += 1
 
     def model_loaded(self, version):
         self.loaded.append(version)
@@ -659,7 +664,7 @@ def test_holder_stats_current_at_most_once_per_interval():
     assert fake.loads == ["v1"]  # stamp unchanged: nothing loaded
 
 
-def test_holder_keeps_the_old_model_when_a_load_fails_and_retries_on_a_new_promotion():
+def test_holder_keeps_the_old_model_when_a_load_fails_and_retries_at_the_next_poll():
     fake, metrics, clock = FakeStore(), FakeMetrics(), Clock()
     holder = ModelHolder(fake, interval=1.0, metrics=metrics, clock=clock)
     fake.promote("v1")
@@ -669,8 +674,13 @@ def test_holder_keeps_the_old_model_when_a_load_fails_and_retries_on_a_new_promo
     for _ in range(3):
         clock.now += 1.0
         assert holder.get() == ("v1", m1)
-    assert fake.loads == ["v1", "v2"] and metrics.failed == ["v2"]
+        assert holder.get() == ("v1", m1)  # within the interval: no retry
+    assert fake.loads == ["v1", "v2", "v2", "v2"] and metrics.failed == ["v2"] * 3
     assert "sha256" in holder.last_error
+    fake.broken.clear()  # fixed in place (say, signed): CURRENT did not change
+    clock.now += 1.0
+    assert holder.get()[0] == "v2"
+    assert holder.last_error is None
     fake.promote("v3")
     clock.now += 1.0
     assert holder.get()[0] == "v3"
@@ -749,8 +759,8 @@ def test_a_one_feature_model(tmp_path, store):
 
 
 def test_holder_logs_a_lasting_stat_failure_once_and_keeps_serving(caplog):
-    fake, clock = FakeStore(), Clock()
-    holder = ModelHolder(fake, interval=1.0, clock=clock)
+    fake, metrics, clock = FakeStore(), FakeMetrics(), Clock()
+    holder = ModelHolder(fake, interval=1.0, metrics=metrics, clock=clock)
     fake.promote("v1")
     _, m1 = holder.get()
     fake.stat_error = PermissionError(13, "Permission denied")
@@ -760,6 +770,7 @@ def test_holder_logs_a_lasting_stat_failure_once_and_keeps_serving(caplog):
             assert holder.get() == ("v1", m1)
     assert len(caplog.records) == 1
     assert "Permission denied" in caplog.records[0].getMessage()
+    assert metrics.poll_failures == 5  # each counted, each retried at the next poll
     fake.stat_error = None
     fake.promote("v2")
     clock.now += 1.0
@@ -862,3 +873,33 @@ def test_a_row_copied_with_its_target_predicts_and_typos_stay_errors(client, mod
     assert typo.status_code == 400
     assert "unknown feature 'sqfeet'" in error_of(typo)["message"]
 
+
+# -- signed versions ---------------------------------------------------------------------------
+
+SIGNING_KEY = "signing-key-" + "x" * 20
+
+
+def test_a_tampered_version_is_refused_counted_and_the_old_model_keeps_serving(
+        tmp_path, caplog):
+    from service.store import Signer
+
+    store = LocalStore(tmp_path / "models", signer=Signer(SIGNING_KEY))
+    good = add_version(store, make_model(intercept=1.0))
+    client = build(tmp_path, signing_key=SIGNING_KEY).test_client()
+    assert post_json(client, "/predict", {"features": ROW}).get_json()["model_version"] == good
+    bad = add_version(store, make_model(intercept=2.0), activate=False)
+    manifest = store.version_dir(bad) / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"candidate"', '"promoted"'))
+    r = client.post(f"/models/{bad}/activate", headers=auth())
+    assert r.status_code == 422 and error_of(r)["code"] == "signature_error"
+    assert "tampered" in error_of(r)["message"]
+    # Activated behind the service's back (no key, or by hand): every worker refuses it.
+    LocalStore(tmp_path / "models").activate(bad)
+    with caplog.at_level(logging.ERROR, logger="sgdserve.reload"):
+        for _ in range(2):
+            assert post_json(client, "/predict", {"features": ROW}).get_json()[
+                "model_version"] == good
+    assert any("tampered" in rec.getMessage() for rec in caplog.records)
+    metrics = client.get("/metrics").data.decode()
+    assert f'sgdserve_model_load_failures_total{{version="{bad}"}} 2.0' in metrics
+    assert "tampered" in client.get("/ready").get_json()["store_error"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import time
 
 import numpy as np
@@ -209,11 +208,11 @@ def test_a_second_retrain_while_one_runs_is_409_naming_the_job(client, store, cs
 @pytest.mark.parametrize("kind", ["multipart", "csv", "json"])
 def test_retrain_is_409_while_a_job_holds_the_lock(client, store, csv_bytes, kind):
     running = store.jobs.new_id()
-    fd = jobs.acquire_lock(store, running)
+    held = jobs.acquire_lock(store, running)
     try:
         r = post_retrain(client, kind, csv_bytes)
     finally:
-        os.close(fd)
+        held.release()
     assert r.status_code == 409
     assert error_of(r)["job_id"] == running
     assert list_job_dirs(store) == []
@@ -438,11 +437,11 @@ def test_a_job_whose_process_died_is_reported_failed(client, store):
 def test_a_running_job_holding_the_lock_is_reported_running(client, store):
     job_id = store.jobs.new_id()
     store.jobs.write(job_id, {"status": "running", "request": {}})
-    fd = jobs.acquire_lock(store, job_id)
+    held = jobs.acquire_lock(store, job_id)
     try:
         assert client.get(f"/retrain/{job_id}").get_json()["status"] == "running"
     finally:
-        os.close(fd)
+        held.release()
 
 
 @pytest.mark.slow
@@ -501,8 +500,8 @@ def test_a_job_that_has_finished_but_not_yet_exited_does_not_block_the_next(
 
     done = store.jobs.new_id()
     store.jobs.write(done, {"status": "promoted", "request": {}})
-    fd = jobs.acquire_lock(store, done)  # its process is still exiting
-    threading.Timer(0.3, os.close, args=(fd,)).start()
+    held = jobs.acquire_lock(store, done)  # its process is still exiting
+    threading.Timer(0.3, held.handed_over).start()  # closed, its holder record still there
     r = post_retrain(client, "csv", csv_bytes)
     assert r.status_code == 202, r.data
     wait_final(client, r.get_json()["job_id"])

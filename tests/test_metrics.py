@@ -37,7 +37,9 @@ def value(parsed: dict, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def metrics(monkeypatch: pytest.MonkeyPatch) -> Metrics:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    # setenv first, so that monkeypatch restores the absence at teardown whatever was exported.
+    monkeypatch.setenv(MULTIPROC_ENV, "unset")
+    monkeypatch.delenv(MULTIPROC_ENV)
     return Metrics(None)
 
 
@@ -86,6 +88,7 @@ def test_histogram_buckets_and_help_text(metrics: Metrics) -> None:
         "sgdserve_rows_predicted": "counter",
         "sgdserve_model_version_info": "gauge",
         "sgdserve_model_load_failures": "counter",
+        "sgdserve_store_poll_failures": "counter",
         "sgdserve_retrain_jobs": "counter",
         "sgdserve_values_imputed": "counter",
         "sgdserve_unseen_levels": "counter",
@@ -278,7 +281,9 @@ def test_directory_must_match_the_environment(tmp_path: Path) -> None:
 
 
 def test_prepare_wipes_only_old_db_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    # setenv first, so that monkeypatch restores the absence at teardown whatever was exported.
+    monkeypatch.setenv(MULTIPROC_ENV, "unset")
+    monkeypatch.delenv(MULTIPROC_ENV)
     (tmp_path / "counter_123.db").write_bytes(b"old")
     (tmp_path / "keep.txt").write_text("not ours")
 
@@ -290,7 +295,9 @@ def test_prepare_wipes_only_old_db_files(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_prepare_without_a_directory_makes_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    # setenv first, so that monkeypatch restores the absence at teardown whatever was exported.
+    monkeypatch.setenv(MULTIPROC_ENV, "unset")
+    monkeypatch.delenv(MULTIPROC_ENV)
     path, created = prepare_multiprocess_dir(None)
     try:
         assert created and path.is_dir() and not any(path.iterdir())

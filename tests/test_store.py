@@ -1,4 +1,9 @@
-"""Tests of service.store: round trip, crash safety at every step, integrity, lock, jobs."""
+"""LocalStore's own tests: crash safety at every step, the flock lock, temporary directories.
+
+The contract every backend keeps (round trip, integrity, the restricted unpickler, signatures,
+the precondition, retention, jobs) is tested against LocalStore and S3Store alike in
+tests/test_store_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -20,13 +25,7 @@ import pytest
 from service import __version__
 from service import store as store_module
 from service.errors import (
-    CurrentChangedError,
-    CurrentDamagedError,
-    IntegrityError,
-    JobError,
-    JobNotFoundError,
     LockHeldError,
-    NoActiveModelError,
     VersionNotFoundError,
 )
 from service.store import FAULT_STEPS, LocalStore
@@ -113,24 +112,6 @@ def assert_same_model(a, b) -> None:
 # -- round trip and manifest ---------------------------------------------------------------
 
 
-def test_round_trip(store: LocalStore) -> None:
-    model = make_model(0.5)
-    version = store.save(model, {"metrics": {"holdout": {"rmse": 2.0}}}, parent=None)
-    assert store.activate(version) is None
-    assert store.active_version() == version
-
-    loaded, manifest = store.load(version)
-    assert_same_model(loaded, model)
-    assert manifest["id"] == version
-    active_id, active_model, active_manifest = store.active()
-    assert active_id == version
-    assert active_manifest == manifest
-    np.testing.assert_array_equal(active_model.predict(X), model.predict(X))
-    assert store.path == store.root / "house-price"
-    assert (store.path / "versions" / version / "model.joblib").is_file()
-    assert (store.path / "CURRENT").read_text() == version + "\n"
-
-
 def test_model_file_holds_plain_state_only(store: LocalStore) -> None:
     version = store.save(make_model(), {}, parent=None)
     state = joblib.load(store.path / "versions" / version / "model.joblib")
@@ -184,12 +165,6 @@ def test_manifest_fields(store: LocalStore) -> None:
     assert on_disk["loss_history"] == [3.0, 2.0, 1.5]
 
 
-def test_manifest_refuses_values_json_cannot_hold(store: LocalStore) -> None:
-    with pytest.raises(TypeError, match=r"manifest\.extra\.thing is not JSON-serialisable"):
-        store.save(make_model(), {"extra": {"thing": object()}}, parent=None)
-    assert store.list() == []
-
-
 def test_save_validates_arguments(store: LocalStore) -> None:
     with pytest.raises(TypeError, match="model must be a LinearModel, got dict"):
         store.save({"coef": [1.0]}, {}, parent=None)
@@ -199,14 +174,6 @@ def test_save_validates_arguments(store: LocalStore) -> None:
         LocalStore(store.root, name="../other")
     with pytest.raises(ValueError, match="keep must be an integer >= 1, got 0"):
         LocalStore(store.root, keep=0)
-
-
-def test_ids_sort_in_creation_order(store: LocalStore) -> None:
-    ids = [store.save(make_model(i), {"n": i}, parent=None) for i in range(6)]
-    assert ids == sorted(ids)
-    assert len(set(ids)) == 6
-    assert [m["id"] for m in store.list()] == ids
-    assert [m["n"] for m in store.list()] == list(range(6))
 
 
 def test_ids_increase_even_if_the_clock_went_back(store: LocalStore) -> None:
@@ -219,17 +186,6 @@ def test_ids_increase_even_if_the_clock_went_back(store: LocalStore) -> None:
     # an unfinished save of an even later id counts too
     (store.path / "versions" / ".tmp-29990101T000001.000000Z-123456-0a0b0c0d").mkdir()
     assert store.save(make_model(), {}, parent=None).startswith("29990101T000001.000001Z-")
-
-
-def test_empty_store(store: LocalStore) -> None:
-    assert store.active_version() is None
-    assert store.current_stamp() is None
-    assert store.list() == []
-    assert store.jobs.list() == []
-    assert store.last_promotion() is None
-    assert store.prune() == []
-    with pytest.raises(NoActiveModelError, match=r"sgdserve train --data FILE --target COL"):
-        store.active()
 
 
 def test_list_skips_temporary_directories(store: LocalStore) -> None:
@@ -361,98 +317,6 @@ def test_fault_steps_are_all_reached_in_order(tmp_path: Path) -> None:
 # -- integrity -----------------------------------------------------------------------------
 
 
-def _flip_byte(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
-def _rewrite_model(directory: Path, state: object = None, raw: bytes | None = None) -> None:
-    """Replace model.joblib and fix the manifest's sha256, so only the content is wrong."""
-    model_path = directory / "model.joblib"
-    if raw is None:
-        joblib.dump(state, model_path)
-    else:
-        model_path.write_bytes(raw)
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-
-
-CORRUPTIONS = {
-    "flipped byte": (lambda d: _flip_byte(d / "model.joblib"), r"sha256 .* does not match"),
-    "truncated": (
-        lambda d: (d / "model.joblib").write_bytes((d / "model.joblib").read_bytes()[:-9]),
-        r"does not match .*tampered or truncated",
-    ),
-    "empty model": (lambda d: (d / "model.joblib").write_bytes(b""), r"does not match"),
-    "missing model": (lambda d: (d / "model.joblib").unlink(), r"model\.joblib is missing"),
-    "missing manifest": (lambda d: (d / "manifest.json").unlink(), r"manifest\.json is missing"),
-    "bad manifest json": (
-        lambda d: (d / "manifest.json").write_text('{"id": '),
-        r"manifest\.json is not valid JSON",
-    ),
-    "manifest of another id": (
-        lambda d: (d / "manifest.json").write_text(json.dumps({"id": "x"})),
-        r"manifest\.json names id 'x'",
-    ),
-    "no sha256": (
-        lambda d: (d / "manifest.json").write_text(json.dumps({"id": d.name})),
-        r"manifest has no valid sha256",
-    ),
-    "not a joblib file": (
-        lambda d: _rewrite_model(d, raw=b"definitely not a pickle"),
-        r"model\.joblib cannot be loaded",
-    ),
-    "bad state": (lambda d: _rewrite_model(d, state={"format": 99}), r"bad model state"),
-    "wrong shapes": (
-        lambda d: _rewrite_model(d, state={**make_model().to_state(), "coef": np.zeros(5)}),
-        r"bad model state: coef must have shape \(3,\)",
-    ),
-}
-
-
-@pytest.mark.parametrize("corruption", CORRUPTIONS)
-def test_corrupt_version_is_refused(store: LocalStore, corruption: str) -> None:
-    corrupt, message = CORRUPTIONS[corruption]
-    good = store.save(make_model(1.0), {}, parent=None)
-    store.activate(good)
-    bad = store.save(make_model(2.0), {}, parent=good)
-    corrupt(store.path / "versions" / bad)
-    stamp = store.current_stamp()
-
-    with pytest.raises(IntegrityError, match=message) as info:
-        store.load(bad)
-    assert repr(bad) in str(info.value)
-    with pytest.raises(IntegrityError, match=message):
-        store.activate(bad)
-    assert store.active_version() == good
-    assert store.current_stamp() == stamp
-    assert store.active()[0] == good
-    assert [e["version"] for e in store.history()] == [good]
-
-    listed = {m["id"]: m for m in store.list()}
-    assert set(listed) == {good, bad}
-    if "manifest" in corruption or "sha256" in corruption:
-        assert listed[bad]["status"] == "corrupt"
-        assert repr(bad) in listed[bad]["error"]
-
-
-def test_active_pointing_at_a_missing_version(store: LocalStore) -> None:
-    version = store.save(make_model(), {}, parent=None)
-    store.activate(version)
-    os.rename(store.path / "versions" / version, store.path / "versions" / "gone")
-    with pytest.raises(IntegrityError, match=rf"CURRENT names version '{version}', which is"):
-        store.active()
-
-
-def test_garbage_in_current_is_an_integrity_error(store: LocalStore) -> None:
-    store.path.mkdir(parents=True)
-    (store.path / "CURRENT").write_text("../../etc/passwd\n")
-    with pytest.raises(CurrentDamagedError, match="CURRENT is damaged: it holds '../../etc"):
-        store.active_version()
-
-
 BAD_IDS = [
     "../x",
     "..",
@@ -478,39 +342,7 @@ def test_bad_version_ids_are_refused_before_touching_disk(store: LocalStore, bad
     assert store.active_version() == good
 
 
-def test_unknown_version(store: LocalStore) -> None:
-    unknown = "20200101T000000.000000Z-000000"
-    with pytest.raises(VersionNotFoundError) as info:
-        store.load(unknown)
-    assert str(info.value) == f"version '{unknown}' not found in {store.path}"
-    with pytest.raises(VersionNotFoundError):
-        store.get(unknown)
-
-
 # -- activate, rollback, history -----------------------------------------------------------
-
-
-def test_rollback_and_history(store: LocalStore) -> None:
-    v1 = store.save(make_model(1.0), {}, parent=None)
-    v2 = store.save(make_model(2.0), {}, parent=v1)
-    assert store.activate(v1) is None
-    stamp1 = store.current_stamp()
-    assert store.activate(v2) == v1
-    stamp2 = store.current_stamp()
-    assert stamp2 != stamp1
-    assert store.active()[0] == v2
-
-    assert store.activate(v1) == v2  # rollback
-    assert store.current_stamp() not in (stamp1, stamp2)
-    version, model, _ = store.active()
-    assert version == v1
-    assert_same_model(model, make_model(1.0))
-
-    history = store.history()
-    assert [(e["version"], e["previous"]) for e in history] == [(v1, None), (v2, v1), (v1, v2)]
-    assert all(e["pid"] == os.getpid() for e in history)
-    assert store.last_promotion() == history[-1]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", history[-1]["time"])
 
 
 def test_last_promotion_skips_a_torn_line(store: LocalStore) -> None:
@@ -629,51 +461,7 @@ def test_lock_is_not_reentrant_within_a_process(store: LocalStore) -> None:
         pass
 
 
-def test_lock_rejects_negative_wait(store: LocalStore) -> None:
-    with pytest.raises(ValueError, match="wait must be"):
-        with store.lock(wait=-1):
-            pass
-
-
 # -- jobs ----------------------------------------------------------------------------------
-
-
-def test_jobs_round_trip(store: LocalStore) -> None:
-    first = store.jobs.new_id()
-    second = store.jobs.new_id()
-    assert first != second
-    assert re.fullmatch(r"job-\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}", first)
-
-    directory = store.jobs.directory(first)
-    assert directory.is_dir()
-    assert directory == store.path / "jobs" / first
-    (directory / "data.csv").write_text("sqft,price\n1,2\n")
-
-    written = store.jobs.write(first, {"status": "running", "progress": np.float64(0.5)})
-    assert written["id"] == first
-    assert store.jobs.read(first) == written
-    assert store.jobs.read(first)["progress"] == 0.5
-    store.jobs.write(first, {"status": "failed", "reason": "bad CSV", "rmse": float("nan")})
-    assert store.jobs.read(first)["status"] == "failed"
-    assert store.jobs.read(first)["rmse"] is None
-    store.jobs.write(second, {"status": "queued"})
-    assert [j["id"] for j in store.jobs.list()] == sorted([first, second])
-
-    with pytest.raises(JobNotFoundError, match="not found"):
-        store.jobs.read(store.jobs.new_id())
-    for bad in ("../x", "job-../../CURRENT", "", None):
-        with pytest.raises(JobNotFoundError):
-            store.jobs.read(bad)
-        with pytest.raises(JobNotFoundError):
-            store.jobs.directory(bad)
-        with pytest.raises(JobNotFoundError):
-            store.jobs.write(bad, {})
-    assert issubclass(JobNotFoundError, JobError)
-
-    (store.path / "jobs" / f"{second}.json").write_text("{not json")
-    with pytest.raises(JobError, match="not valid JSON"):
-        store.jobs.read(second)
-    assert [j["status"] for j in store.jobs.list()] == ["failed", "corrupt"]
 
 
 def test_job_pruning(store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -700,31 +488,6 @@ def test_job_pruning(store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 # -- the expected-current precondition, a damaged CURRENT, bounded history ---------------------
-
-
-def test_activate_checks_the_expected_current(store: LocalStore) -> None:
-    v1 = store.save(make_model(1.0), {}, parent=None)
-    v2 = store.save(make_model(2.0), {}, parent=v1)
-    assert store.activate(v1, expected_current=None) is None  # nothing active yet: as expected
-    with pytest.raises(CurrentChangedError, match=f"the active version is {v1}, not {v2}") as e:
-        store.activate(v2, expected_current=v2)
-    assert e.value.current == v1
-    assert store.active_version() == v1  # nothing changed
-    assert store.activate(v2, expected_current=v1) == v1
-    assert [h["version"] for h in store.history()] == [v1, v2]
-
-
-def test_activate_repairs_a_damaged_current(store: LocalStore) -> None:
-    good = store.save(make_model(), {}, parent=None)
-    store.path.mkdir(parents=True, exist_ok=True)
-    store.current_file.write_text("garbage from a full disk\n")
-    with pytest.raises(CurrentDamagedError, match="sgdserve models activate ID"):
-        store.active_version()
-    with pytest.raises(CurrentDamagedError):  # a precondition cannot be checked against it
-        store.activate(good, expected_current=good)
-    assert store.activate(good) is None  # no precondition: the repair
-    assert store.active_version() == good
-    assert store.history()[-1] == {**store.history()[-1], "version": good, "previous": None}
 
 
 def test_history_is_pruned_to_its_bound(store: LocalStore, monkeypatch) -> None:

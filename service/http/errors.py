@@ -24,7 +24,10 @@ from ..errors import (
     JobConflictError,
     JobError,
     LockHeldError,
+    LockLostError,
     NoActiveModelError,
+    SignatureError,
+    StoreUnavailableError,
     VersionNotFoundError,
 )
 
@@ -123,8 +126,14 @@ def from_exception(exc: Exception) -> APIError | None:
         return APIError(str(exc), status_code=404, code="version_not_found")
     if isinstance(exc, NoActiveModelError):
         return APIError(NO_MODEL_MESSAGE, status_code=503, code="no_model")
+    if isinstance(exc, SignatureError):
+        return APIError(str(exc), status_code=422, code="signature_error")
     if isinstance(exc, IntegrityError):
         return APIError(str(exc), status_code=422, code="integrity_error")
+    if isinstance(exc, LockLostError):
+        return APIError(str(exc), status_code=409, code="store_locked")
+    if isinstance(exc, StoreUnavailableError):  # the object store: unreachable, or refused us
+        return APIError(str(exc), status_code=503, code="store_unavailable")
     if isinstance(exc, DataError):
         return APIError(str(exc), status_code=400, code="invalid_data")
     if isinstance(exc, JobError) and isinstance(exc, KeyError):

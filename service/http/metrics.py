@@ -248,8 +248,15 @@ class Metrics:
                                                          lambda: self._active_version))
         self._load_failures = Counter(
             "sgdserve_model_load_failures_total",
-            "Failed loads of a model version (integrity or read error); the old one kept serving.",
+            "Failed loads of a model version (unsigned, tampered, unreadable or unreachable), "
+            "each attempt; the old one kept serving.",
             ["version"],
+            registry=registry,
+        )
+        self._poll_failures = Counter(
+            "sgdserve_store_poll_failures_total",
+            "Checks of CURRENT that failed (store unreachable, CURRENT damaged); retried at the "
+            "next poll while the old model keeps serving.",
             registry=registry,
         )
         self._imputed = Counter(
@@ -334,6 +341,10 @@ class Metrics:
     def model_load_failed(self, version: str) -> None:
         """Count a failed load of ``version`` (a store id, never unchecked request input)."""
         self._load_failures.labels(version).inc()
+
+    def store_poll_failed(self) -> None:
+        """Count a check of ``CURRENT`` that failed."""
+        self._poll_failures.inc()
 
     def retrain_job(self, outcome: str) -> None:
         """Count one finished retrain job; call it exactly once per job, from one process.

@@ -751,7 +751,10 @@ def document(
                     "409": _error("The store is locked by a training run, or If-Match names a "
                                   "version that is no longer active (code current_changed, "
                                   "with the active version in 'current')."),
-                    "422": _error("The version fails its integrity check."),
+                    "422": _error("The version fails its integrity check (integrity_error), or "
+                                  "it has no valid signature while SGDSERVE_SIGNING_KEY is set "
+                                  "(signature_error)."),
+                    "503": _error("The object store cannot be reached (store_unavailable)."),
                 },
             }
         },

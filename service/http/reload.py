@@ -1,14 +1,25 @@
 """Per-worker hot reload: each process keeps ``(version, model)`` and follows ``CURRENT``.
 
-Gunicorn workers share nothing, so every worker polls the store on its own: at most once per
-``interval`` seconds a request stats ``CURRENT`` and, when it changed, the worker loads that
-version (sha256 verified) and swaps one tuple reference. A load that fails is logged once and
-counted; the model already loaded keeps serving, as it does when ``CURRENT`` disappears.
+Gunicorn workers share nothing, so every worker polls the store on its own, about once per
+``interval`` seconds (a little less, at random: a jitter of up to 20 % keeps workers that
+started together from polling in step), and when ``CURRENT`` changed it loads that version
+(signature and sha256 verified) and swaps one tuple reference.
+
+- A local store is polled by the request that finds the interval over: one ``stat``.
+- A remote store (S3) is polled from a thread of the worker's own, by a conditional GET that
+  the server answers 304 Not Modified while nothing changed, so no request ever waits on the
+  network; only the first request of a worker loads synchronously, to have a model at all.
+
+A poll that fails (the store unreachable, ``CURRENT`` damaged) or a load that fails (a
+tampered, unsigned or unreadable version) is logged once while its reason stays the same,
+counted in ``/metrics`` each time, and retried at the next poll; the model already loaded keeps
+serving, as it does when ``CURRENT`` disappears.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from typing import Any, Protocol
@@ -31,9 +42,12 @@ class _Store(Protocol):
 class _Metrics(Protocol):
     def model_loaded(self, version: str) -> None: ...
     def model_load_failed(self, version: str) -> None: ...
+    def store_poll_failed(self) -> None: ...
 
 
 _EMPTY: tuple[None, None] = (None, None)
+JITTER = 0.2  # a poll comes after (1 - JITTER * U[0, 1)) intervals
+_MIN_THREAD_INTERVAL = 0.05  # seconds: a polling thread never spins, even at interval 0
 
 
 class ModelHolder:
@@ -46,25 +60,58 @@ class ModelHolder:
         metrics: _Metrics | None = None,
         *,
         clock: Any = time.monotonic,
+        background: bool | None = None,
+        jitter: float = JITTER,
+        rand: Any = random.random,
     ) -> None:
         self.store = store
         self.interval = float(interval)
         self.metrics = metrics
         self._clock = clock
+        # Poll from a thread when reads cross a network (store.remote), unless told otherwise.
+        self.background = bool(getattr(store, "remote", False)) if background is None \
+            else background
+        self._jitter = float(jitter)
+        self._rand = rand
         # Readers take one reference; a swap replaces it whole, so no reader sees a mix.
         self._pair: tuple[str, LinearModel] | tuple[None, None] = _EMPTY
         self._loaded: tuple[str, LinearModel, dict[str, Any]] | None = None
         self._stamp: Any = object()  # never equal to a real stamp: the first get() checks
         self._next_check = float("-inf")
-        self._failed: tuple[Any, str] | None = None  # (stamp, version) that failed to load
+        self._retry = False  # the last poll or load failed: try again at the next poll
         self._reload_lock = threading.Lock()
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
         self.last_error: str | None = None
 
     def get(self) -> tuple[str, LinearModel] | tuple[None, None]:
         """The ``(version, model)`` to serve this request with; ``(None, None)`` before any."""
-        if self._clock() >= self._next_check:
+        if self.background:
+            if self._poller is None:
+                self._start_polling()
+        elif self._clock() >= self._next_check:
             self.refresh()
         return self._pair
+
+    def _start_polling(self) -> None:
+        with self._reload_lock:
+            if self._poller is not None:
+                return
+            self._poller = threading.Thread(target=self._poll, name="model-reload",
+                                            daemon=True)
+        self.refresh(force=True)  # the first request needs a model: load it now
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while True:
+            wait = max(_MIN_THREAD_INTERVAL, self._next_check - self._clock())
+            if self._stop.wait(wait):
+                return
+            self.refresh()
+
+    def close(self) -> None:
+        """Stop the polling thread, if there is one (tests; a worker simply exits)."""
+        self._stop.set()
 
     def loaded(self) -> tuple[str, LinearModel, dict[str, Any]] | None:
         """``(version, model, manifest)`` as last loaded, without re-checking the store."""
@@ -76,41 +123,51 @@ class ModelHolder:
         if not self._reload_lock.acquire(blocking=force):
             return
         try:
-            self._next_check = self._clock() + self.interval
+            self._next_check = self._clock() + self.interval * (
+                1.0 - self._jitter * self._rand())
             try:
                 stamp = self.store.current_stamp()
-            except OSError as exc:
-                self._note_failure(None, f"cannot stat CURRENT: {exc}")
+            except (SGDServeError, OSError) as exc:
+                self._poll_failed(f"cannot check CURRENT: {exc}")
                 return
-            if stamp == self._stamp and not force:
+            if stamp == self._stamp and not force and not self._retry:
                 return
             self._stamp = stamp
+            self._retry = False
             if stamp is None:
                 return  # CURRENT is gone: keep whatever is loaded
-            self._load_active(stamp, force)
+            self._load_active()
         finally:
             self._reload_lock.release()
 
-    def _load_active(self, stamp: Any, force: bool) -> None:
+    def _poll_failed(self, reason: str) -> None:
+        self._retry = True
+        self._note_failure(None, reason)
+        if self.metrics is not None:
+            self.metrics.store_poll_failed()
+
+    def _load_active(self) -> None:
         try:
             version = self.store.active_version()
         except (SGDServeError, OSError) as exc:
-            self._note_failure(None, str(exc))
+            self._poll_failed(str(exc))
             return
-        if version is None or version == self._pair[0]:
+        if version is None:
             return
-        if not force and self._failed == (stamp, version):
-            return  # already logged; retried when CURRENT changes again
+        if version == self._pair[0]:
+            self.last_error = None  # CURRENT names what this worker serves: all is well
+            return
         try:
             model, manifest = self.store.load(version)
         except (SGDServeError, OSError) as exc:
-            self._failed = (stamp, version)
+            self._retry = True
             self._note_failure(version, str(exc))
+            if self.metrics is not None:
+                self.metrics.model_load_failed(version)
             return
         previous = self._pair[0]
         self._loaded = (version, model, manifest)
         self._pair = (version, model)
-        self._failed = None
         self.last_error = None
         log.info("serving model version %s (was %s)", version, previous or "none")
         if self.metrics is not None:
@@ -119,14 +176,12 @@ class ModelHolder:
     def _note_failure(self, version: str | None, reason: str) -> None:
         repeated = reason == self.last_error
         self.last_error = reason
-        if not repeated:  # a lasting fault (say, an unreadable directory) is logged once
+        if not repeated:  # a lasting fault (say, an unreachable store) is logged once
             # One line, no traceback: a bad artifact is an operational event, not a crash.
             log.error(
-                "model reload failed (version %s): %s; still serving %s",
+                "model reload failed (version %s): %s; still serving %s; retried at every poll",
                 version or "?", reason, self._pair[0] or "none",
             )
-        if self.metrics is not None and version is not None:
-            self.metrics.model_load_failed(version)
 
 
 def check_ready(holder: Any) -> str:

@@ -19,7 +19,7 @@ from flask import Blueprint, Response, request, url_for
 from .. import retrain as jobs
 from ..errors import DataError
 from ..params import ParameterError, TrainingSpec, parse_training_params
-from ..store import JobStatus
+from ..store import HeldLock, JobStatus
 from ..util import utc_iso
 from .auth import require_token
 from .body import json_type, parse_json, read_json_body
@@ -54,7 +54,7 @@ def retrain() -> Response:
 
     job_id = store.jobs.new_id()
     directory = store.jobs.directory(job_id)
-    fd: int | None = None
+    held: HeldLock | None = None
     try:
         data_path = directory / jobs.DATA_FILE
         uploaded_as = None
@@ -67,7 +67,7 @@ def retrain() -> Response:
         spec.format = spec.format or _format_of(kind, uploaded_as)
         spec.target = _check_columns(st, data_path, spec)
         spec.tolerance = settings.promote_tolerance
-        fd = jobs.acquire_lock(store, job_id)  # 409 if another run took it meanwhile
+        held = jobs.acquire_lock(store, job_id)  # 409 if another run took it meanwhile
         request_record = dict(
             spec.to_dict(),
             source=f"POST /retrain ({kind}, job {job_id})",
@@ -76,11 +76,11 @@ def retrain() -> Response:
         store.jobs.write(job_id, {"status": JobStatus.QUEUED, "created_at": utc_iso(),
                                   "request": request_record})
     except BaseException:
-        if fd is not None:
-            jobs.release_unstarted(fd)
+        if held is not None:
+            jobs.release_unstarted(held)
         jobs.remove_job_dir(directory)
         raise
-    _start(st, job_id, fd, directory)
+    _start(st, job_id, held, directory)
 
     status_url = url_for("retrain.retrain_status", job_id=job_id)
     if wait > 0:
@@ -129,9 +129,9 @@ def _json_rows(query: Mapping[str, str]) -> tuple[TrainingSpec, list[Any]]:
     return _merge(query, body, typed=True), rows
 
 
-def _start(st: ServiceState, job_id: str, fd: int, directory: Path) -> None:
+def _start(st: ServiceState, job_id: str, held: HeldLock, directory: Path) -> None:
     try:
-        jobs.start(st.store, job_id, fd, on_exit=st.job_finished)  # closes our fd
+        jobs.start(st.store, job_id, held, on_exit=st.job_finished)  # hands the lock over
     except OSError as exc:  # fork/exec failed: the job is already marked failed
         jobs.remove_job_dir(directory)
         raise APIError(

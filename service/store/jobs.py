@@ -3,6 +3,10 @@
     <name>/jobs/<job-id>.json    the job's last status, replaced atomically
     <name>/jobs/<job-id>/        the job's private directory (its uploaded data)
 
+:class:`JobFiles` keeps both in a directory; a backend whose status records live elsewhere (the
+object store) overrides the five ``_record`` methods and keeps the private directories on local
+disk, where the job's child process, on the same host, reads them.
+
 A job moves ``queued -> running -> promoted | rejected | failed``: :class:`JobStatus` is the one
 list of those names.
 """
@@ -76,6 +80,38 @@ class JobFiles:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    # -- where the status records are kept (overridden by the object store) ------------------
+
+    def _write_record(self, job_id: str, data: bytes) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        files.atomic_write(
+            self.dir / f"{job_id}.json",
+            data,
+            after_tmp=lambda: self._step("job:tmp-written"),
+            after_replace=lambda: self._step("job:replaced"),
+        )
+
+    def _read_record(self, job_id: str) -> bytes | None:
+        try:
+            return (self.dir / f"{job_id}.json").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _record_ids(self) -> list[str]:
+        return [e[: -len(".json")] for e in files.listdir(self.dir)
+                if e.endswith(".json") and JOB_RE.fullmatch(e[: -len(".json")])]
+
+    def _record_ages(self, now: float) -> dict[str, float]:
+        """Seconds since each status record was written."""
+        return {job_id: files.age(self.dir / f"{job_id}.json", now)
+                for job_id in self._record_ids()}
+
+    def _remove_record(self, job_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / f"{job_id}.json").unlink()
+
+    # -- the job API ---------------------------------------------------------------------------
+
     def write(self, job_id: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """Replace a job's status file atomically; adds ``id`` and ``updated_at``."""
         self._check(job_id)
@@ -83,22 +119,15 @@ class JobFiles:
             raise TypeError(f"job status must be a mapping, got {type(status).__name__}")
         record = to_json(dict(status), "job status")
         record.update(id=job_id, updated_at=utc_iso())
-        self.dir.mkdir(parents=True, exist_ok=True)
-        files.atomic_write(
-            self.dir / f"{job_id}.json",
-            files.dumps(record),
-            after_tmp=lambda: self._step("job:tmp-written"),
-            after_replace=lambda: self._step("job:replaced"),
-        )
+        self._write_record(job_id, files.dumps(record))
         return record
 
     def read(self, job_id: str) -> dict[str, Any]:
         """A job's last written status."""
         self._check(job_id)
-        try:
-            raw = (self.dir / f"{job_id}.json").read_bytes()
-        except FileNotFoundError:
-            raise JobNotFoundError(f"job {job_id!r} not found in {self._where}") from None
+        raw = self._read_record(job_id)
+        if raw is None:
+            raise JobNotFoundError(f"job {job_id!r} not found in {self._where}")
         try:
             record = json.loads(raw)
         except ValueError as exc:
@@ -120,24 +149,20 @@ class JobFiles:
         return jobs
 
     def _ids(self) -> list[str]:
-        return sorted(
-            e[: -len(".json")]
-            for e in files.listdir(self.dir)
-            if e.endswith(".json") and JOB_RE.fullmatch(e[: -len(".json")])
-        )
+        return sorted(self._record_ids())
 
     def prune(self) -> list[str]:
         """Remove jobs older than a day, and finished jobs beyond the newest 100."""
         now = time.time()
-        ids = set(self._ids())
+        ages = self._record_ages(now)
+        ids = set(ages)
         ids.update(e for e in files.listdir(self.dir) if JOB_RE.fullmatch(e))  # dirs alone
         ordered = sorted(ids)
         recent = set(ordered[-JOBS_KEPT:])
         removed = []
         for job_id in ordered:
-            status_file = self.dir / f"{job_id}.json"
             directory = self.dir / job_id
-            age = files.age(status_file if status_file.exists() else directory, now)
+            age = ages[job_id] if job_id in ages else files.age(directory, now)
             if age <= JOB_MAX_AGE:
                 if job_id in recent:
                     continue
@@ -145,8 +170,7 @@ class JobFiles:
                     if self.read(job_id).get("status") in JobStatus.active():
                         continue
             # Status file first: a job without one reads as not found, never as half-deleted.
-            with contextlib.suppress(FileNotFoundError):
-                status_file.unlink()
+            self._remove_record(job_id)
             files.rmtree(directory)
             removed.append(job_id)
         for entry in files.listdir(self.dir):

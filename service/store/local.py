@@ -6,6 +6,7 @@ Layout (``store.path = Path(root) / name``)::
     <name>/history.jsonl                one line per promotion: time, version, previous (bounded)
     <name>/versions/<id>/model.joblib   LinearModel.to_state(): plain arrays and primitives
     <name>/versions/<id>/manifest.json  id, created_at, sha256 of model.joblib, parent, status, ...
+    <name>/versions/<id>/signatures/<key-id>.json   HMAC-SHA256 of both (signing.py), if signed
     <name>/jobs/<job-id>.json           retrain job status (+ jobs/<job-id>/ for uploaded data)
     <name>/.lock                        fcntl.flock lock file; holds the holder's description
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
+import fcntl
 import os
 import re
 import secrets
@@ -29,24 +30,30 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.model import LinearModel
-from ..errors import CurrentDamagedError, IntegrityError
+from ..errors import CurrentDamagedError, IntegrityError, LockHeldError
 from ..util import to_json, utc_iso
 from . import files
 from .base import (
     ANY,
     MANIFEST_FILE,
     MODEL_FILE,
+    Artifact,
+    HeldLock,
     LockContext,
     ModelStore,
+    Patience,
     check_expected,
-    check_manifest,
+    check_key_id,
+    check_save_args,
     encode_model,
     iter_version_ids,
     manifest_fields,
+    parse_manifest,
 )
 from .ids import VERSION_RE, is_version_id, new_version_id
 from .jobs import JobFiles
-from .lock import FileLock
+from .lock import FileLock, clear_holder
+from .signing import SIGNATURES_DIR, Signer
 
 __all__ = ["FAULT_STEPS", "LocalStore"]
 
@@ -89,6 +96,7 @@ class LocalStore(ModelStore):
         name: str = "house-price",
         keep: int = 20,
         *,
+        signer: Signer | None = None,
         _fault: Callable[[str], None] | None = None,
     ) -> None:
         check_name(name)
@@ -98,6 +106,7 @@ class LocalStore(ModelStore):
         self.name = name
         self.keep = keep
         self.path = self.root / name
+        self.signer = signer
         self._fault = _fault
         self.trainer_lock = FileLock(self.lock_file)
         self.jobs = JobFiles(self.path / "jobs", str(self.path), step=self._step)
@@ -145,14 +154,7 @@ class LocalStore(ModelStore):
         parent: str | None,
         status: str = "candidate",
     ) -> str:
-        if not isinstance(model, LinearModel):
-            raise TypeError(f"model must be a LinearModel, got {type(model).__name__}")
-        if not isinstance(manifest, Mapping):
-            raise TypeError(f"manifest must be a mapping, got {type(manifest).__name__}")
-        if parent is not None:
-            self._check_id(parent)
-        if not isinstance(status, str) or not status:
-            raise ValueError(f"status must be a non-empty string, got {status!r}")
+        check_save_args(self, model, manifest, parent, status)
         model_bytes, sha256 = encode_model(model)
         fields = to_json(dict(manifest), "manifest")
 
@@ -168,7 +170,14 @@ class LocalStore(ModelStore):
                                             status))
                 files.write_new_file(tmp / MODEL_FILE, model_bytes)
                 self._step("save:model-written")
-                files.write_new_file(tmp / MANIFEST_FILE, files.dumps(full))
+                manifest_bytes = files.dumps(full)
+                files.write_new_file(tmp / MANIFEST_FILE, manifest_bytes)
+                signature = self._signature_for(version_id, model_bytes, manifest_bytes)
+                if signature is not None:
+                    (tmp / SIGNATURES_DIR).mkdir()
+                    files.write_new_file(tmp / SIGNATURES_DIR / f"{signature[0]}.json",
+                                         signature[1])
+                    files.fsync_dir(tmp / SIGNATURES_DIR)
                 files.fsync_dir(tmp)
                 self._step("save:tmp-written")
                 # rename(2) of a directory onto an existing non-empty one fails: never overwrites.
@@ -205,14 +214,7 @@ class LocalStore(ModelStore):
         return self._read_manifest(version_id, directory)
 
     def _read_manifest(self, version_id: str, directory: Path) -> dict[str, Any]:
-        raw = self._read_file(version_id, directory, MANIFEST_FILE)
-        try:
-            manifest = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise IntegrityError(
-                f"version {version_id!r}: {MANIFEST_FILE} is not valid JSON ({exc})"
-            ) from None
-        return check_manifest(version_id, manifest)
+        return parse_manifest(version_id, self._read_file(version_id, directory, MANIFEST_FILE))
 
     def _read_file(self, version_id: str, directory: Path, name: str) -> bytes:
         """One file of a version: not found if the version is gone, an integrity error if
@@ -228,10 +230,36 @@ class LocalStore(ModelStore):
                 f"version {version_id!r}: cannot read {name}: {exc.strerror}"
             ) from None
 
-    def read_artifact(self, version_id: str) -> tuple[dict[str, Any], bytes]:
+    def read_artifact(self, version_id: str) -> Artifact:
         directory = self.version_dir(version_id)
-        manifest = self._read_manifest(version_id, directory)
-        return manifest, self._read_file(version_id, directory, MODEL_FILE)
+        raw = self._read_file(version_id, directory, MANIFEST_FILE)
+        manifest = parse_manifest(version_id, raw)
+        return Artifact(manifest, raw, self._read_file(version_id, directory, MODEL_FILE))
+
+    def read_signature(self, version_id: str, key_id: str) -> bytes | None:
+        path = self.version_dir(version_id) / SIGNATURES_DIR / f"{check_key_id(key_id)}.json"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_signature(self, version_id: str, key_id: str, data: bytes) -> bool:
+        directory = self.version_dir(version_id)
+        if not (directory / MANIFEST_FILE).is_file():
+            raise self._not_found(version_id)
+        signatures = directory / SIGNATURES_DIR
+        signatures.mkdir(exist_ok=True)
+        tmp = signatures / f"{files.TMP_PREFIX}{secrets.token_hex(4)}"
+        files.write_new_file(tmp, data)
+        try:
+            # link(2) never replaces an existing file: a signature, once there, is never edited.
+            os.link(tmp, signatures / f"{check_key_id(key_id)}.json")
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
+        files.fsync_dir(signatures)
+        return True
 
     def version_ids(self) -> list[str]:
         return iter_version_ids(files.listdir(self.versions_dir))
@@ -376,3 +404,50 @@ class LocalStore(ModelStore):
 
     def is_locked(self) -> dict[str, Any] | None:
         return self.trainer_lock.is_locked()
+
+    def take_lock(self, owner: str, *, patience: Patience | None = None,
+                  **extra: Any) -> HeldLock:
+        fd = self.trainer_lock.acquire(False, owner, patience=patience, **extra)
+        return _InheritedFlock(fd, self.trainer_lock.read_holder() or {})
+
+    @contextlib.contextmanager
+    def adopt_lock(self, handle: str, owner: str, **extra: Any) -> Iterator[dict[str, Any]]:
+        kind, _, value = handle.partition(":")
+        if kind != "fd" or not value.isdigit():
+            raise LockHeldError(f"not a local store lock handle: {handle!r}")
+        fd = int(value)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already: a no-op check
+        except OSError:
+            raise LockHeldError("the training process did not inherit the store lock") from None
+        try:
+            yield self.trainer_lock.write_holder(fd, owner, **extra)  # now this pid
+        finally:
+            clear_holder(fd)
+            os.close(fd)
+
+    def reopen_argv(self) -> list[str]:
+        return ["--model-dir", str(Path(self.root).absolute()), "--name", self.name,
+                "--keep", str(self.keep)]
+
+
+class _InheritedFlock(HeldLock):
+    """A locked descriptor that a child process inherits (``flock`` belongs to the open file
+    description, so the child holds the lock until it exits, even when it is killed)."""
+
+    def __init__(self, fd: int, holder: dict[str, Any]) -> None:
+        self.fd = fd
+        self.holder = holder
+
+    def child_argv(self) -> list[str]:
+        return ["--lock", f"fd:{self.fd}"]
+
+    def pass_fds(self) -> tuple[int, ...]:
+        return (self.fd,)
+
+    def handed_over(self) -> None:
+        os.close(self.fd)  # the child's copy keeps the lock
+
+    def release(self) -> None:
+        clear_holder(self.fd)
+        os.close(self.fd)

@@ -147,6 +147,21 @@ class FileLock:
             if holder is not None or time.monotonic() >= deadline:
                 return holder or {"pid": None, "owner": "", "host": None, "since": None}
             time.sleep(0.01)
+            if not self._held():  # a holder clears its record just before it lets go
+                return None
+
+    def _held(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also releases the probe's shared lock
+        return False
 
     def read_holder(self) -> dict[str, Any] | None:
         try:
