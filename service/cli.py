@@ -90,7 +90,6 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             holdout_fraction=spec.holdout_fraction,
             seed=spec.seed,
             progress=progress,
-            source=data.name,
             owner="sgdserve train",
             wait_lock=args.wait,
         )
@@ -206,8 +205,9 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
         raise CLIError(str(exc)) from None
     spec = _spec(args)
     data, target = _data_and_target(args, spec)
-    if not data.is_file():
-        raise CLIError(f"data file {str(data)!r} does not exist")
+    from .data import resolve
+
+    resolve(data, spec.format)  # a missing file or an empty folder is refused at start
     store = open_store(settings)
     make_regressor(spec.sgd, spec.seed)  # refuse bad parameters at start, not at the first tick
     tolerance = _tolerance(spec, settings)
@@ -217,7 +217,7 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
             store, data, target=target, features=spec.features, params=spec.sgd,
             encoding=spec.encoding, data_format=spec.format, force=spec.force,
             tolerance=tolerance, holdout_fraction=spec.holdout_fraction, seed=spec.seed,
-            source=data.name, owner="sgdserve schedule",
+            owner="sgdserve schedule",
         )
         return result.to_dict()
 
@@ -228,7 +228,9 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
 # Helpers
 
 
-def _data_and_target(args: argparse.Namespace, spec: TrainingSpec) -> tuple[Path, str]:
+def _data_and_target(args: argparse.Namespace, spec: TrainingSpec
+                     ) -> tuple[str | Path | list[str], str]:
+    """What --data names (one path, or a list for several) and the target column."""
     if args.sample:
         if args.data:
             raise CLIError("give --data FILE or --sample, not both")
@@ -237,7 +239,7 @@ def _data_and_target(args: argparse.Namespace, spec: TrainingSpec) -> tuple[Path
         raise CLIError("--data FILE is required (or --sample for the bundled house prices)")
     if not spec.target:
         raise CLIError("--target COL is required: the column to predict")
-    return Path(args.data), spec.target
+    return (args.data[0] if len(args.data) == 1 else list(args.data)), spec.target
 
 
 def _spec(args: argparse.Namespace) -> TrainingSpec:
@@ -411,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", help="model name (default: $SGDSERVE_MODEL_NAME or house-price)")
 
     def training_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", help="CSV (also .csv.gz), Parquet or JSON lines file")
+        p.add_argument("--data", nargs="+", metavar="PATH",
+                       help="a CSV (also .csv.gz), Parquet or JSON lines file, or a dataset of "
+                       "them: a directory, a glob or several files, local or s3://bucket/prefix/")
         p.add_argument("--sample", action="store_true",
                        help="train on the bundled sample house prices (target: price)")
         for param in TRAINING_PARAMS:  # one description drives the options (service/params.py)

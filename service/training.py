@@ -32,8 +32,7 @@ from .store import ANY, ModelStore
 
 DEFAULT_HOLDOUT_FRACTION = 0.2
 # Holdout (actual, predicted) pairs kept in the manifest for the model page's plots.
-HOLDOUT_SAMPLE_ROWS = 2000
-_SAMPLE_SALT = 0x5A5A  # a second seeded hash picks the sample among the holdout rows
+HOLDOUT_SAMPLE_ROWS = data_module.HOLDOUT_SAMPLE_ROWS
 
 # A progress callback receives (phase, done, total): phase "read", "fit", "scaler" or "epoch".
 Progress = Callable[[str, int, int], None]
@@ -67,7 +66,7 @@ class TrainResult:
 
 def train(
     store: ModelStore,
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     *,
     target: str,
     features: Sequence[str] | None = None,
@@ -85,8 +84,9 @@ def train(
     stream: bool | None = None,
     data_format: str | None = None,
 ) -> TrainResult:
-    """Train a candidate on ``data`` (a CSV, Parquet or JSON lines file), gate it against the
-    active model, keep it.
+    """Train a candidate on ``data`` (a CSV, Parquet or JSON lines file, or a dataset of them:
+    a directory, a glob or a list, local or ``s3://``), gate it against the active model, keep
+    it.
 
     ``params`` are ``SGDRegressor`` keyword arguments; ``encoding`` holds the data layer's
     options (``categorical``, ``numeric``, ``drop``: column names; ``min_frequency``,
@@ -102,9 +102,9 @@ def train(
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
     reg = make_regressor(params, seed)
     options, transform = encoding_options(encoding, features)
-    path = Path(data)
+    sources = data_module.open_sources(data, data_format)
     if stream is None:
-        stream = data_module.should_stream(path)
+        stream = data_module.should_stream(sources)
     split = _Split(target, options, holdout_fraction, seed, data_format, transform)
 
     guard = store.lock(wait=wait_lock, owner=owner or "sgdserve train") if lock else nullcontext()
@@ -113,7 +113,7 @@ def train(
         fit = _fit_streamed if stream else _fit_in_memory
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            evaluation = fit(reg, path, split, progress, active)
+            evaluation = fit(reg, sources, split, progress, active)
         notes = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
         if getattr(reg, "step_scale_", 1.0) < 1.0:
             evaluation.notices.append(
@@ -134,7 +134,7 @@ def train(
         status = "promoted" if promote else "rejected"
         inferred = summarize_schema(candidate)
         manifest = {
-            "data": {**evaluation.fingerprint.to_dict(), "source": source or path.name},
+            "data": {**evaluation.fingerprint.to_dict(), "source": source or sources.name},
             "split": {
                 "holdout_fraction": holdout_fraction,
                 "seed": seed,
@@ -288,43 +288,6 @@ class _Evaluation:
     decisions: list[str]
 
 
-class _HoldoutSample:
-    """A bounded, seeded sample of the holdout rows' (actual, predicted) pairs: the rows with the
-    smallest values of a seeded per-row hash (a bottom-k sample), so the same rows whether the
-    file is read whole or streamed, spread over the whole file whatever its order."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed ^ _SAMPLE_SALT
-        self.rows = np.empty(0, np.int64)
-        self.keys = np.empty(0, np.uint64)
-        self.actual = np.empty(0)
-        self.predicted = np.empty(0)
-
-    def add(self, rows: np.ndarray, y: np.ndarray, pred: np.ndarray) -> None:
-        """``rows`` are the file row numbers of the holdout rows ``y`` and ``pred`` are for."""
-        keys = _row_keys(rows, self.seed)
-        self.rows = np.concatenate([self.rows, rows])
-        self.keys = np.concatenate([self.keys, keys])
-        self.actual = np.concatenate([self.actual, y])
-        self.predicted = np.concatenate([self.predicted, pred])
-        if len(self.keys) > HOLDOUT_SAMPLE_ROWS:
-            keep = np.argpartition(self.keys, HOLDOUT_SAMPLE_ROWS - 1)[:HOLDOUT_SAMPLE_ROWS]
-            self.rows, self.keys = self.rows[keep], self.keys[keep]
-            self.actual, self.predicted = self.actual[keep], self.predicted[keep]
-
-    def to_dict(self, holdout_rows: int) -> dict[str, Any]:
-        order = np.argsort(self.rows, kind="stable")  # file order
-        return {"actual": self.actual[order].tolist(), "predicted": self.predicted[order].tolist(),
-                "of_rows": holdout_rows}
-
-
-def _row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
-    if len(rows) == 0:
-        return np.empty(0, np.uint64)
-    lo = int(rows.min())
-    return data_module.row_hash(lo, int(rows.max()) - lo + 1, seed)[rows - lo]
-
-
 def _comparable(active: LinearModel | None, candidate: LinearModel) -> bool:
     """Whether the active model can be scored on the candidate's holdout rows: it reads the
     same columns for the same target."""
@@ -332,10 +295,10 @@ def _comparable(active: LinearModel | None, candidate: LinearModel) -> bool:
             and set(active.feature_names) == set(candidate.feature_names))
 
 
-def _fit_in_memory(reg, path, split: _Split, progress, active) -> _Evaluation:
+def _fit_in_memory(reg, sources, split: _Split, progress, active) -> _Evaluation:
     if progress:
         progress("read", 0, 1)
-    loaded = data_module.load(path, split.target, split.options, fraction=split.fraction,
+    loaded = data_module.load(sources, split.target, split.options, fraction=split.fraction,
                               seed=split.seed, data_format=split.data_format,
                               target_transform=split.transform)
     train, hold, schema = loaded.train, loaded.holdout, loaded.schema
@@ -346,7 +309,7 @@ def _fit_in_memory(reg, path, split: _Split, progress, active) -> _Evaluation:
         progress("fit", 1, 1)
     candidate = LinearModel.from_regressor(reg, schema, split.target, split.transform)
     predicted = candidate.predict(hold.X, hold.codes)
-    sample = _HoldoutSample(split.seed)
+    sample = data_module.HoldoutSample(split.seed)
     sample.add(loaded.holdout_rows, hold.target, predicted)
     active_holdout = None
     if _comparable(active, candidate):
@@ -364,12 +327,12 @@ def _fit_in_memory(reg, path, split: _Split, progress, active) -> _Evaluation:
     )
 
 
-def _fit_streamed(reg, path, split: _Split, progress, active) -> _Evaluation:
+def _fit_streamed(reg, sources, split: _Split, progress, active) -> _Evaluation:
     """Fit with bounded memory: a schema pass, a statistics pass, one pass per epoch, one
     evaluation pass. No rows are kept: holdout metrics, the candidate's and the active model's
     on the same rows, are running sums of the last pass.
     """
-    stream = data_module.Stream(path, split.target, split.options, fraction=split.fraction,
+    stream = data_module.Stream(sources, split.target, split.options, fraction=split.fraction,
                                 seed=split.seed, data_format=split.data_format,
                                 target_transform=split.transform)
     if progress:
@@ -392,7 +355,7 @@ def _fit_streamed(reg, path, split: _Split, progress, active) -> _Evaluation:
     candidate = LinearModel.from_regressor(reg, schema, split.target, split.transform)
     comparable = _comparable(active, candidate)
     train, holdout, active_holdout = RegressionSums(), RegressionSums(), RegressionSums()
-    sample = _HoldoutSample(split.seed)
+    sample = data_module.HoldoutSample(split.seed)
     for chunk in stream:
         design, mask = chunk.design, chunk.holdout
         kept = design.rows(~mask)

@@ -46,7 +46,7 @@ from ..engine.schema import (
     Schema,
 )
 from ..errors import DataError
-from .source import Source, is_number_type
+from .source import Source, Sources, is_number_type
 
 __all__ = [
     "DEFAULT_MAX_LEVELS",
@@ -102,7 +102,7 @@ class ColumnPlan:
         return [*self.columns, self.target]
 
 
-def plan(source: Source, target: str, options: EncodingOptions) -> ColumnPlan:
+def plan(source: Source | Sources, target: str, options: EncodingOptions) -> ColumnPlan:
     """The columns to read and their types, from the header and the first rows."""
     header = source.columns
     if target not in header:
@@ -186,6 +186,22 @@ class _Numbers:
             else:
                 self.distinct |= new
 
+    def merge(self, other: _Numbers) -> None:
+        """Take the statistics of the rows right after these (consecutive partitions)."""
+        self.count += other.count
+        self.total += other.total
+        self.missing += other.missing
+        self.minimum = min(self.minimum, other.minimum)
+        self.maximum = max(self.maximum, other.maximum)
+        if self.index_base is None:
+            self.index, self.index_base = other.index, other.index_base
+        elif other.index_base is not None:
+            self.index = self.index and other.index and other.index_base == self.index_base
+        self.distinct_ok = self.distinct_ok and other.distinct_ok and \
+            self.distinct.isdisjoint(other.distinct)
+        if self.distinct_ok:
+            self.distinct |= other.distinct
+
     @property
     def mean(self) -> float:
         return self.total / self.count if self.count else 0.0
@@ -223,11 +239,23 @@ class _Text:
         self.counts.update(dict(zip(counted[values.name].to_list(),
                                     counted["count"].to_list(), strict=True)))
 
+    def merge(self, other: _Text) -> None:
+        """Take the statistics of the rows right after these (consecutive partitions)."""
+        if self.not_numbers == 0:
+            self.as_numbers.merge(other.as_numbers)
+        self.counts.update(other.counts)
+        self.rows += other.rows
+        self.missing += other.missing
+        self.not_numbers += other.not_numbers
+        self.numbers += other.numbers
+        self.not_words += other.not_words
+
 
 class ColumnStats:
     """Statistics of the planned columns over the training rows, chunk by chunk."""
 
-    def __init__(self, source: Source, plan: ColumnPlan, options: EncodingOptions) -> None:
+    def __init__(self, source: Source | Sources, plan: ColumnPlan,
+                 options: EncodingOptions) -> None:
         self.source = source
         self.plan = plan
         self.options = options
@@ -245,13 +273,18 @@ class ColumnStats:
             else:
                 self.texts[name] = _Text()
 
-    def add(self, frame: pl.DataFrame, start_row: int, train: np.ndarray) -> None:
-        """Take one chunk; ``train`` marks its training rows (the rest are held out)."""
+    def add(self, frame: pl.DataFrame, start_row: int, train: np.ndarray,
+            source: Source | None = None) -> None:
+        """Take one chunk; ``train`` marks its training rows (the rest are held out).
+
+        ``start_row`` is the chunk's first row in the whole data; ``source`` is the file it
+        came from when the data is several files (errors name its lines).
+        """
         self.rows += frame.height
         self.train_rows += int(train.sum())
         for name, stats in self.numbers.items():
             values = frame[name].to_numpy()
-            self._check_finite(name, values, frame[name], start_row)
+            self._check_finite(name, values, frame[name], start_row, source or self.source)
             named_index = name.lower() in _INDEX_NAMES
             stats.add(values, train, start_row, named_index)
         for name, stats in self.texts.items():
@@ -262,13 +295,26 @@ class ColumnStats:
             counts[2] += series.null_count()
             counts[1] += len(series) - series.null_count() - int(series.sum() or 0)
 
+    def merge(self, other: ColumnStats) -> ColumnStats:
+        """Take the statistics of the rows right after these: partial statistics of
+        consecutive partitions, merged in order, are those of one pass; returns self."""
+        self.rows += other.rows
+        self.train_rows += other.train_rows
+        for name, stats in self.numbers.items():
+            stats.merge(other.numbers[name])
+        for name, text in self.texts.items():
+            text.merge(other.texts[name])
+        for name, counts in self.booleans.items():
+            counts[:] = [a + b for a, b in zip(counts, other.booleans[name], strict=True)]
+        return self
+
     def _check_finite(self, name: str, values: np.ndarray, series: pl.Series,
-                      start_row: int) -> None:
+                      start_row: int, source: Source) -> None:
         bad = np.flatnonzero(np.isinf(values) | (np.isnan(values) & series.is_not_null()
                                                  .to_numpy()))
         if len(bad):
             row = start_row + int(bad[0])
-            line = self.source.line_of_row(row)
+            line = source.line_of_row(row)
             raise DataError(f"column {name!r}, line {line}: {float(values[bad[0]])!r} is not a "
                             "finite number", column=name, line=line)
 
