@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from . import data as data_module
+from .cluster import DaskEngine
 from .engine import LinearModel, RegressionSums, SGDRegressor, regression_metrics
 from .errors import (
     ConvergenceWarning,
@@ -54,6 +55,7 @@ class TrainResult:
     intercept: float
     epochs: int
     seconds: float
+    engine: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
     warnings: list[str] = field(default_factory=list)
     inferred: dict[str, Any] = field(default_factory=dict)  # columns by kind, dropped, imputed
     notices: list[str] = field(default_factory=list)  # what the data layer decided, in words
@@ -83,6 +85,7 @@ def train(
     lock: bool = True,
     stream: bool | None = None,
     data_format: str | None = None,
+    engine: str | DaskEngine = "local",
 ) -> TrainResult:
     """Train a candidate on ``data`` (a CSV, Parquet or JSON lines file, or a dataset of them:
     a directory, a glob or a list, local or ``s3://``), gate it against the active model, keep
@@ -93,7 +96,10 @@ def train(
     ``max_levels``; ``target_transform``: ``"none"`` or ``"log"``). ``lock=False`` means the
     caller already holds the store lock (a retrain job that inherited it). ``stream`` forces
     (True) or forbids (False) reading the file in chunks; by default files over
-    ``data.STREAM_THRESHOLD_BYTES`` stream. Raises ``LockHeldError`` when another process trains.
+    ``data.STREAM_THRESHOLD_BYTES`` stream. ``engine`` ``"dask"`` (a local cluster) or a
+    :class:`~service.cluster.DaskEngine` fits on a Dask cluster, one partition per file; the
+    gate, the store and the result are the same. Raises ``LockHeldError`` when another process
+    trains.
     """
     started = time.perf_counter()
     if not 0.0 < holdout_fraction < 1.0:
@@ -102,15 +108,22 @@ def train(
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
     reg = make_regressor(params, seed)
     options, transform = encoding_options(encoding, features)
+    if engine == "dask":
+        engine = DaskEngine()
+    if not (engine == "local" or isinstance(engine, DaskEngine)):
+        raise ValueError(f"engine must be local or dask, got {engine!r}")
     sources = data_module.open_sources(data, data_format)
-    if stream is None:
+    if isinstance(engine, DaskEngine):
+        stream = False  # each partition is held in its worker's memory
+    elif stream is None:
         stream = data_module.should_stream(sources)
     split = _Split(target, options, holdout_fraction, seed, data_format, transform)
 
     guard = store.lock(wait=wait_lock, owner=owner or "sgdserve train") if lock else nullcontext()
     with guard:
         active_id, active, decided, expected = _active_for_gate(store, force)
-        fit = _fit_streamed if stream else _fit_in_memory
+        fit = _fit_on_cluster(engine) if isinstance(engine, DaskEngine) else \
+            _fit_streamed if stream else _fit_in_memory
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             evaluation = fit(reg, sources, split, progress, active)
@@ -142,6 +155,7 @@ def train(
                 "holdout_rows": evaluation.holdout["rows"],
                 "streamed": bool(stream),
             },
+            "engine": evaluation.engine,
             "encoding": {**options_to_dict(options), "target_transform": transform},
             "inferred": inferred,
             "notices": evaluation.notices,
@@ -180,6 +194,7 @@ def train(
         intercept=candidate.intercept,
         epochs=reg.n_iter_,
         seconds=round(time.perf_counter() - started, 3),
+        engine=evaluation.engine,
         warnings=notes,
         inferred=inferred,
         notices=evaluation.notices,
@@ -286,6 +301,7 @@ class _Evaluation:
     holdout_sample: dict[str, Any]
     notices: list[str]
     decisions: list[str]
+    engine: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
 
 
 def _comparable(active: LinearModel | None, candidate: LinearModel) -> bool:
@@ -382,6 +398,35 @@ def _fit_streamed(reg, sources, split: _Split, progress, active) -> _Evaluation:
         notices=stream.notices,
         decisions=stream.decisions,
     )
+
+
+def _fit_on_cluster(engine: DaskEngine) -> Callable[..., _Evaluation]:
+    """The fit step on a Dask cluster: the same evaluation as a local run, from partitions."""
+
+    def fit(reg, sources, split: _Split, progress, active) -> _Evaluation:
+        with engine.fit(reg, sources, target=split.target, options=split.options,
+                        fraction=split.fraction, seed=split.seed, data_format=split.data_format,
+                        target_transform=split.transform, progress=progress) as run:
+            assert run.schema is not None and run.fingerprint is not None
+            candidate = LinearModel.from_regressor(reg, run.schema, split.target,
+                                                   split.transform)
+            if progress:
+                progress("evaluate", 0, 1)
+            scores = run.evaluate(candidate, active if _comparable(active, candidate) else None)
+            provenance = run.provenance()
+        return _Evaluation(
+            candidate=candidate,
+            fingerprint=run.fingerprint,
+            train=scores.train.metrics(),
+            holdout=scores.holdout.metrics(),
+            active_holdout=scores.active.metrics() if scores.active is not None else None,
+            holdout_sample=scores.sample.to_dict(scores.holdout.n),
+            notices=run.notices,
+            decisions=run.decisions,
+            engine={**provenance, "epochs": reg.n_iter_},
+        )
+
+    return fit
 
 
 def _active_for_gate(store: ModelStore, force: bool):
