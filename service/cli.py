@@ -75,6 +75,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"model {settings.model_name!r} already has an active version "
               f"{store.active_version()}; not training (--if-empty)", file=sys.stderr)
         return 0
+    engine = _engine(spec)
     progress = _Progress() if sys.stderr.isatty() and not args.json else None
     try:
         result = train(
@@ -92,6 +93,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             progress=progress,
             owner="sgdserve train",
             wait_lock=args.wait,
+            engine=engine,
         )
     finally:
         if progress:
@@ -211,13 +213,14 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     make_regressor(spec.sgd, spec.seed)  # refuse bad parameters at start, not at the first tick
     tolerance = _tolerance(spec, settings)
+    engine = _engine(spec)
 
     def run_once() -> dict[str, Any]:
         result = train(
             store, data, target=target, features=spec.features, params=spec.sgd,
             encoding=spec.encoding, data_format=spec.format, force=spec.force,
             tolerance=tolerance, holdout_fraction=spec.holdout_fraction, seed=spec.seed,
-            owner="sgdserve schedule",
+            owner="sgdserve schedule", engine=engine,
         )
         return result.to_dict()
 
@@ -259,6 +262,18 @@ def _spec(args: argparse.Namespace) -> TrainingSpec:
     return spec
 
 
+def _engine(spec: TrainingSpec) -> Any:
+    """``"local"``, or the Dask cluster --engine dask names (--scheduler) or starts (--workers)."""
+    if spec.engine != "dask":
+        for name in ("scheduler", "workers"):
+            if getattr(spec, name) is not None:
+                raise CLIError(f"--{name} needs --engine dask")
+        return "local"
+    from .cluster import DaskEngine
+
+    return DaskEngine(scheduler=spec.scheduler, workers=spec.workers)
+
+
 def _tolerance(spec: TrainingSpec, settings: Settings) -> float:
     return settings.promote_tolerance if spec.tolerance is None else spec.tolerance
 
@@ -285,6 +300,10 @@ def _summary(result: Any, settings: Settings) -> str:
         f"   ({t['rows']} rows)",
         f"epochs    {result.epochs} in {result.seconds:.2f} s",
     ]
+    if result.engine.get("name") == "dask":
+        e = result.engine
+        lines.append(f"engine    dask: {e['partitions']} partitions, {e['rounds']} rounds on "
+                     f"{e['workers']} workers ({e['scheduler']})")
     lines.extend(_inferred(result.inferred))
     lines.extend(f"note      {n}" for n in result.notices)
     lines.append(f"model     {result.target} = sum(slope * feature) + sum(level weight) + bias"
@@ -524,6 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     for opt, key in (("model_dir", "model_dir"), ("name", "model_name"), ("host", "host"),
                      ("port", "port"), ("workers", "workers")):
+        if opt == "workers" and args.command != "serve":
+            continue  # train's --workers is the Dask cluster's, not gunicorn's
         value = getattr(args, opt, None)
         if value is not None:
             overrides[key] = value  # Settings keeps an s3:// URL as it is, a path as a Path

@@ -2,7 +2,7 @@
 
 :class:`DaskEngine` says where: an existing ``distributed.Client``, a scheduler's address
 (``sgdserve train --engine dask --scheduler tcp://HOST:8786``), or a local cluster of worker
-processes that it starts and stops (``--workers N``: on 127.0.0.1, dashboard off).
+processes that it starts and stops (``--workers N``: every port on 127.0.0.1).
 :meth:`DaskEngine.fit` runs the fit step of the training pipeline there (``service.training``
 keeps the gate, the store and the output, whichever engine fits):
 
@@ -100,10 +100,12 @@ class DaskEngine:
             return
         n = self.workers or os.cpu_count() or 1
         # Processes: each task is Python and numpy holding the GIL, so threads would not
-        # overlap. Loopback only, no dashboard: a laptop's cluster serves nobody else.
+        # overlap. Loopback only: a laptop's cluster serves nobody else. The scheduler's HTTP
+        # server (the dashboard, with bokeh installed) gets a free port there; with None it
+        # would still take 8787, and warn when another cluster has it.
         cluster = distributed.LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None, silence_logs=logging.ERROR)
+            dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
         with cluster, distributed.Client(cluster) as client:
             yield client
 
@@ -222,10 +224,10 @@ class DaskRun:
 
         def run(shared: Shared, carries: list[Carry]) -> list[RoundResult]:
             begun = time.perf_counter()
-            future = client.scatter(shared, broadcast=True, hash=False)
+            future = _broadcast(client, shared)
             answers = client.gather(client.map(_round, fitted, carries, shared=future,
                                                pure=False))
-            client.cancel([future])
+            del future
             # Time in a round not spent on its slowest partition: scheduling, transfers.
             overhead["seconds"] += time.perf_counter() - begun - max(s for _, s in answers)
             return [result for result, _ in answers]
@@ -258,10 +260,10 @@ class DaskRun:
         started = time.perf_counter()
         client = self.client
         with _cluster_errors():
-            models = client.scatter((candidate, active), broadcast=True, hash=False)
+            models = _broadcast(client, (candidate, active))
             scores = client.gather(client.map(_score, self._encoded, models=models,
                                               seed=self.seed, pure=False))
-            client.cancel([models])
+            del models
         out = Evaluation(RegressionSums(), RegressionSums(),
                          RegressionSums() if active is not None else None,
                          HoldoutSample(self.seed))
@@ -293,7 +295,17 @@ class DaskRun:
         self._futures, self._encoded = [], []
 
 
+def _broadcast(client: Any, value: Any) -> Any:
+    """``value`` as one future every task of a round depends on: sent once, fetched by each
+    worker that needs it, and (unlike scattered data) recomputed if its worker dies."""
+    return client.submit(_same, value, pure=False)
+
+
 # -- tasks (module-level functions: workers import them by name) ------------------------------
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _rows_and_digest(raw: parts.RawPartition) -> tuple[int, str]:
@@ -306,14 +318,16 @@ def _train_rows(part: parts.Partition) -> int:
 
 def _summary(part: parts.Partition, first: int, n_levels: tuple[int, ...], stride: int) -> Any:
     train = part.train
-    return partition_stats(train.X, train.y, train.codes, n_levels, first_row=first,
-                           stride=stride)
+    X = train.X if train.X.flags.f_contiguous else np.asfortranarray(train.X)
+    return partition_stats(X, train.y, train.codes, n_levels, first_row=first, stride=stride)
 
 
 def _round(part: parts.Partition, carry: Carry, shared: Shared) -> tuple[RoundResult, float]:
     started = time.perf_counter()
     train = part.train
-    result = local_epoch(train.X, train.y, train.codes, shared, carry)
+    # Fortran order whatever a transfer did: the same rounding on every worker, every retry.
+    X = train.X if train.X.flags.f_contiguous else np.asfortranarray(train.X)
+    result = local_epoch(X, train.y, train.codes, shared, carry)
     return result, time.perf_counter() - started
 
 

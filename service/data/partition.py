@@ -78,8 +78,10 @@ def column_stats(raw: RawPartition, row_offset: int, plan: ColumnPlan,
 
 @dataclass
 class Partition:
-    """A partition encoded by the schema: its training rows, then its held-out ones (one
-    allocation, two views, as ``load`` writes them), and the held-out rows as read."""
+    """A partition encoded by the schema: its training rows and its held-out ones, in file
+    order, each a Fortran-ordered design as ``load`` writes them (and as Dask keeps them when
+    it moves a partition between workers: a C-ordered copy would change the products'
+    rounding), and the held-out rows as read."""
 
     index: int
     row_offset: int
@@ -101,12 +103,11 @@ def encode(raw: RawPartition, row_offset: int, schema: Schema, target: str, *, f
     mask = _holdout(row_offset, raw.rows, fraction, seed)
     train_rows, holdout_rows = np.flatnonzero(~mask), np.flatnonzero(mask)
     with source.naming():
-        design = encode_design(schema, raw.frame, source, start_row=row_offset,
-                                 order=np.concatenate([train_rows, holdout_rows]),
-                                 target=target, target_transform=target_transform)
-    cut = len(train_rows)
-    return Partition(raw.index, row_offset, design.rows(slice(0, cut)),
-                     design.rows(slice(cut, None)), row_offset + holdout_rows,
+        train, holdout = (encode_design(schema, raw.frame, source, start_row=row_offset,
+                                        order=rows, target=target,
+                                        target_transform=target_transform)
+                          for rows in (train_rows, holdout_rows))
+    return Partition(raw.index, row_offset, train, holdout, row_offset + holdout_rows,
                      raw.frame.filter(pl.Series(mask)), source)
 
 
