@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 # Part of every cached file's name: bump it when a generator changes what it writes.
-VERSION = 1
+VERSION = 2
 
 MIXED_NUMERIC = tuple(f"n{i}" for i in range(10))
 MIXED_LEVELS = (5, 20, 100, 1_000, 10_000)
@@ -87,17 +87,18 @@ def _zipf_codes(rng: np.random.Generator, n_rows: int, n_levels: int) -> np.ndar
 def mixed_frame(rows: int = 1_000_000, seed: int = 0) -> pd.DataFrame:
     """The mixed benchmark's rows: ``n0`` .. ``n9``, ``s5`` .. ``s10000``, ``price``.
 
-    price = 1 + sum_i c_i * n_i + sum_k effect_k[level] + N(0, 1), with numeric columns of
-    different scales and offsets and level effects N(0, 1); empty cells are blanked after price
-    is computed (so a gap hides information, as in real data), NaN in numeric columns and None
-    in text ones.
+    The formulas of the file issue 10 measured: n_i = (i + 1) * N(0, 1) + i, price = 1 +
+    sum_i 0.3 * (i mod 3 - 1) * n_i + sum_k effect_k[level] + N(0, 1), level effects N(0, 1)
+    (so the optimum's holdout R^2 is about 0.975, and n1, n4, n7 do not matter). Empty cells are
+    blanked after price is computed (a gap hides information, as in real data): NaN in numeric
+    columns, None in text ones.
     """
     rng = np.random.default_rng(seed)
     price = np.ones(rows)
     columns: dict[str, object] = {}
     for i, name in enumerate(MIXED_NUMERIC):
         x = rng.standard_normal(rows) * (i + 1.0) + i
-        price += rng.uniform(-1.0, 1.0) / (i + 1.0) * x  # each moves price by under 1 sd
+        price += 0.3 * (i % 3 - 1) * x
         if name in MIXED_MISSING_NUMERIC:
             x[rng.random(rows) < MISSING_FRACTION] = np.nan
         columns[name] = x
