@@ -20,7 +20,8 @@ split it used) and (ii) sgdserve's own holdout (``service.data.holdout_mask``, 2
 training on the other rows, as ``sgdserve train`` does. Then, for choosing sgdserve's defaults:
 OneHotEncoder(min_frequency=k) and (max_categories=m) (rarer levels pooled, unseen ones sent to
 the pool), and fitting log(price) with and without Duan's smearing estimate (exp of the
-prediction times the mean of exp(training residual)); every RMSE is in dollars.
+prediction times the mean of exp(training residual)), and either with the log-scale
+prediction clipped to the training range of log(price); every RMSE is in dollars.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ MODELS: dict[str, Callable[[], object]] = {
 SWEEP_MODELS = ("LinearRegression", "Ridge(alpha=1)")
 MIN_FREQUENCIES = (1, 2, 5, 10, 20)
 MAX_CATEGORIES = (50, 20, 10, 5)
-TRANSFORMS = ("none", "log", "log + smearing")
+TRANSFORMS = ("none", "log", "log + smearing", "log, clipped", "log + smearing, clipped")
 TRANSFORM_MIN_FREQUENCIES = (1, 5, 10)
 
 
@@ -135,8 +136,11 @@ def score(model_name: str, X: pd.DataFrame, y: np.ndarray, split: Split, *,
         else:
             log_y = np.log(y_train)
             model.fit(train, log_y)
-            pred = np.exp(model.predict(test))
-            if transform == "log + smearing":  # Duan (1983): E[exp(e)] from training residuals
+            log_pred = model.predict(test)
+            if transform.endswith("clipped"):  # exp() of a far-out row's prediction explodes
+                log_pred = np.clip(log_pred, log_y.min(), log_y.max())
+            pred = np.exp(log_pred)
+            if "smearing" in transform:  # Duan (1983): E[exp(e)] from the training residuals
                 pred *= np.mean(np.exp(log_y - model.predict(train)))
         r = y_test - pred
         sse = float(r @ r)
