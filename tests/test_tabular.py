@@ -286,3 +286,22 @@ def test_log_transform_refuses_a_price_that_is_not_positive(tmp_path):
               encoding={"target_transform": "log"})
     assert "line 19" in str(info.value)
     assert LocalStore(tmp_path / "models").version_ids() == []
+
+
+def test_openapi_describes_each_feature_by_its_kind(trained):
+    from openapi_schema_validator import OAS30Validator
+    from openapi_spec_validator import validate
+
+    tmp, frame, store, result = trained
+    client = create_app({"model_dir": tmp / "models", "reload_interval": 0}).test_client()
+    doc = client.get("/openapi.json").get_json()
+    validate(doc)
+    row = OAS30Validator(doc["components"]["schemas"]["FeatureRow"])
+    sample = rows_as_json(frame.head(50))  # strings, nulls, yes/no words and the price
+    for values in sample:
+        row.validate(values)
+        assert client.post("/predict", json={"features": values}).status_code == 200
+    assert not row.is_valid(dict(sample[0], hood=12))
+    assert not row.is_valid(dict(sample[0], sqft="1500"))
+    assert not row.is_valid(dict(sample[0], sqfeet=1.0))
+    assert client.post("/predict", json={"features": dict(sample[0], hood=12)}).status_code == 400

@@ -114,23 +114,38 @@ def _query_parameters(wait_limit: float) -> list[dict[str, Any]]:
     return params
 
 
-def _feature_row(features: tuple[str, ...] | None) -> dict[str, Any]:
-    """One row of features: the active model's names when known, else any names."""
+_VALUE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "numeric": {"type": "number", "nullable": True,
+                "description": "A number; null is an empty value (the training mean)."},
+    "boolean": {"oneOf": [{"type": "boolean", "nullable": True},
+                          {"type": "number", "enum": [0, 1]},
+                          {"type": "string", "description": "yes/no, true/false or y/n"}],
+                "description": "true/false, 1/0 or a yes/no word; null is an empty value."},
+    "categorical": {"type": "string", "nullable": True,
+                    "description": "One of the feature's levels (GET /model); a level never "
+                    "kept in training counts as 'other'; null is the empty level."},
+}
+
+
+def _feature_row(fields: tuple[tuple[str, str], ...] | None,
+                 ignored: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One row of features: the served model's (name, kind) pairs when known, else any
+    numbers by name."""
     row: dict[str, Any] = {
         "type": "object",
-        "description": "Feature values by name: exactly the active model's features "
-        "(GET /model).",
+        "description": "Feature values by name: the active model's features (GET /model); "
+        "its target and the columns it dropped in training are accepted and ignored.",
     }
-    if features:
-        row.update(
-            required=list(features),
-            properties={name: {"type": "number"} for name in features},
-            additionalProperties=False,
-        )
+    if fields:
+        properties = {name: dict(_VALUE_SCHEMAS[kind]) for name, kind in fields}
+        properties.update({name: {"description": "Ignored (the target, or a column the model "
+                                  "dropped in training)."} for name in ignored})
+        row.update(required=[name for name, _ in fields], properties=properties,
+                   additionalProperties=False)
     else:
         row.update(
             minProperties=1,
-            additionalProperties={"type": "number"},
+            additionalProperties={"type": "number", "nullable": True},
             example={"sqft": 1500, "bedrooms": 3, "bathrooms": 2, "age_years": 20},
         )
     return row
@@ -329,13 +344,15 @@ def _v2_paths() -> dict[str, Any]:
 def document(
     max_batch_rows: int = 10_000,
     wait_limit: float = 25.0,
-    features: tuple[str, ...] | None = None,
+    fields: tuple[tuple[str, str], ...] | None = None,
+    ignored: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The OpenAPI document for the given limits and the served model's features.
+    """The OpenAPI document for the given limits and the served model's features, as
+    (name, kind) pairs, and the keys a row may carry that it ignores.
 
     Cached per argument tuple; callers must not modify the result.
     """
-    row = _feature_row(features)
+    row = _feature_row(fields, ignored)
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
