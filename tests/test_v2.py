@@ -127,7 +127,7 @@ def test_server_metadata(client, path):
     r = client.get(path)
     assert r.status_code == 200
     body = conforms(r.get_json(), "server_metadata")
-    assert body["name"] == "sgdserve" and body["extensions"] == []
+    assert body["name"] == "sgdserve" and body["extensions"] == ["binary_tensor_data"]
 
 
 def test_live_and_ready(client, store):
@@ -305,8 +305,14 @@ BAD_REQUESTS = [
      "data[0] has 2 items where shape [1] needs 1"),
     ({"inputs": [_input(data=[1500, 2000, 1])] + _others()},
      "inputs[0] ('sqft'): shape [2] holds 2 values, data has 3"),
-    ({"inputs": [_input(datatype="BYTES")] + _others()}, "datatype 'BYTES' is not supported"),
-    ({"inputs": [_input(datatype="BOOL")] + _others()}, "datatype 'BOOL' is not supported"),
+    ({"inputs": [_input(datatype="BYTES", data=["1500", "2000"])] + _others()},
+     "inputs[0] ('sqft'): datatype BYTES is not accepted by 'sqft', a numeric input (FP64)"),
+    ({"inputs": [_input(datatype="BYTES")] + _others()},
+     "inputs[0] ('sqft'): data[0] must be a string, got 1500"),
+    ({"inputs": [_input(datatype="BOOL", data=[True, False])] + _others()},
+     "datatype BOOL is not accepted by 'sqft', a numeric input (FP64)"),
+    ({"inputs": [_input(datatype="FP8")] + _others()},
+     "datatype 'FP8' is not a datatype of the protocol"),
     ({"inputs": [_input(datatype="INT64", data=[1500, 2000.5])] + _others()},
      "data[1] is 2000.5, not an integer as INT64 says"),
     ({"inputs": [_input(datatype="UINT32", data=[1500, -1])] + _others()},
@@ -390,7 +396,7 @@ def _requests_for_both_paths() -> list[bytes]:
 
 
 def test_the_fast_and_general_paths_answer_alike(client, model, monkeypatch):
-    import service.http.v2
+    import service.http.codecs.oip_json
 
     bodies = _requests_for_both_paths()
 
@@ -399,7 +405,7 @@ def test_the_fast_and_general_paths_answer_alike(client, model, monkeypatch):
             client.post(INFER, data=body, content_type="application/json") for body in bodies)]
 
     fast = answers()
-    monkeypatch.setattr(service.http.v2, "_decode_fast", lambda data: None)
+    monkeypatch.setattr(service.http.codecs.oip_json, "decode_fast", lambda data: None)
     general = answers()
     for body, a, b in zip(bodies, fast, general, strict=True):
         assert a == b, body[:200]
@@ -408,10 +414,11 @@ def test_the_fast_and_general_paths_answer_alike(client, model, monkeypatch):
 
 
 def test_flat_numeric_requests_are_parsed_once(client, model, monkeypatch):
-    import service.http.v2
+    import service.http.codecs.oip_json
 
     calls = []
-    monkeypatch.setattr(service.http.v2, "parse_json", lambda data: calls.append(data))
+    monkeypatch.setattr(service.http.codecs.oip_json, "decode_general",
+                        lambda body: calls.append(body))
     assert infer(client, one_matrix(rows(3))).status_code == 200
     assert infer(client, dict(by_feature(rows(3)), id="a")).status_code == 200
     assert calls == []

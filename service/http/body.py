@@ -26,12 +26,13 @@ _CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
             "deflate": zlib.MAX_WBITS}
 
 
-def read_json_body(req: Request) -> bytes:
-    """The body of a request that must be JSON: 415 for another content type, 413 over the
-    body limit."""
+def read_json_body(req: Request, *, untyped: bool = False) -> bytes:
+    """The body of a request that must be JSON: 415 for another content type (none is
+    accepted too when ``untyped``), 413 over the body limit."""
     content_type = req.environ.get("CONTENT_TYPE", "")
     # The exact header most clients send skips Werkzeug's header parsing.
-    if content_type != "application/json" and req.mimetype != "application/json":
+    if content_type != "application/json" and req.mimetype != "application/json" \
+            and not (untyped and not content_type):
         raise APIError(
             f"Content-Type must be application/json, got {req.mimetype or 'none'!r}",
             status_code=415,
