@@ -16,7 +16,7 @@ from flask import Blueprint, Request, Response, request
 
 from .. import __version__
 from .body import read_body, release_after_sending
-from .codecs.columns import predict
+from .codecs.columns import input_datatypes, predict
 from .codecs.csv_rows import decode_csv
 from .codecs.mlflow import decode_json
 from .errors import APIError, json_response
@@ -38,12 +38,12 @@ def invocations() -> Response:
     version, model = st.served()
     if kind is None:
         kind = "application/json" if data.lstrip()[:1] in (b"{", b"[") else "text/csv"
-    limit = st.settings.max_batch_rows
+    inputs = (model.feature_names, input_datatypes(model), st.settings.max_batch_rows)
     parsed = None
     if kind == "text/csv":
-        columns = decode_csv(data, model, limit)
+        columns = decode_csv(data, *inputs)
     else:
-        columns, parsed = decode_json(data, model, limit)
+        columns, parsed = decode_json(data, *inputs)
     y = predict(model, columns, lambda i: f"row {i}")
     st.metrics.rows_predicted(len(y))
     response = json_response({"predictions": y, "model_version": version},

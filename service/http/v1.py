@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request
 
 from .body import read_json_body, release_after_sending
 from .codecs import v1
-from .codecs.columns import predict
+from .codecs.columns import input_datatypes, predict
 from .errors import APIError, json_response
 from .reload import check_ready
 from .state import state
@@ -50,7 +50,8 @@ def predict_v1(name: str) -> Response:
     data = read_json_body(request._get_current_object(), untyped=True)
     st.check_name(name)
     version, model = st.served()
-    columns, parsed = v1.decode(data, model, st.settings.max_batch_rows)
+    columns, parsed = v1.decode(data, model.feature_names, input_datatypes(model),
+                                st.settings.max_batch_rows)
     y = predict(model, columns, lambda i: f"instances[{i}]")
     st.metrics.rows_predicted(len(y))
     response = json_response({"predictions": y, "model_version": version},

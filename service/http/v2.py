@@ -31,7 +31,7 @@ from .body import read_body, release_after_sending
 from .codecs.columns import input_datatypes, predict
 from .codecs.oip_binary import HEADER, WSGI_HEADER, encode, split
 from .codecs.oip_json import OUTPUT, InferRequest, decode_request, response_body
-from .codecs.tensors import decode_inputs, to_columns
+from .codecs.tensors import decode_tensors
 from .errors import APIError, json_response
 from .reload import check_ready
 from .state import ServiceState, state
@@ -164,8 +164,7 @@ def infer(name: str, version: str | None = None) -> Response:
     binary = _binary_answer(parsed)
     names = model.feature_names
     limit = st.settings.max_batch_rows
-    tensors = decode_inputs(parsed.inputs, raw, len(names), limit)
-    columns = to_columns(tensors, names, input_datatypes(model), limit)
+    columns = decode_tensors(parsed.inputs, raw, names, input_datatypes(model), limit)
     y = predict(model, columns, lambda i: f"row {i}", code="invalid_input")
     st.metrics.rows_predicted(len(y))
     body, headers = encode(response_body(name, served, parsed.id), [(OUTPUT, y, binary)])

@@ -13,12 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Any
 
 import numpy as np
 
 from ..errors import APIError
-from .columns import BYTES, Columns, input_datatypes, row_count
+from .columns import BYTES, Columns, row_count
 
 __all__ = ["decode_csv"]
 
@@ -27,15 +26,15 @@ def invalid(message: str) -> APIError:
     return APIError(message, code="invalid_features")
 
 
-def decode_csv(data: bytes, model: Any, limit: int) -> Columns:
-    """The columns of a CSV body."""
+def decode_csv(data: bytes, names: tuple[str, ...], datatypes: tuple[str, ...],
+               limit: int) -> Columns:
+    """The columns of a CSV body for inputs ``names`` taking ``datatypes``."""
     try:
         text = data.decode("utf-8-sig")  # a spreadsheet's byte order mark is not a column
     except UnicodeDecodeError as exc:
         raise APIError(f"the CSV body is not UTF-8 ({exc.reason} at byte {exc.start})",
                        code="invalid_csv") from None
-    names = model.feature_names
-    datatypes = dict(zip(names, input_datatypes(model), strict=True))
+    kinds = dict(zip(names, datatypes, strict=True))
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -50,7 +49,7 @@ def decode_csv(data: bytes, model: Any, limit: int) -> Columns:
                 raise invalid(f"CSV header: column {name!r} is missing; the model's features "
                               f"are {', '.join(names)}")
         for cell in header:
-            if cell not in datatypes:
+            if cell not in kinds:
                 raise invalid(f"CSV header: unknown column {cell[:50]!r}; the model's features "
                               f"are {', '.join(names)}")
         if len(header) != len(names):
@@ -76,7 +75,7 @@ def decode_csv(data: bytes, model: Any, limit: int) -> Columns:
     values = []
     for name in names:
         cells = [row[position[name]] for row in rows]
-        if datatypes[name] == BYTES:
+        if kinds[name] == BYTES:
             values.append([cell if cell != "" else None for cell in cells])
         else:
             values.append(_numbers(cells, name, lines))

@@ -17,7 +17,6 @@ from ..body import json_type
 from ..errors import APIError
 from .columns import (
     Columns,
-    input_datatypes,
     named_columns,
     positional_columns,
     record_columns,
@@ -34,8 +33,10 @@ def bad_format(message: str) -> APIError:
     return APIError(message, code="invalid_format")
 
 
-def decode_json(data: bytes, model: Any, limit: int) -> tuple[Columns, Any]:
-    """The columns of an MLflow JSON scoring body, and the parsed body."""
+def decode_json(data: bytes, names: tuple[str, ...], datatypes: tuple[str, ...],
+                limit: int) -> tuple[Columns, Any]:
+    """The columns of an MLflow JSON scoring body for inputs ``names`` taking ``datatypes``,
+    and the parsed body."""
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -57,8 +58,6 @@ def decode_json(data: bytes, model: Any, limit: int) -> tuple[Columns, Any]:
         raise bad_format(f"'params' must be an object, got {json_type(body['params'])}")
     key = found[0]
     value = body[key]
-    names = model.feature_names
-    datatypes = input_datatypes(model)
     if key == "dataframe_split":
         return _split(value, names, datatypes, limit), body
     if key == "dataframe_records":

@@ -9,7 +9,7 @@ a :class:`Tensor` here whose ``values`` are flat and row-major:
 - ``BYTES``: a list of ``str`` (JSON strings, or length-prefixed UTF-8 in binary);
 - ``BOOL``: a bool array.
 
-:func:`to_columns` then maps the tensors onto the model's inputs, in one of two layouts: one
+:func:`decode_tensors` maps the tensors onto the model's inputs, in one of two layouts: one
 input per feature (named like it, shape ``[n]`` or ``[n, 1]``), or one ``[n, d]`` input of every
 feature in the model's order. Each input takes the datatype
 :func:`~.columns.input_datatypes` says: a numeric input any numeric tensor, a categorical one a
@@ -30,7 +30,7 @@ from .columns import BYTES, Columns, row_count
 
 __all__ = ["BINARY_DTYPES", "DATATYPES", "FLOAT_TYPES", "INT_TYPES", "NUMERIC_TYPES",
            "UINT_TYPES", "InputHeader", "Tensor", "binary_values", "check_header",
-           "decode_inputs", "json_values", "to_columns"]
+           "decode_tensors", "json_values"]
 
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64"})
@@ -217,19 +217,37 @@ def _bytes_elements(raw: memoryview, count: int, shape: list[int], where: str) -
     return out
 
 
-# -- every input of a request -----------------------------------------------------------------
+# -- a request's inputs to the model's columns -------------------------------------------------
 
 
-def decode_inputs(headers: list[InputHeader], raw: memoryview | None, d: int,
-                  limit: int) -> list[Tensor]:
-    """The request's tensors: values from JSON ``data``, or from consecutive slices of
-    ``raw`` (the bytes after the binary extension's JSON header, None without it) in input
-    order. Every size is checked against the shape, the limits and the body before it is read."""
+def decode_tensors(headers: list[InputHeader], raw: memoryview | None, names: tuple[str, ...],
+                   datatypes: tuple[str, ...], limit: int) -> Columns:
+    """The model's columns from a request's inputs: their values from JSON ``data``, or from
+    consecutive slices of ``raw`` (the bytes after the binary extension's JSON header, None
+    without it) in input order.
+
+    Everything the headers say is checked before any value is read: dimensions, sizes against
+    the limits, the layout (one input per feature, or one ``[n, d]`` input) and the datatype
+    each input takes; then each input's byte size against its shape and the body."""
+    d = len(names)
+    counts = [check_header(header, k, d, limit) for k, header in enumerate(headers)]
+    order, n = _layout(headers, names, datatypes, limit)
+    tensors = _tensors(headers, counts, raw)
+    if order is None:  # one [n, d] input
+        t = tensors[0]
+        if t.datatype == BYTES:
+            return Columns([t.values[j::d] for j in range(d)], n)
+        return Columns(list(np.ascontiguousarray(_finite(t, 0).reshape(n, d).T)), n)
+    return Columns([tensors[k].values if tensors[k].datatype == BYTES else
+                    _finite(tensors[k], k) for k in order], n)
+
+
+def _tensors(headers: list[InputHeader], counts: list[int], raw: memoryview | None
+             ) -> list[Tensor]:
     tensors = []
     offset = 0
-    for k, header in enumerate(headers):
+    for k, (header, count) in enumerate(zip(headers, counts, strict=True)):
         where = where_of(k, header.name)
-        count = check_header(header, k, d, limit)
         if header.binary_size is None:
             values = json_values(header, count, where)
         else:
@@ -252,61 +270,52 @@ def decode_inputs(headers: list[InputHeader], raw: memoryview | None, d: int,
     return tensors
 
 
-# -- tensors to the model's columns ------------------------------------------------------------
-
-
-def to_columns(tensors: list[Tensor], names: tuple[str, ...], datatypes: tuple[str, ...],
-               limit: int) -> Columns:
-    """The tensors as the model's columns, from either layout."""
-    if not tensors:
+def _layout(headers: list[InputHeader], names: tuple[str, ...], datatypes: tuple[str, ...],
+            limit: int) -> tuple[list[int] | None, int]:
+    """Which input feeds each feature (None: the one [n, d] input feeds them all) and the row
+    count, after checking names, shapes and datatypes."""
+    if not headers:
         raise invalid("'inputs' is empty; send one input per feature or one [n, d] input")
     d = len(names)
-    if len(tensors) == 1 and (d > 1 or tensors[0].name not in names):
-        t = tensors[0]
-        if len(t.shape) != 2 or t.shape[1] != d:
+    if len(headers) == 1 and (d > 1 or headers[0].name not in names):
+        h = headers[0]
+        if len(h.shape) != 2 or h.shape[1] != d:
             raise invalid(
-                f"input {t.name[:50]!r} has shape {t.shape}; send one [n, {d}] input with the "
+                f"input {h.name[:50]!r} has shape {h.shape}; send one [n, {d}] input with the "
                 f"features in the order {', '.join(names)}, or one input per feature"
             )
         for j in range(d):
-            _accepts(t, 0, names[j], datatypes[j])
-        n = row_count(t.shape[0], limit)
-        if t.datatype == BYTES:
-            return Columns([t.values[j::d] for j in range(d)], n)
-        return Columns(list(np.ascontiguousarray(_finite(t, 0).reshape(n, d).T)), n)
-    seen: dict[str, tuple[int, Tensor]] = {}
-    for k, t in enumerate(tensors):
-        if t.name not in names:
+            _accepts(h, 0, names[j], datatypes[j])
+        return None, row_count(h.shape[0], limit)
+    seen: dict[str, int] = {}
+    for k, h in enumerate(headers):
+        if h.name not in names:
             raise invalid(
-                f"unknown input {t.name[:50]!r}; this model's inputs are {', '.join(names)} "
+                f"unknown input {h.name[:50]!r}; this model's inputs are {', '.join(names)} "
                 f"(or one [n, {d}] input)"
             )
-        if t.name in seen:
-            raise invalid(f"input {t.name!r} is given twice")
-        if len(t.shape) == 2 and t.shape[1] != 1:
-            raise invalid(f"input {t.name!r} has shape {t.shape}; a feature's input has shape "
+        if h.name in seen:
+            raise invalid(f"input {h.name!r} is given twice")
+        if len(h.shape) == 2 and h.shape[1] != 1:
+            raise invalid(f"input {h.name!r} has shape {h.shape}; a feature's input has shape "
                           "[n] or [n, 1]")
-        seen[t.name] = (k, t)
+        seen[h.name] = k
     missing = [name for name in names if name not in seen]
     if missing:
         raise invalid(f"no input for feature {missing[0]!r}; send one input per feature "
                       f"({', '.join(names)}) or one [n, {d}] input")
-    n = seen[names[0]][1].shape[0]
+    n = headers[seen[names[0]]].shape[0]
     for name in names:
-        if seen[name][1].shape[0] != n:
-            raise invalid(f"input {name!r} has {seen[name][1].shape[0]} rows where "
+        if headers[seen[name]].shape[0] != n:
+            raise invalid(f"input {name!r} has {headers[seen[name]].shape[0]} rows where "
                           f"{names[0]!r} has {n}; every feature needs one value per row")
-    row_count(n, limit)
-    values = []
     for name, datatype in zip(names, datatypes, strict=True):
-        k, t = seen[name]
-        _accepts(t, k, name, datatype)
-        values.append(t.values if t.datatype == BYTES else _finite(t, k))
-    return Columns(values, n)
+        _accepts(headers[seen[name]], seen[name], name, datatype)
+    return [seen[name] for name in names], row_count(n, limit)
 
 
-def _accepts(t: Tensor, k: int, feature: str, datatype: str) -> None:
-    """A 400 unless tensor ``t`` may feed ``feature``, an input taking ``datatype``."""
+def _accepts(t: InputHeader, k: int, feature: str, datatype: str) -> None:
+    """A 400 unless input ``t`` may feed ``feature``, an input taking ``datatype``."""
     where = where_of(k, t.name)
     if datatype == BYTES:
         if t.datatype != BYTES:

@@ -19,7 +19,6 @@ from ..rows import decoder_for
 from .columns import (
     FP64,
     Columns,
-    input_datatypes,
     json_column,
     positional_columns,
     record_columns,
@@ -31,10 +30,10 @@ __all__ = ["decode"]
 _KEYS = ("instances", "inputs")
 
 
-def decode(data: bytes, model: Any, limit: int) -> tuple[Columns, Any]:
-    """The columns of a V1 predict body, and the parsed body (to free after answering)."""
-    names = model.feature_names
-    datatypes = input_datatypes(model)
+def decode(data: bytes, names: tuple[str, ...], datatypes: tuple[str, ...],
+           limit: int) -> tuple[Columns, Any]:
+    """The columns of a V1 predict body for inputs ``names`` taking ``datatypes``
+    (:func:`~.columns.input_datatypes`), and the parsed body (to free after answering)."""
     if all(datatype == FP64 for datatype in datatypes):
         decoded = decoder_for(names).decode(data, limit)
         if decoded is not None and not decoded.single:
