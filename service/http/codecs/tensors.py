@@ -77,11 +77,24 @@ def where_of(k: int, name: str) -> str:
     return f"inputs[{k}] ({name[:50]!r})"
 
 
+class _Where:
+    """Where an input is, for a message: formatted only when one is written."""
+
+    __slots__ = ("k", "name")
+
+    def __init__(self, k: int, name: str) -> None:
+        self.k = k
+        self.name = name
+
+    def __format__(self, spec: str) -> str:
+        return where_of(self.k, self.name)
+
+
 def check_header(header: InputHeader, k: int, d: int, limit: int) -> int:
     """The number of values the input's shape holds, after checking its dimensions, datatype
     and size against the limits: before any of its values is read or allocated."""
-    where = where_of(k, header.name)
     shape = header.shape
+    where = _Where(k, header.name)  # formatted only for a message
     if len(shape) not in (1, 2):
         raise invalid(f"{where}: shape {shape[:10]} has {len(shape)} dimensions; an input has 1 "
                       "([n]) or 2 ([n, 1], [n, d])")
@@ -102,7 +115,7 @@ def check_header(header: InputHeader, k: int, d: int, limit: int) -> int:
 # -- values from JSON --------------------------------------------------------------------------
 
 
-def json_values(header: InputHeader, count: int, where: str) -> Any:
+def json_values(header: InputHeader, count: int, where: Any) -> Any:
     """The values of an input sent as JSON ``data``: flat, or nested as the shape."""
     data, shape, datatype = header.data, header.shape, header.datatype
     if isinstance(data, np.ndarray):  # packed by the fast decoder: flat numbers
@@ -140,7 +153,7 @@ def _kind(datatype: str) -> str:
 _ONE = {"BYTES": "a string", "BOOL": "a boolean"}
 
 
-def _flatten(data: list[Any], shape: list[int] | None, out: list[Any], where: str, path: str,
+def _flatten(data: list[Any], shape: list[int] | None, out: list[Any], where: Any, path: str,
              datatype: str) -> None:
     """Append the elements of ``data`` to ``out`` (numbers as floats); nested lists must
     follow ``shape``."""
@@ -171,7 +184,7 @@ def _flatten(data: list[Any], shape: list[int] | None, out: list[Any], where: st
 # -- values from the binary extension ----------------------------------------------------------
 
 
-def binary_values(header: InputHeader, count: int, raw: memoryview, where: str) -> Any:
+def binary_values(header: InputHeader, count: int, raw: memoryview, where: Any) -> Any:
     """The values of an input sent as ``binary_data_size`` raw bytes (``raw``, already cut to
     that size and checked against the body)."""
     datatype, shape = header.datatype, header.shape
@@ -188,7 +201,7 @@ def binary_values(header: InputHeader, count: int, raw: memoryview, where: str) 
     return values.astype(np.float64)
 
 
-def _bytes_elements(raw: memoryview, count: int, shape: list[int], where: str) -> list[str]:
+def _bytes_elements(raw: memoryview, count: int, shape: list[int], where: Any) -> list[str]:
     """BYTES elements: each a 4-byte little-endian length, then that many bytes of UTF-8."""
     size = len(raw)
     if count * _LENGTH.size > size:  # before reading any: a shape the bytes cannot hold
@@ -247,7 +260,7 @@ def _tensors(headers: list[InputHeader], counts: list[int], raw: memoryview | No
     tensors = []
     offset = 0
     for k, (header, count) in enumerate(zip(headers, counts, strict=True)):
-        where = where_of(k, header.name)
+        where = _Where(k, header.name)
         if header.binary_size is None:
             values = json_values(header, count, where)
         else:
@@ -316,7 +329,7 @@ def _layout(headers: list[InputHeader], names: tuple[str, ...], datatypes: tuple
 
 def _accepts(t: InputHeader, k: int, feature: str, datatype: str) -> None:
     """A 400 unless input ``t`` may feed ``feature``, an input taking ``datatype``."""
-    where = where_of(k, t.name)
+    where = _Where(k, t.name)
     if datatype == BYTES:
         if t.datatype != BYTES:
             raise invalid(f"{where}: datatype {t.datatype} is not accepted by {feature!r}, a "
