@@ -32,8 +32,9 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from helpers import GunicornServer, hand_model
 from service.store import LocalStore
+
+from helpers import GunicornServer, hand_model
 
 pytestmark = pytest.mark.slow
 
@@ -211,7 +212,7 @@ def test_unknown_model_and_unsupported_extensions(triton):
         assert caught.value.message().startswith(f"the {extension} extension is not supported")
 
 
-# -- tritonclient, asyncio ---------------------------------------------------------------------------
+# -- tritonclient, asyncio ------------------------------------------------------------------------
 
 
 def test_the_asyncio_client(server):
@@ -343,7 +344,7 @@ def test_mlflows_scoring_bodies(server):
     assert "exactly one of the input fields" in r.json()["message"]
 
 
-# -- bad input of every kind, through gunicorn -------------------------------------------------------
+# -- bad input of every kind, through gunicorn ----------------------------------------------------
 
 
 def _binary(X: np.ndarray, **changes) -> tuple[bytes, dict[str, str]]:
