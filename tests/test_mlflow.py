@@ -63,9 +63,10 @@ def bodies(batch: list[dict]) -> dict[str, tuple[bytes, str | None]]:
     }
 
 
+@pytest.mark.parametrize("n", [1, 100])
 @pytest.mark.parametrize("form", list(bodies([])))
-def test_every_format_equals_predict(client, model, store, form):
-    batch = rows(100, seed=4)
+def test_every_format_equals_predict(client, model, store, form, n):
+    batch = rows(n, seed=4)
     data, content_type = bodies(batch)[form]
     headers = {} if content_type is None else {"Content-Type": content_type}
     r = client.post("/invocations", data=data, headers=headers)

@@ -53,9 +53,10 @@ def test_liveness_models_and_readiness(client, store):
     assert r.status_code == 404 and error_of(r)["code"] == "model_not_found"
 
 
+@pytest.mark.parametrize("n", [1, 200])  # one row takes Python floats, as /predict's does
 @pytest.mark.parametrize("layout", ["lists", "objects", "inputs"])
-def test_predictions_equal_predict(client, model, store, layout):
-    batch = rows(200, seed=3)
+def test_predictions_equal_predict(client, model, store, layout, n):
+    batch = rows(n, seed=3)
     instances = ([[r[f] for f in FEATURES] for r in batch] if layout != "objects" else batch)
     key = "inputs" if layout == "inputs" else "instances"
     r = post_json(client, PREDICT, {key: instances})

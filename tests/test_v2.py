@@ -188,10 +188,11 @@ def test_routing_errors_under_v2_take_the_protocol_shape(client):
 # -- inference ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("n", [1, 300])
 @pytest.mark.parametrize("layout", ["by-feature", "flat-matrix", "nested-matrix",
                                     "by-feature-nested"])
-def test_infer_matches_predict_bit_for_bit(client, model, store, layout):
-    batch = rows(300)
+def test_infer_matches_predict_bit_for_bit(client, model, store, layout, n):
+    batch = rows(n)
     payload = {
         "by-feature": by_feature(batch),
         "flat-matrix": one_matrix(batch),

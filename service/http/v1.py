@@ -56,7 +56,8 @@ def predict_v1(name: str) -> Response:
     st.metrics.rows_predicted(len(y))
     response = json_response({"predictions": y, "model_version": version},
                              headers={"X-Model-Version": version})
-    release_after_sending(response, parsed, data)
+    if columns.rows > 1:  # a large parsed body is freed after the answer has left
+        release_after_sending(response, parsed, data)
     return response
 
 
