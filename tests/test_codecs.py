@@ -13,6 +13,8 @@ import struct
 import numpy as np
 import orjson
 import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import serialize_byte_tensor
 
 from service.http.codecs import csv_rows, mlflow, oip_json, v1
 from service.http.codecs.columns import BYTES, FP64, input_datatypes, predict
@@ -41,12 +43,31 @@ def refused(call, *args, status=400):
 
 
 def bytes_tensor(values: list[str]) -> bytes:
-    """BYTES elements as the binary extension lays them out (tritonclient's serialization)."""
-    out = b""
-    for value in values:
-        raw = value.encode()
-        out += struct.pack("<I", len(raw)) + raw
-    return out
+    """BYTES elements serialized by tritonclient itself, as it sends them."""
+    return serialize_byte_tensor(np.array(values, dtype=np.object_)).item()
+
+
+def test_tritonclients_bytes_layout_is_the_one_decoded():
+    # 4-byte little-endian length, then the UTF-8 bytes, element after element
+    assert bytes_tensor(["1.0", "héllo"]) == (struct.pack("<I", 3) + b"1.0" +
+                                              struct.pack("<I", 6) + "héllo".encode())
+
+
+def test_a_request_tritonclient_makes_with_a_bytes_input_for_a_categorical_feature():
+    sqft = httpclient.InferInput("sqft", [3], "FP64")
+    sqft.set_data_from_numpy(np.array([1500.0, 900.0, 2100.5]))
+    color = httpclient.InferInput("color", [3, 1], "BYTES")
+    color.set_data_from_numpy(np.array([["red"], ["蓝"], [""]], dtype=np.object_))
+    for binary in (True, False):
+        sqft.set_data_from_numpy(np.array([1500.0, 900.0, 2100.5]), binary_data=binary)
+        color.set_data_from_numpy(np.array([["red"], ["蓝"], [""]], dtype=np.object_),
+                                  binary_data=binary)
+        body, json_size = httpclient.InferenceServerClient.generate_request_body([sqft, color])
+        columns = columns_of(body, None if json_size is None else str(json_size), MIXED,
+                             MIXED_TYPES)
+        assert columns.rows == 3
+        assert columns.values[0].tolist() == [1500.0, 900.0, 2100.5]
+        assert columns.values[1] == ["red", "蓝", ""]
 
 
 def binary_request(inputs: list[tuple[str, list[int], str, bytes]], **top) -> tuple[bytes, str]:
