@@ -1,8 +1,10 @@
 """What every wire format decodes into, and the one prediction step they share.
 
 A decoded request is :class:`Columns`: one column per model input, in ``model.feature_names``
-order, and the number of rows. A numeric input's column is a float64 array; a categorical
-input's column (once models have them) is a list of ``str`` (``None`` for a missing value).
+order, and the number of rows. A numeric input's column is a float64 array (for a single row
+from JSON, a list of one Python float: numpy costs more than the rest of such a request); a
+categorical input's column (once models have them) is a list of ``str`` (``None`` for a missing
+value).
 Which of the two an input takes is decided in one place, :func:`input_datatypes`; the codecs
 ask it and never decide for themselves.
 
@@ -32,6 +34,7 @@ BYTES = "BYTES"  # a categorical input: its column is a list of str (None: missi
 
 _NUMBERS = frozenset({int, float})
 _STRINGS = frozenset({str, type(None)})
+_FLOATS = frozenset({float, np.float64})
 
 
 def input_datatypes(model: Any) -> tuple[str, ...]:
@@ -82,6 +85,13 @@ def json_column(values: Sequence[Any], datatype: str, label: Label) -> Any:
                 raise invalid(f"{label(i)} must be a string (a category) or null, got "
                               f"{json_text(value)}")
     # bool is a subclass of int, but its type is not int: true is refused, not read as 1.
+    if len(values) == 1 and type(values[0]) in _NUMBERS:
+        try:
+            value = float(values[0])
+        except OverflowError:  # an integer beyond float range: named below
+            value = math.inf
+        if math.isfinite(value):
+            return [value]  # one row: a Python float, as /predict's single row
     if set(map(type, values)) <= _NUMBERS:
         try:
             column = np.array(values, dtype=np.float64)
@@ -183,18 +193,19 @@ def named_columns(mapping: dict[str, Any], names: tuple[str, ...], datatypes: tu
 
 
 def predict(model: Any, columns: Columns, label: Label, code: str = "invalid_features"
-            ) -> np.ndarray:
+            ) -> Any:
     """The model's predictions for ``columns`` (``LinearModel.predict_columns``, the sum
-    ``/predict`` uses), or a 400 naming the first row whose prediction is not finite."""
+    ``/predict`` uses): a float64 array, or for one row a list of one float; or a 400 naming
+    the first row whose prediction is not finite."""
     values = columns.values
-    if columns.rows == 1 and all(type(v) is np.ndarray for v in values):
+    if columns.rows == 1 and all(type(v[0]) in _FLOATS for v in values):
         # One row: Python floats, as /predict's single row (the same sum, bit for bit, without
         # a numpy operation per feature on 1-element arrays).
         y = model.predict_columns([float(v[0]) for v in values])
         if not math.isfinite(y):
             raise APIError(f"{label(0)}: the prediction is not finite; feature values are too "
                            "large", code=code)
-        return np.array([y])
+        return [y]
     y = np.asarray(model.predict_columns(values), dtype=np.float64)
     if not np.isfinite(y).all():
         i = int(np.flatnonzero(~np.isfinite(y))[0])

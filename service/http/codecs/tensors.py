@@ -250,9 +250,19 @@ def decode_tensors(headers: list[InputHeader], raw: memoryview | None, names: tu
         t = tensors[0]
         if t.datatype == BYTES:
             return Columns([t.values[j::d] for j in range(d)], n)
-        return Columns(list(np.ascontiguousarray(_finite(t, 0).reshape(n, d).T)), n)
-    return Columns([tensors[k].values if tensors[k].datatype == BYTES else
-                    _finite(tensors[k], k) for k in order], n)
+        values = _finite(t, 0)
+        if n == 1:  # Python floats: numpy costs more than the rest of a one-row request
+            return Columns([[v] for v in values.tolist()], 1)
+        return Columns(list(np.ascontiguousarray(values.reshape(n, d).T)), n)
+    columns = []
+    for k in order:
+        t = tensors[k]
+        if t.datatype == BYTES:
+            columns.append(t.values)
+        else:
+            values = _finite(t, k)
+            columns.append(values.tolist() if n == 1 else values)
+    return Columns(columns, n)
 
 
 def _tensors(headers: list[InputHeader], counts: list[int], raw: memoryview | None
@@ -343,6 +353,8 @@ def _accepts(t: InputHeader, k: int, feature: str, datatype: str) -> None:
 
 def _finite(t: Tensor, k: int) -> np.ndarray:
     values = t.values
+    if len(values) <= 16 and all(map(math.isfinite, values.tolist())):
+        return values  # a few values: cheaper than a numpy reduction
     if not np.isfinite(values).all():
         i = int(np.flatnonzero(~np.isfinite(values))[0])
         raise invalid(f"{where_of(k, t.name)}: data[{i}] is {float(values[i])!r}; feature "
