@@ -485,9 +485,16 @@ def render(results: dict, trips: dict, compression: list, args: argparse.Namespa
                                "form / MLServer with JSON (it refuses binary tensors)", ratio,
                                "(info)", None))
     bare = rps("predict-1", "bare")
+    bare_cpu = results[("predict-1", "bare")].cpu_ms
     for case, what in (("v1-1", "KServe V1 :predict"), ("mlflow-1", "MLflow /invocations")):
         ratio = rps(case, "sgdserve") / bare
         lines.append(check(f"1 row, 16 conn: {what} requests/s / the bare Flask endpoint's",
+                           ratio, ">= 0.85x", ratio >= 0.85))
+        # Worker CPU per request moves far less than requests/s when other work shares the
+        # cores: the capacity ratio (the bare endpoint's CPU per request over ours).
+        ratio = bare_cpu / results[(case, "sgdserve")].cpu_ms
+        lines.append(check(f"1 row: {what} capacity / the bare endpoint's (CPU per request "
+                           f"{results[(case, 'sgdserve')].cpu_ms:.3f} / {bare_cpu:.3f} ms)",
                            ratio, ">= 0.85x", ratio >= 0.85))
     after, before = rps("predict-1", "sgdserve"), rps("predict-1", "sgdserve-before")
     lines.append(check(f"1 row, 16 conn: /predict requests/s / the bare endpoint's: after "
@@ -495,8 +502,9 @@ def render(results: dict, trips: dict, compression: list, args: argparse.Namespa
                        after / before, "not slower", None))
     cpu_after = results[("predict-1", "sgdserve")].cpu_ms
     cpu_before = results[("predict-1", "sgdserve-before")].cpu_ms
-    lines.append(check(f"1 row: /predict worker CPU per request, after / before ({cpu_after:.3f}"
-                       f" / {cpu_before:.3f} ms)", cpu_after / cpu_before, "(info)", None))
+    lines.append(check(f"1 row: /predict capacity, after / before (CPU per request "
+                       f"{cpu_after:.3f} / {cpu_before:.3f} ms)", cpu_before / cpu_after,
+                       "not lower", None))
 
     lines += ["", "tritonclient's own sync client (`InferenceServerClient.infer`, one "
               "connection, one request at a time), median wall time per call, encoding and "
