@@ -395,3 +395,52 @@ def test_bad_input_is_a_4xx_naming_it_and_the_server_goes_on(server):
         assert result.status_code == 200
         assert result.json()["outputs"][0]["data"] == reference(server, X)
     assert requests.get(server.url + "/health", timeout=10).status_code == 200
+
+
+# -- a model with text categories and yes/no, trained by the pipeline ------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_server(tmp_path_factory):
+    from test_tabular import house_frame
+
+    from service.training import train
+
+    tmp = tmp_path_factory.mktemp("clients-mixed")
+    frame = house_frame(2000, seed=4)
+    frame.to_csv(tmp / "houses.csv", index=False)
+    train(LocalStore(tmp / "models", MODEL), tmp / "houses.csv", target="price")
+    srv = GunicornServer(tmp, workers=1, env={"SGDSERVE_MODEL_DIR": str(tmp / "models")})
+    srv.frame = frame
+    with srv:
+        yield srv
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_sends_categories_as_bytes_and_yes_no_as_bool(mixed_server, binary):
+    client = httpclient.InferenceServerClient(mixed_server.url.removeprefix("http://"))
+    try:
+        meta = client.get_model_metadata(MODEL)
+        datatypes = {i["name"]: i["datatype"] for i in meta["inputs"]}
+        rows = mixed_server.frame.dropna(subset=["lot", "baths"]).head(25)
+        inputs = []
+        for name, datatype in datatypes.items():
+            column = rows[name]
+            if datatype == "BYTES":
+                values = np.array(column.fillna("").astype(str).tolist(), dtype=np.object_)
+            elif datatype == "BOOL":
+                values = (column == "Y").to_numpy()
+            else:
+                values = column.to_numpy(dtype=np.float64)
+            tensor = httpclient.InferInput(name, [len(rows)], datatype)
+            tensor.set_data_from_numpy(values, binary_data=binary)
+            inputs.append(tensor)
+        answer = client.infer(MODEL, inputs).as_numpy("predict")
+    finally:
+        client.close()
+    assert datatypes["hood"] == "BYTES" and datatypes["air"] == "BOOL"
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+               for r in rows.drop(columns=["price"]).to_dict(orient="records")]
+    expected = requests.post(mixed_server.url + "/predict", json={"instances": records},
+                             timeout=30).json()["predictions"]
+    assert answer.tolist() == expected  # bit for bit

@@ -254,12 +254,24 @@ def test_v1_lists_objects_and_bare_values():
      "instances[1]: feature 'bedrooms' is missing"),
     ({"instances": [dict(zip(NAMES, [1, 2, 3, 4], strict=True), pool=1)]},
      "instances[0]: unknown feature 'pool'"),
-    ({"instances": [dict(zip(NAMES, [1, 2, 3, None], strict=True))]},
-     "instances[0]: feature 'age_years' must be a number, got null"),
+    ({"instances": [dict(zip(NAMES, [1, 2, 3, "x"], strict=True)),
+                    dict(zip(NAMES, [1, 2, 3, None], strict=True))]},
+     "instances[0]: feature 'age_years' must be a number or null, got \"x\""),
 ])
 def test_v1_bad_bodies(body, message):
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     assert message in refused(v1.decode, data, NAMES, NUMERIC, 100)
+
+
+def test_v1_null_is_an_empty_value_the_model_imputes():
+    model = hand_model()
+    body = orjson.dumps({"instances": [[1500, 3, 2, None], [1500, 3, 2, 20]]})
+    columns, _ = v1.decode(body, NAMES, NUMERIC, 100)
+    assert columns.values[3] == [None, 20.0]
+    imputed = [1500.0, 3.0, 2.0, float(model.x_mean[3])]
+    got = predict(model, columns, lambda i: f"instances[{i}]")
+    assert got.tolist() == [model.predict_columns(imputed), model.predict_columns(
+        [1500.0, 3.0, 2.0, 20.0])]
 
 
 def test_v1_categorical_values_must_be_strings():
@@ -348,8 +360,8 @@ def test_csv_rows_any_column_order():
     (b"sqft,bedrooms,bathrooms,age_years\n1,2,3\n", "line 2: 3 fields, but the header has 4"),
     (b"sqft,bedrooms,bathrooms,age_years\n1,2,3,4\n1,x,3,4\n",
      "line 3, column 'bedrooms': 'x' is not a number"),
-    (b"sqft,bedrooms,bathrooms,age_years\n1,,3,4\n", "line 2, column 'bedrooms': the value is "
-     "empty"),
+    (b"sqft,bedrooms,bathrooms,age_years\n1,,3,4\n1,x,3,4\n",
+     "line 3, column 'bedrooms': 'x' is not a number"),
     (b"sqft,bedrooms,bathrooms,age_years\n1,nan,3,4\n", "line 2, column 'bedrooms': 'nan' is "
      "not finite"),
     (b"sqft,bedrooms,bathrooms,age_years\n1,2,3,\xff\n", "the CSV body is not UTF-8"),
@@ -357,6 +369,16 @@ def test_csv_rows_any_column_order():
 ])
 def test_csv_bad_bodies(text, message):
     assert message in refused(csv_rows.decode_csv, text, NAMES, NUMERIC, 100)
+
+
+def test_csv_empty_cell_is_missing_and_imputed():
+    model = hand_model()
+    text = b"sqft,bedrooms,bathrooms,age_years\n1500,,2,20\n1500,3,2,20\n"
+    columns = csv_rows.decode_csv(text, NAMES, NUMERIC, 100)
+    assert columns.values[1] == [None, 3.0]
+    got = predict(model, columns, lambda i: f"line {i + 2}")
+    assert got.tolist() == [model.predict_columns([1500.0, float(model.x_mean[1]), 2.0, 20.0]),
+                            model.predict_columns([1500.0, 3.0, 2.0, 20.0])]
 
 
 # -- one prediction step -------------------------------------------------------------------------

@@ -41,7 +41,11 @@ def error_of(r) -> dict:
 
 
 def test_liveness_models_and_readiness(client, store):
-    assert client.get("/").get_json() == {"status": "alive"}
+    # KServe's client asks with Accept: */*; a browser names text/html and gets the page.
+    live = client.get("/", headers={"Accept": "*/*"})
+    assert live.get_json() == {"status": "alive"} and "Accept" in live.headers["Vary"]
+    page = client.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.content_type.startswith("text/html") and "Accept" in page.headers["Vary"]
     assert client.get("/v1/models").get_json() == {"models": [NAME]}
     r = client.get(f"/v1/models/{NAME}")
     assert r.status_code == 503 and r.get_json()["ready"] is False

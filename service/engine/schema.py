@@ -162,6 +162,14 @@ class Feature:
             missing = np.isnan(values)
             values[missing] = self.mean
             return values, missing.astype(np.float64)
+        if isinstance(column, np.ndarray):  # 0/1 from a protocol's numeric tensor
+            values = np.asarray(column, dtype=np.float64)
+            bad = np.flatnonzero((values != 0) & (values != 1))
+            if len(bad):
+                raise ValueProblem(self.name, float(values[bad[0]]), "true/false, 1/0 or "
+                                   + ("/".join(self.true_words[:1] + self.false_words[:1])
+                                      or "yes/no"))
+            return values, None
         # Boolean: each distinct value encoded once (a column holds a few spellings), then
         # looked up per row; True, 1 and 1.0 are one key and encode alike.
         distinct = set(column)

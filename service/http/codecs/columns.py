@@ -23,23 +23,28 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ...engine.schema import ValueProblem
 from ..body import json_text, json_type
 from ..errors import APIError
 
-__all__ = ["BYTES", "FP64", "Columns", "input_datatypes", "json_column", "named_columns",
+__all__ = ["BOOL", "BYTES", "FP64", "Columns", "input_datatypes", "json_column", "named_columns",
            "positional_columns", "predict", "record_columns", "row_count"]
 
 FP64 = "FP64"  # a numeric input: its column is a float64 array
 BYTES = "BYTES"  # a categorical input: its column is a list of str (None: missing)
+# A yes/no input: a BOOL or 0/1 numeric tensor; in JSON rows true/false, 0/1 or the words the
+# model was trained on (the engine checks each distinct value).
+BOOL = "BOOL"
 
 _NUMBERS = frozenset({int, float})
 _STRINGS = frozenset({str, type(None)})
 _FLOATS = frozenset({float, np.float64})
+_WORDS_OR_NUMBERS = frozenset({bool, int, float, str})
 
 
 def input_datatypes(model: Any) -> tuple[str, ...]:
     """The Open Inference Protocol datatype each input of ``model`` takes, in feature order:
-    ``FP64`` for a numeric feature, ``BYTES`` for a categorical one.
+    ``FP64`` for a numeric feature, ``BYTES`` for a categorical one, ``BOOL`` for a yes/no one.
 
     The one place that decides. Every codec, the ``/v2`` model metadata and the OpenAPI
     document ask it. Models have only numeric features today; when a model can have
@@ -47,7 +52,11 @@ def input_datatypes(model: Any) -> tuple[str, ...]:
     changes: JSON strings, ``BYTES`` tensors (JSON or length-prefixed binary) and CSV text are
     already decoded into ``list[str | None]`` columns for an input that takes ``BYTES``.
     """
-    return (FP64,) * len(model.feature_names)
+    schema = getattr(model, "schema", None)
+    if schema is None:
+        return (FP64,) * len(model.feature_names)
+    kinds = {"categorical": BYTES, "boolean": BOOL}
+    return tuple(kinds.get(f.kind, FP64) for f in schema.features)
 
 
 class Columns(NamedTuple):
@@ -84,6 +93,17 @@ def json_column(values: Sequence[Any], datatype: str, label: Label) -> Any:
             if type(value) not in _STRINGS:
                 raise invalid(f"{label(i)} must be a string (a category) or null, got "
                               f"{json_text(value)}")
+    if datatype == BOOL:
+        for i, value in enumerate(values):
+            if value is not None and type(value) not in _WORDS_OR_NUMBERS:
+                raise invalid(f"{label(i)} must be true/false, 1/0, a yes/no word or null, "
+                              f"got {json_text(value)}")
+        return list(values)
+    if None in values:  # an empty value: the model imputes it, as /predict does with null
+        for i, value in enumerate(values):
+            if value is not None and type(value) not in _NUMBERS:
+                raise invalid(f"{label(i)} must be a number or null, got {json_text(value)}")
+        return [None if v is None else float(v) for v in values]
     # bool is a subclass of int, but its type is not int: true is refused, not read as 1.
     if len(values) == 1 and type(values[0]) in _NUMBERS:
         try:
@@ -206,7 +226,11 @@ def predict(model: Any, columns: Columns, label: Label, code: str = "invalid_fea
             raise APIError(f"{label(0)}: the prediction is not finite; feature values are too "
                            "large", code=code)
         return [y]
-    y = np.asarray(model.predict_columns(values), dtype=np.float64)
+    try:
+        y = np.asarray(model.predict_columns(values), dtype=np.float64)
+    except ValueProblem as problem:  # e.g. 2 for a yes/no feature
+        raise APIError(f"{problem} , got {json_text(problem.value)}".replace(" ,", ","),
+                       code=code) from None
     if not np.isfinite(y).all():
         i = int(np.flatnonzero(~np.isfinite(y))[0])
         raise APIError(f"{label(i)}: the prediction is not finite; feature values are too "

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from ..errors import APIError
-from .columns import BYTES, Columns, row_count
+from .columns import BOOL, BYTES, Columns, row_count
 
 __all__ = ["decode_csv"]
 
@@ -77,6 +77,8 @@ def decode_csv(data: bytes, names: tuple[str, ...], datatypes: tuple[str, ...],
         cells = [row[position[name]] for row in rows]
         if kinds[name] == BYTES:
             values.append([cell if cell != "" else None for cell in cells])
+        elif kinds[name] == BOOL:  # a yes/no word, 1/0 or true/false; empty is missing
+            values.append([cell.strip() or None for cell in cells])
         else:
             values.append(_numbers(cells, name, lines))
     return Columns(values, len(rows))
@@ -89,10 +91,13 @@ def _numbers(cells: list[str], name: str, lines: list[int]) -> np.ndarray:
         column = None
     if column is not None and np.isfinite(column).all():
         return column
+    if any(not cell.strip() for cell in cells):  # empty cells: missing, imputed by the model
+        for i, cell in enumerate(cells):
+            if cell.strip():
+                _number(cell, f"line {lines[i]}, column {name!r}")
+        return [float(cell) if cell.strip() else None for cell in cells]  # type: ignore[return-value]
     for i, cell in enumerate(cells):
         where = f"line {lines[i]}, column {name!r}"
-        if not cell.strip():
-            raise invalid(f"{where}: the value is empty; every numeric feature needs a number")
         try:
             value = float(cell)
         except ValueError:
@@ -100,3 +105,13 @@ def _numbers(cells: list[str], name: str, lines: list[int]) -> np.ndarray:
         if not math.isfinite(value):
             raise invalid(f"{where}: {cell[:40]!r} is not finite")
     raise AssertionError("unreachable: a bad cell was not found")  # pragma: no cover
+
+
+def _number(cell: str, where: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise invalid(f"{where}: {cell[:40]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise invalid(f"{where}: {cell[:40]!r} is not finite")
+    return value

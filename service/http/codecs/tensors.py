@@ -26,7 +26,7 @@ import numpy as np
 
 from ..body import json_text
 from ..errors import APIError
-from .columns import BYTES, Columns, row_count
+from .columns import BOOL, BYTES, Columns, row_count
 
 __all__ = ["BINARY_DTYPES", "DATATYPES", "FLOAT_TYPES", "INT_TYPES", "NUMERIC_TYPES",
            "UINT_TYPES", "InputHeader", "Tensor", "binary_values", "check_header",
@@ -259,6 +259,9 @@ def decode_tensors(headers: list[InputHeader], raw: memoryview | None, names: tu
         t = tensors[k]
         if t.datatype == BYTES:
             columns.append(t.values)
+        elif t.datatype == BOOL:
+            values = np.asarray(t.values, dtype=np.float64)
+            columns.append(values.tolist() if n == 1 else values)
         else:
             values = _finite(t, k)
             columns.append(values.tolist() if n == 1 else values)
@@ -344,6 +347,11 @@ def _accepts(t: InputHeader, k: int, feature: str, datatype: str) -> None:
         if t.datatype != BYTES:
             raise invalid(f"{where}: datatype {t.datatype} is not accepted by {feature!r}, a "
                           "categorical input (BYTES): send its values as strings")
+        return
+    if datatype == BOOL:
+        if t.datatype != BOOL and t.datatype not in NUMERIC_TYPES:
+            raise invalid(f"{where}: datatype {t.datatype} is not accepted by {feature!r}, a "
+                          "yes/no input (BOOL): send booleans, or 0/1 as numbers")
         return
     if t.datatype not in NUMERIC_TYPES:
         raise invalid(f"{where}: datatype {t.datatype} is not accepted by {feature!r}, a "
