@@ -64,7 +64,7 @@ from service.data import holdout_mask
 path, target, fraction, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 phases = {"import": time.perf_counter() - started}
 t = time.perf_counter()
-df = pd.read_csv(path)
+df = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
 phases["read"] = time.perf_counter() - t
 t = time.perf_counter()
 y = df.pop(target).to_numpy()
@@ -85,8 +85,10 @@ phases["fit"] = time.perf_counter() - t
 t = time.perf_counter()
 r = y_hold - reg.predict(scaler.transform(X_hold))
 rmse = float(np.sqrt(np.mean(r * r)))
+r2 = float(1 - np.sum(r * r) / np.sum((y_hold - y_hold.mean()) ** 2))
 phases["evaluate"] = time.perf_counter() - t
-print(json.dumps({"rmse": rmse, "epochs": int(reg.n_iter_), "holdout_rows": int(mask.sum()),
+print(json.dumps({"rmse": rmse, "r2": r2, "epochs": int(reg.n_iter_),
+                  "holdout_rows": int(mask.sum()),
                   "phases": phases, "warnings": [str(w.message)[:80] for w in caught]}))
 """
 
@@ -112,6 +114,7 @@ class Run:
     seconds: float
     peak_mb: float
     report: dict
+    error: str | None = None  # the last line of stderr of a child that failed (check=False)
 
 
 @dataclass
@@ -147,21 +150,33 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_child(argv: list[str], env: dict[str, str] | None = None) -> Run:
-    """Run one child; wall time from spawn to exit and the child's own peak RSS."""
+def run_child(argv: list[str], env: dict[str, str] | None = None, check: bool = True) -> Run:
+    """Run one child; wall time from spawn to exit and the child's own peak RSS.
+
+    A child that fails ends the benchmark, or with ``check=False`` gives a Run with ``error``.
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env or child_env())
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C: leave no child running
+            proc.kill()
+            proc.wait()
+            raise
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
+    peak_mb = usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
     if proc.returncode != 0:
-        sys.exit(f"{shlex.join(argv)} failed ({proc.returncode}):\n{stderr}")
+        if check:
+            sys.exit(f"{shlex.join(argv)} failed ({proc.returncode}):\n{stderr}")
+        last = (stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        return Run(seconds, peak_mb, {}, error=f"exit {proc.returncode}: {last.strip()}")
     report = json.loads(stdout.strip().splitlines()[-1])
-    return Run(seconds, usage.ru_maxrss / 1024, report)  # ru_maxrss is in KiB on Linux
+    return Run(seconds, peak_mb, report)
 
 
 def profile_cli(path: Path, work: Path) -> list[tuple[str, float]]:
@@ -175,14 +190,17 @@ def profile_cli(path: Path, work: Path) -> list[tuple[str, float]]:
     wanted = [
         ("cli.py", "main", "whole command (after interpreter start)"),
         ("training.py", "train", "training.train"),
-        ("data.py", "read_csv", "  read + parse the CSV (data.read_csv)"),
-        ("training.py", "_holdout", "  holdout rule (data.holdout_mask)"),
+        ("dataset.py", "load", "  read, infer, split, encode (data.load)"),
+        ("source.py", "read", "    polars reads the file"),
+        ("inference.py", "add", "    column statistics (the schema)"),
+        ("encode.py", "encode_parts", "    training and holdout designs"),
+        ("dataset.py", "_holdout", "    holdout rule (data.holdout_mask)"),
         ("sgd.py", "fit", "  SGDRegressor.fit"),
         ("sgd.py", "_merge_stats", "    scaler statistics"),
         ("sgd.py", "_pass", "    epochs (SGD passes)"),
         ("sgd.py", "regression_metrics", "  metrics (train + holdout)"),
         ("training.py", "_gate", "  gate"),
-        ("store.py", "save", "  store.save"),
+        ("local.py", "save", "  store.save"),
     ]
     found: list[tuple[str, float]] = []
     for file, func, label in wanted:
@@ -201,26 +219,23 @@ from service.engine import SGDRegressor, regression_metrics
 
 path, target, fraction, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 phases = {"import": time.perf_counter() - started}
+options = data.EncodingOptions()
 t = time.perf_counter()
-ds = data.read_csv(path, target)
-phases["read_csv, 1st call"] = time.perf_counter() - t
+loaded = data.load(path, target, options, fraction=fraction, seed=seed)
+phases["load, 1st call"] = time.perf_counter() - t
 t = time.perf_counter()
-again = data.read_csv(path, target)
-phases["read_csv, 2nd call"] = time.perf_counter() - t
+again = data.load(path, target, options, fraction=fraction, seed=seed)
+phases["load, 2nd call"] = time.perf_counter() - t
 del again
-t = time.perf_counter()
-mask = data.holdout_mask(0, len(ds.y), fraction, seed)
-keep = ~mask
-X_train, y_train, X_hold, y_hold = ds.X[keep], ds.y[keep], ds.X[mask], ds.y[mask]
-phases["split copies"] = time.perf_counter() - t
+train, hold = loaded.train, loaded.holdout
 t = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    reg = SGDRegressor(random_state=seed).fit(X_train, y_train)
+    reg = SGDRegressor(random_state=seed).fit(train.X, train.y)
 phases["fit"] = time.perf_counter() - t
 t = time.perf_counter()
-regression_metrics(y_train, reg.predict(X_train))
-regression_metrics(y_hold, reg.predict(X_hold))
+regression_metrics(train.y, reg.predict(train.X))
+regression_metrics(hold.y, reg.predict(hold.X))
 phases["metrics"] = time.perf_counter() - t
 print(json.dumps({"phases": phases}))
 """
@@ -381,24 +396,25 @@ def main() -> None:
         write_doc(args.doc, report, command, host, started_at)
 
 
-BEGIN = ("<!-- cli_train_bench:begin (generated by bench/cli_train_bench.py; "
-         "edits inside are lost) -->")
-END = "<!-- cli_train_bench:end -->"
-
-
-def write_doc(doc: Path, report: str, command: str, host: str, when: dt.datetime) -> None:
-    """Replace the generated section of ``doc`` (or create it), keeping the text around it."""
+def write_doc(doc: Path, report: str, command: str, host: str, when: dt.datetime,
+              script: str = "cli_train_bench", title: str = "# Benchmark: `sgdserve train`",
+              library_versions: str | None = None) -> None:
+    """Replace ``script``'s generated section of ``doc`` (or add it), keeping the text around it."""
+    begin = (f"<!-- {script}:begin (generated by bench/{script}.py; edits inside are lost) -->")
+    end = f"<!-- {script}:end -->"
     section = "\n".join([
-        BEGIN,
+        begin,
         f"Run {when:%Y-%m-%d %H:%M} UTC on {host}.",
-        f"{versions()}. Command: `{command}`",
+        f"{library_versions or versions()}. Command: `{command}`",
         "",
         report,
-        END,
+        end,
     ])
-    text = doc.read_text() if doc.exists() else f"# Benchmark: `sgdserve train`\n\n{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
+    text = doc.read_text() if doc.exists() else f"{title}\n"
+    if begin not in text:
+        text = text.rstrip("\n") + f"\n\n{begin}\n{end}\n"
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
     doc.write_text(head + section + tail)
     print(f"wrote {doc}", file=sys.stderr)
 

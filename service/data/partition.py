@@ -19,7 +19,7 @@ import polars as pl
 from ..engine import LinearModel, RegressionSums
 from ..engine.schema import Schema
 from .dataset import _holdout
-from .encode import Design, encode_target
+from .encode import Design, encode_parts, encode_target
 from .encode import encode as encode_design
 from .files import DataFile
 from .holdout import HoldoutSample
@@ -101,12 +101,11 @@ def encode(raw: RawPartition, row_offset: int, schema: Schema, target: str, *, f
     """The partition's design by the fitted schema (training rows first, in file order)."""
     source = _numbered(raw, row_offset)
     mask = _holdout(row_offset, raw.rows, fraction, seed)
-    train_rows, holdout_rows = np.flatnonzero(~mask), np.flatnonzero(mask)
+    holdout_rows = np.flatnonzero(mask)
     with source.naming():
-        train, holdout = (encode_design(schema, raw.frame, source, start_row=row_offset,
-                                        order=rows, target=target,
-                                        target_transform=target_transform)
-                          for rows in (train_rows, holdout_rows))
+        train, holdout = encode_parts(schema, raw.frame, source, [~mask, mask],
+                                      start_row=row_offset, target=target,
+                                      target_transform=target_transform)
     return Partition(raw.index, row_offset, train, holdout, row_offset + holdout_rows,
                      raw.frame.filter(pl.Series(mask)), source)
 

@@ -125,7 +125,6 @@ class RoundResult:
     b: float
     W: np.ndarray
     avg: tuple[np.ndarray, float, np.ndarray, int] | None
-    visits: np.ndarray
     carry: Carry
     validation_loss: float | None = None
     validation_rows: int = 0
@@ -143,7 +142,7 @@ def local_epoch(X: np.ndarray, y: np.ndarray, codes: np.ndarray | None, shared: 
     validation = carry.validation
     if reg.early_stopping and validation is None:
         validation = reg._validation_blocks(n, B)  # first, from the fresh stream, as fit does
-    result = RoundResult(0, 0.0, 0, reg._w, reg._b, reg._W, None, reg._visits, carry)
+    result = RoundResult(0, 0.0, 0, reg._w, reg._b, reg._W, None, carry)
     if shared.evaluate and validation is not None:
         result.validation_loss = reg._holdout_loss(X, ys, C, validation, B)
         result.validation_rows = sum(min(s + B, n) - s for s in np.flatnonzero(validation) * B)
@@ -151,7 +150,6 @@ def local_epoch(X: np.ndarray, y: np.ndarray, codes: np.ndarray | None, shared: 
         total, rows = reg._pass(X, ys, C, B, validation, reg._row_bound(X, B))
         result.loss, result.rows, result.updates = total, rows, reg._t - shared.t
         result.w, result.b, result.W = reg._w, reg._b, reg._W
-        result.visits = reg._visits
         if reg._avg is not None:
             a = reg._avg
             result.avg = (a.w, a.b, a.W, a.count)
@@ -317,7 +315,6 @@ class Mixing:
                 max(a[3] for a in averages))
         reg._t += max(r.updates for r in results)
         reg._rows_seen += rows
-        reg._visits = reg._visits + _total(r.visits for r in results)
         self.carries = [r.carry for r in results]
 
 
