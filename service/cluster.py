@@ -91,7 +91,10 @@ class DaskEngine:
         if self.scheduler is not None:
             try:
                 client = distributed.Client(self.scheduler, timeout=CONNECT_TIMEOUT)
-            except (OSError, TimeoutError, ValueError) as exc:
+            except ValueError as exc:  # the address itself: no scheme, host or port
+                raise ClusterError(f"bad Dask scheduler address {self.scheduler!r} (write "
+                                   f"tcp://HOST:PORT): {_first_line(exc)}") from None
+            except (OSError, TimeoutError) as exc:
                 raise ClusterError(f"cannot reach the Dask scheduler at {self.scheduler}: "
                                    f"{_first_line(exc)}") from None
             with client:

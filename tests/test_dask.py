@@ -227,3 +227,27 @@ def test_the_cli_trains_on_a_local_cluster_and_records_the_engine(tmp_path: Path
                            capture_output=True, text=True, env=child_env(), timeout=60)
     assert local.returncode == 2
     assert local.stderr == "sgdserve train: error: --workers needs --engine dask\n"
+
+
+def test_the_cli_refuses_a_bad_address_and_an_empty_glob_in_one_line(tmp_path: Path) -> None:
+    data = write_parts(regression_frame(300, seed=7), tmp_path / "d", 2)
+    base = [sys.executable, "-m", "service.cli", "train", "--engine", "dask", "--target", "y",
+            "--model-dir", str(tmp_path / "models")]
+    cases = {
+        "nonsense": "sgdserve train: error: bad Dask scheduler address 'nonsense' (write "
+                    "tcp://HOST:PORT): missing port number in address 'nonsense'\n",
+        "ftp://127.0.0.1:1": "sgdserve train: error: bad Dask scheduler address "
+                             "'ftp://127.0.0.1:1' (write tcp://HOST:PORT): unknown address "
+                             "scheme 'ftp'",
+    }
+    for address, expected in cases.items():
+        done = subprocess.run([*base, "--scheduler", address, "--data", str(data)],
+                              capture_output=True, text=True, env=child_env(), timeout=60)
+        assert done.returncode == 2
+        assert done.stderr.startswith(expected) and done.stderr.count("\n") == 1, done.stderr
+    pattern = str(tmp_path / "d" / "*.csv")
+    empty = subprocess.run([*base, "--workers", "1", "--data", pattern],
+                           capture_output=True, text=True, env=child_env(), timeout=60)
+    assert empty.returncode == 2
+    assert empty.stderr == f"sgdserve train: error: no data files match {pattern!r}\n"
+    assert not (tmp_path / "models").exists() or LocalStore(tmp_path / "models").version_ids() == []
