@@ -142,7 +142,7 @@ def main() -> None:
 
     import distributed
 
-    from service.cluster import DaskEngine
+    from service.cluster import DaskEngine, environ_kept
 
     folder = dataset(args.data / f"{args.rows}x{args.features}-{args.files}", args.rows,
                      args.features, args.files)
@@ -155,7 +155,7 @@ def main() -> None:
         if not args.no_whole:
             results.append(run_engine("local (read whole)", folder, root, stream=False))
         begun = time.perf_counter()
-        with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
+        with environ_kept(), distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
                                       processes=True, host="127.0.0.1",
                                       dashboard_address="127.0.0.1:0",
                                       silence_logs=40) as cluster, \

@@ -51,12 +51,27 @@ from .engine.mixing import (
 from .engine.schema import Schema
 from .errors import ClusterError, DataError
 
-__all__ = ["CONNECT_TIMEOUT", "DaskEngine", "DaskRun", "Evaluation"]
+__all__ = ["CONNECT_TIMEOUT", "DaskEngine", "DaskRun", "Evaluation", "environ_kept"]
 
 CONNECT_TIMEOUT = 10  # seconds to reach a scheduler
 WORKERS_TIMEOUT = 30  # seconds a scheduler may take to have a worker
 
 Progress = Callable[[str, int, int], None]
+
+
+@contextlib.contextmanager
+def environ_kept() -> Iterator[None]:
+    """Restore this process's environment after starting local workers.
+
+    Dask's nannies write their workers' variables (MALLOC_TRIM_THRESHOLD_, OMP_NUM_THREADS=1 and
+    others) into the parent's ``os.environ``; left there they would reach every later child,
+    a gunicorn or a retrain job among them."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @dataclass
@@ -106,11 +121,12 @@ class DaskEngine:
         # overlap. Loopback only: a laptop's cluster serves nobody else. The scheduler's HTTP
         # server (the dashboard, with bokeh installed) gets a free port there; with None it
         # would still take 8787, and warn when another cluster has it.
-        cluster = distributed.LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
-        with cluster, distributed.Client(cluster) as client:
-            yield client
+        with environ_kept():
+            cluster = distributed.LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+            with cluster, distributed.Client(cluster) as client:
+                yield client
 
     @contextlib.contextmanager
     def fit(self, reg: SGDRegressor, sources: Sources, *, target: str,

@@ -39,9 +39,9 @@ FEATURES = 8
 def dask_cluster(s3_server):
     env = {"AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address="127.0.0.1:0", env=env,
-                                  silence_logs=40) as cluster:
+    with cluster_module.environ_kept(), distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address="127.0.0.1:0", env=env, silence_logs=40) as cluster:
         yield cluster
 
 
@@ -188,6 +188,14 @@ def test_a_bad_value_on_a_worker_names_the_file_and_line(client, tmp_path: Path)
         fit(client, folder, tmp_path / "m")
     assert caught.value.line == 5 and caught.value.column == "x0"
     assert LocalStore(tmp_path / "m").version_ids() == []  # nothing half-written
+
+
+def test_a_local_cluster_leaves_the_environment_as_it_was(tmp_path: Path) -> None:
+    before = dict(os.environ)
+    path = tmp_path / "one.parquet"
+    regression_frame(300).write_parquet(path)
+    train(LocalStore(tmp_path / "m"), path, target="y", engine=DaskEngine(workers=1))
+    assert dict(os.environ) == before  # no MALLOC_TRIM_THRESHOLD_ or OMP_NUM_THREADS left
 
 
 def test_an_unreachable_scheduler_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
