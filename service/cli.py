@@ -75,6 +75,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"model {settings.model_name!r} already has an active version "
               f"{store.active_version()}; not training (--if-empty)", file=sys.stderr)
         return 0
+    engine = _engine(spec)
     progress = _Progress() if sys.stderr.isatty() and not args.json else None
     try:
         result = train(
@@ -90,9 +91,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             holdout_fraction=spec.holdout_fraction,
             seed=spec.seed,
             progress=progress,
-            source=data.name,
             owner="sgdserve train",
             wait_lock=args.wait,
+            engine=engine,
         )
     finally:
         if progress:
@@ -207,18 +208,20 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
         raise CLIError(str(exc)) from None
     spec = _spec(args)
     data, target = _data_and_target(args, spec)
-    if not data.is_file():
-        raise CLIError(f"data file {str(data)!r} does not exist")
+    from .data import resolve
+
+    resolve(data, spec.format)  # a missing file or an empty folder is refused at start
     store = open_store(settings)
     make_regressor(spec.sgd, spec.seed)  # refuse bad parameters at start, not at the first tick
     tolerance = _tolerance(spec, settings)
+    engine = _engine(spec)
 
     def run_once() -> dict[str, Any]:
         result = train(
             store, data, target=target, features=spec.features, params=spec.sgd,
             encoding=spec.encoding, data_format=spec.format, force=spec.force,
             tolerance=tolerance, holdout_fraction=spec.holdout_fraction, seed=spec.seed,
-            source=data.name, owner="sgdserve schedule",
+            owner="sgdserve schedule", engine=engine,
         )
         return result.to_dict()
 
@@ -229,7 +232,9 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
 # Helpers
 
 
-def _data_and_target(args: argparse.Namespace, spec: TrainingSpec) -> tuple[Path, str]:
+def _data_and_target(args: argparse.Namespace, spec: TrainingSpec
+                     ) -> tuple[str | Path | list[str], str]:
+    """What --data names (one path, or a list for several) and the target column."""
     if args.sample:
         if args.data:
             raise CLIError("give --data FILE or --sample, not both")
@@ -238,7 +243,7 @@ def _data_and_target(args: argparse.Namespace, spec: TrainingSpec) -> tuple[Path
         raise CLIError("--data FILE is required (or --sample for the bundled house prices)")
     if not spec.target:
         raise CLIError("--target COL is required: the column to predict")
-    return Path(args.data), spec.target
+    return (args.data[0] if len(args.data) == 1 else list(args.data)), spec.target
 
 
 def _spec(args: argparse.Namespace) -> TrainingSpec:
@@ -256,6 +261,18 @@ def _spec(args: argparse.Namespace) -> TrainingSpec:
     for note in spec.notes:
         print(f"sgdserve {args.command}: note: {note}", file=sys.stderr)
     return spec
+
+
+def _engine(spec: TrainingSpec) -> Any:
+    """``"local"``, or the Dask cluster --engine dask names (--scheduler) or starts (--workers)."""
+    if spec.engine != "dask":
+        for name in ("scheduler", "workers"):
+            if getattr(spec, name) is not None:
+                raise CLIError(f"--{name} needs --engine dask")
+        return "local"
+    from .cluster import DaskEngine
+
+    return DaskEngine(scheduler=spec.scheduler, workers=spec.workers)
 
 
 def _tolerance(spec: TrainingSpec, settings: Settings) -> float:
@@ -284,6 +301,10 @@ def _summary(result: Any, settings: Settings) -> str:
         f"   ({t['rows']} rows)",
         f"epochs    {result.epochs} in {result.seconds:.2f} s",
     ]
+    if result.engine.get("name") == "dask":
+        e = result.engine
+        lines.append(f"engine    dask: {e['partitions']} partitions, {e['rounds']} rounds on "
+                     f"{e['workers']} workers ({e['scheduler']})")
     lines.extend(_inferred(result.inferred))
     lines.extend(f"note      {n}" for n in result.notices)
     lines.append(f"model     {result.target} = sum(slope * feature) + sum(level weight) + bias"
@@ -412,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", help="model name (default: $SGDSERVE_MODEL_NAME or house-price)")
 
     def training_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", help="CSV (also .csv.gz), Parquet or JSON lines file")
+        p.add_argument("--data", nargs="+", metavar="PATH",
+                       help="a CSV (also .csv.gz), Parquet or JSON lines file, or a dataset of "
+                       "them: a directory, a glob or several files, local or s3://bucket/prefix/")
         p.add_argument("--sample", action="store_true",
                        help="train on the bundled sample house prices (target: price)")
         for param in TRAINING_PARAMS:  # one description drives the options (service/params.py)
@@ -521,6 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     for opt, key in (("model_dir", "model_dir"), ("name", "model_name"), ("host", "host"),
                      ("port", "port"), ("workers", "workers")):
+        if opt == "workers" and args.command != "serve":
+            continue  # train's --workers is the Dask cluster's, not gunicorn's
         value = getattr(args, opt, None)
         if value is not None:
             overrides[key] = value  # Settings keeps an s3:// URL as it is, a path as a Path

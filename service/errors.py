@@ -3,6 +3,7 @@
     SGDServeError
     ├── DataError (ValueError)          input data is malformed; names the column and line
     ├── DivergenceError (ArithmeticError)  SGD produced a non-finite loss or weight
+    ├── ClusterError                    the Dask cluster cannot be reached, or failed a task
     ├── StoreError                      the model store refused an operation
     │   ├── VersionNotFoundError        no such version
     │   ├── NoActiveModelError          nothing has been promoted yet
@@ -37,9 +38,21 @@ class DataError(SGDServeError, ValueError):
         self.column = column
         self.line = line
 
+    def __reduce__(self) -> tuple:  # raised on a Dask worker, re-raised whole by the client
+        return (_data_error, (type(self), str(self), self.column, self.line))
+
+
+def _data_error(cls: type[DataError], message: str, column: str | None,
+                line: int | None) -> DataError:
+    return cls(message, column=column, line=line)
+
 
 class DivergenceError(SGDServeError, ArithmeticError):
     """SGD produced a non-finite loss or weight; a smaller learning rate usually helps."""
+
+
+class ClusterError(SGDServeError):
+    """The Dask cluster cannot be reached (or is missing sgdserve), or a task failed there."""
 
 
 class StoreError(SGDServeError):

@@ -176,6 +176,14 @@ TRAINING_PARAMS: tuple[Param, ...] = (
     # The gate's tolerance is the operator's (SGDSERVE_PROMOTE_TOLERANCE): not an API parameter.
     Param("tolerance", "float", "Promote when the holdout RMSE is at most this much worse "
           "than the active model's (0.01 = 1%).", low=0, http=False),
+    # Where the fit runs: the command line's choice (a retrain job trains where the app runs).
+    Param("engine", "choice", "Where to fit: local (this process) or dask (a Dask cluster, one "
+          "partition per file; needs sgdserve[dask]).", choices=("local", "dask"),
+          default="local", http=False),
+    Param("scheduler", "name", "The Dask scheduler to train on with --engine dask, e.g. "
+          "tcp://10.0.0.5:8786 (default: a local cluster).", http=False),
+    Param("workers", "int", "Worker processes of the local Dask cluster --engine dask starts "
+          "(default: one per core).", low=1, high=1024, http=False),
 )
 
 _BY_NAME = {p.name: p for p in TRAINING_PARAMS}
@@ -201,6 +209,9 @@ class TrainingSpec:
     seed: int = 0
     holdout_fraction: float = 0.2
     tolerance: float | None = None
+    engine: str = "local"
+    scheduler: str | None = None
+    workers: int | None = None
     sgd: dict[str, Any] = field(default_factory=dict)
     encoding: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. an old spelling that was read

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from . import data as data_module
+from .cluster import DaskEngine
 from .engine import LinearModel, RegressionSums, SGDRegressor, regression_metrics
 from .errors import (
     ConvergenceWarning,
@@ -32,8 +33,7 @@ from .store import ANY, ModelStore
 
 DEFAULT_HOLDOUT_FRACTION = 0.2
 # Holdout (actual, predicted) pairs kept in the manifest for the model page's plots.
-HOLDOUT_SAMPLE_ROWS = 2000
-_SAMPLE_SALT = 0x5A5A  # a second seeded hash picks the sample among the holdout rows
+HOLDOUT_SAMPLE_ROWS = data_module.HOLDOUT_SAMPLE_ROWS
 
 # A progress callback receives (phase, done, total): phase "read", "fit", "scaler" or "epoch".
 Progress = Callable[[str, int, int], None]
@@ -55,6 +55,7 @@ class TrainResult:
     intercept: float
     epochs: int
     seconds: float
+    engine: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
     warnings: list[str] = field(default_factory=list)
     inferred: dict[str, Any] = field(default_factory=dict)  # columns by kind, dropped, imputed
     notices: list[str] = field(default_factory=list)  # what the data layer decided, in words
@@ -67,7 +68,7 @@ class TrainResult:
 
 def train(
     store: ModelStore,
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     *,
     target: str,
     features: Sequence[str] | None = None,
@@ -84,16 +85,21 @@ def train(
     lock: bool = True,
     stream: bool | None = None,
     data_format: str | None = None,
+    engine: str | DaskEngine = "local",
 ) -> TrainResult:
-    """Train a candidate on ``data`` (a CSV, Parquet or JSON lines file), gate it against the
-    active model, keep it.
+    """Train a candidate on ``data`` (a CSV, Parquet or JSON lines file, or a dataset of them:
+    a directory, a glob or a list, local or ``s3://``), gate it against the active model, keep
+    it.
 
     ``params`` are ``SGDRegressor`` keyword arguments; ``encoding`` holds the data layer's
     options (``categorical``, ``numeric``, ``drop``: column names; ``min_frequency``,
     ``max_levels``; ``target_transform``: ``"none"`` or ``"log"``). ``lock=False`` means the
     caller already holds the store lock (a retrain job that inherited it). ``stream`` forces
     (True) or forbids (False) reading the file in chunks; by default files over
-    ``data.STREAM_THRESHOLD_BYTES`` stream. Raises ``LockHeldError`` when another process trains.
+    ``data.STREAM_THRESHOLD_BYTES`` stream. ``engine`` ``"dask"`` (a local cluster) or a
+    :class:`~service.cluster.DaskEngine` fits on a Dask cluster, one partition per file; the
+    gate, the store and the result are the same. Raises ``LockHeldError`` when another process
+    trains.
     """
     started = time.perf_counter()
     if not 0.0 < holdout_fraction < 1.0:
@@ -102,18 +108,25 @@ def train(
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
     reg = make_regressor(params, seed)
     options, transform = encoding_options(encoding, features)
-    path = Path(data)
-    if stream is None:
-        stream = data_module.should_stream(path)
+    if engine == "dask":
+        engine = DaskEngine()
+    if not (engine == "local" or isinstance(engine, DaskEngine)):
+        raise ValueError(f"engine must be local or dask, got {engine!r}")
+    sources = data_module.open_sources(data, data_format)
+    if isinstance(engine, DaskEngine):
+        stream = False  # each partition is held in its worker's memory
+    elif stream is None:
+        stream = data_module.should_stream(sources)
     split = _Split(target, options, holdout_fraction, seed, data_format, transform)
 
     guard = store.lock(wait=wait_lock, owner=owner or "sgdserve train") if lock else nullcontext()
     with guard:
         active_id, active, decided, expected = _active_for_gate(store, force)
-        fit = _fit_streamed if stream else _fit_in_memory
+        fit = _fit_on_cluster(engine) if isinstance(engine, DaskEngine) else \
+            _fit_streamed if stream else _fit_in_memory
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            evaluation = fit(reg, path, split, progress, active)
+            evaluation = fit(reg, sources, split, progress, active)
         notes = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
         if getattr(reg, "step_scale_", 1.0) < 1.0:
             evaluation.notices.append(
@@ -134,7 +147,7 @@ def train(
         status = "promoted" if promote else "rejected"
         inferred = summarize_schema(candidate)
         manifest = {
-            "data": {**evaluation.fingerprint.to_dict(), "source": source or path.name},
+            "data": {**evaluation.fingerprint.to_dict(), "source": source or sources.name},
             "split": {
                 "holdout_fraction": holdout_fraction,
                 "seed": seed,
@@ -142,6 +155,7 @@ def train(
                 "holdout_rows": evaluation.holdout["rows"],
                 "streamed": bool(stream),
             },
+            "engine": evaluation.engine,
             "encoding": {**options_to_dict(options), "target_transform": transform},
             "inferred": inferred,
             "notices": evaluation.notices,
@@ -180,6 +194,7 @@ def train(
         intercept=candidate.intercept,
         epochs=reg.n_iter_,
         seconds=round(time.perf_counter() - started, 3),
+        engine=evaluation.engine,
         warnings=notes,
         inferred=inferred,
         notices=evaluation.notices,
@@ -286,43 +301,7 @@ class _Evaluation:
     holdout_sample: dict[str, Any]
     notices: list[str]
     decisions: list[str]
-
-
-class _HoldoutSample:
-    """A bounded, seeded sample of the holdout rows' (actual, predicted) pairs: the rows with the
-    smallest values of a seeded per-row hash (a bottom-k sample), so the same rows whether the
-    file is read whole or streamed, spread over the whole file whatever its order."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed ^ _SAMPLE_SALT
-        self.rows = np.empty(0, np.int64)
-        self.keys = np.empty(0, np.uint64)
-        self.actual = np.empty(0)
-        self.predicted = np.empty(0)
-
-    def add(self, rows: np.ndarray, y: np.ndarray, pred: np.ndarray) -> None:
-        """``rows`` are the file row numbers of the holdout rows ``y`` and ``pred`` are for."""
-        keys = _row_keys(rows, self.seed)
-        self.rows = np.concatenate([self.rows, rows])
-        self.keys = np.concatenate([self.keys, keys])
-        self.actual = np.concatenate([self.actual, y])
-        self.predicted = np.concatenate([self.predicted, pred])
-        if len(self.keys) > HOLDOUT_SAMPLE_ROWS:
-            keep = np.argpartition(self.keys, HOLDOUT_SAMPLE_ROWS - 1)[:HOLDOUT_SAMPLE_ROWS]
-            self.rows, self.keys = self.rows[keep], self.keys[keep]
-            self.actual, self.predicted = self.actual[keep], self.predicted[keep]
-
-    def to_dict(self, holdout_rows: int) -> dict[str, Any]:
-        order = np.argsort(self.rows, kind="stable")  # file order
-        return {"actual": self.actual[order].tolist(), "predicted": self.predicted[order].tolist(),
-                "of_rows": holdout_rows}
-
-
-def _row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
-    if len(rows) == 0:
-        return np.empty(0, np.uint64)
-    lo = int(rows.min())
-    return data_module.row_hash(lo, int(rows.max()) - lo + 1, seed)[rows - lo]
+    engine: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
 
 
 def _comparable(active: LinearModel | None, candidate: LinearModel) -> bool:
@@ -332,10 +311,10 @@ def _comparable(active: LinearModel | None, candidate: LinearModel) -> bool:
             and set(active.feature_names) == set(candidate.feature_names))
 
 
-def _fit_in_memory(reg, path, split: _Split, progress, active) -> _Evaluation:
+def _fit_in_memory(reg, sources, split: _Split, progress, active) -> _Evaluation:
     if progress:
         progress("read", 0, 1)
-    loaded = data_module.load(path, split.target, split.options, fraction=split.fraction,
+    loaded = data_module.load(sources, split.target, split.options, fraction=split.fraction,
                               seed=split.seed, data_format=split.data_format,
                               target_transform=split.transform)
     train, hold, schema = loaded.train, loaded.holdout, loaded.schema
@@ -346,7 +325,7 @@ def _fit_in_memory(reg, path, split: _Split, progress, active) -> _Evaluation:
         progress("fit", 1, 1)
     candidate = LinearModel.from_regressor(reg, schema, split.target, split.transform)
     predicted = candidate.predict(hold.X, hold.codes)
-    sample = _HoldoutSample(split.seed)
+    sample = data_module.HoldoutSample(split.seed)
     sample.add(loaded.holdout_rows, hold.target, predicted)
     active_holdout = None
     if _comparable(active, candidate):
@@ -364,12 +343,12 @@ def _fit_in_memory(reg, path, split: _Split, progress, active) -> _Evaluation:
     )
 
 
-def _fit_streamed(reg, path, split: _Split, progress, active) -> _Evaluation:
+def _fit_streamed(reg, sources, split: _Split, progress, active) -> _Evaluation:
     """Fit with bounded memory: a schema pass, a statistics pass, one pass per epoch, one
     evaluation pass. No rows are kept: holdout metrics, the candidate's and the active model's
     on the same rows, are running sums of the last pass.
     """
-    stream = data_module.Stream(path, split.target, split.options, fraction=split.fraction,
+    stream = data_module.Stream(sources, split.target, split.options, fraction=split.fraction,
                                 seed=split.seed, data_format=split.data_format,
                                 target_transform=split.transform)
     if progress:
@@ -392,7 +371,7 @@ def _fit_streamed(reg, path, split: _Split, progress, active) -> _Evaluation:
     candidate = LinearModel.from_regressor(reg, schema, split.target, split.transform)
     comparable = _comparable(active, candidate)
     train, holdout, active_holdout = RegressionSums(), RegressionSums(), RegressionSums()
-    sample = _HoldoutSample(split.seed)
+    sample = data_module.HoldoutSample(split.seed)
     for chunk in stream:
         design, mask = chunk.design, chunk.holdout
         kept = design.rows(~mask)
@@ -419,6 +398,35 @@ def _fit_streamed(reg, path, split: _Split, progress, active) -> _Evaluation:
         notices=stream.notices,
         decisions=stream.decisions,
     )
+
+
+def _fit_on_cluster(engine: DaskEngine) -> Callable[..., _Evaluation]:
+    """The fit step on a Dask cluster: the same evaluation as a local run, from partitions."""
+
+    def fit(reg, sources, split: _Split, progress, active) -> _Evaluation:
+        with engine.fit(reg, sources, target=split.target, options=split.options,
+                        fraction=split.fraction, seed=split.seed, data_format=split.data_format,
+                        target_transform=split.transform, progress=progress) as run:
+            assert run.schema is not None and run.fingerprint is not None
+            candidate = LinearModel.from_regressor(reg, run.schema, split.target,
+                                                   split.transform)
+            if progress:
+                progress("evaluate", 0, 1)
+            scores = run.evaluate(candidate, active if _comparable(active, candidate) else None)
+            provenance = run.provenance()
+        return _Evaluation(
+            candidate=candidate,
+            fingerprint=run.fingerprint,
+            train=scores.train.metrics(),
+            holdout=scores.holdout.metrics(),
+            active_holdout=scores.active.metrics() if scores.active is not None else None,
+            holdout_sample=scores.sample.to_dict(scores.holdout.n),
+            notices=run.notices,
+            decisions=run.decisions,
+            engine={**provenance, "epochs": reg.n_iter_},
+        )
+
+    return fit
 
 
 def _active_for_gate(store: ModelStore, force: bool):

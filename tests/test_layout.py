@@ -24,6 +24,7 @@ LAYERS = {
     "service.params": 2,
     "service.store": 3,
     "service.training": 4,
+    "service.cluster": 4,  # the Dask engine: training uses it; it uses data and engine
     "service.retrain": 5,
     "service.schedule": 5,
     "service.http": 6,

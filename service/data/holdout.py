@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["holdout_mask", "row_hash"]
+__all__ = ["HOLDOUT_SAMPLE_ROWS", "HoldoutSample", "holdout_mask", "row_hash"]
+
+# Holdout (actual, predicted) pairs kept in a model's manifest for the model page's plots.
+HOLDOUT_SAMPLE_ROWS = 2000
+_SAMPLE_SALT = 0x5A5A  # a second seeded hash picks the sample among the holdout rows
 
 _U = np.uint64
 
@@ -51,3 +55,47 @@ def holdout_mask(start_row: int, n_rows: int, fraction: float, seed: int) -> np.
         return np.ones(n_rows, bool)
     threshold = _U(min(int(fraction * 2.0**64), _MASK64))
     return row_hash(start_row, n_rows, seed) < threshold
+
+
+class HoldoutSample:
+    """A bounded, seeded sample of the holdout rows' (actual, predicted) pairs: the rows with the
+    smallest values of a seeded per-row hash (a bottom-k sample), so the same rows whether the
+    data is read whole, streamed or in partitions, spread over all of it whatever its order."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed ^ _SAMPLE_SALT
+        self.rows = np.empty(0, np.int64)
+        self.keys = np.empty(0, np.uint64)
+        self.actual = np.empty(0)
+        self.predicted = np.empty(0)
+
+    def add(self, rows: np.ndarray, y: np.ndarray, pred: np.ndarray) -> None:
+        """``rows`` are the data row numbers of the holdout rows ``y`` and ``pred`` are for."""
+        self._take(rows, _row_keys(rows, self.seed), y, pred)
+
+    def merge(self, other: HoldoutSample) -> HoldoutSample:
+        """Take another part's sample (the bottom k of the union is the bottom k of all)."""
+        self._take(other.rows, other.keys, other.actual, other.predicted)
+        return self
+
+    def _take(self, rows: np.ndarray, keys: np.ndarray, y: np.ndarray, pred: np.ndarray) -> None:
+        self.rows = np.concatenate([self.rows, rows])
+        self.keys = np.concatenate([self.keys, keys])
+        self.actual = np.concatenate([self.actual, y])
+        self.predicted = np.concatenate([self.predicted, pred])
+        if len(self.keys) > HOLDOUT_SAMPLE_ROWS:
+            keep = np.argpartition(self.keys, HOLDOUT_SAMPLE_ROWS - 1)[:HOLDOUT_SAMPLE_ROWS]
+            self.rows, self.keys = self.rows[keep], self.keys[keep]
+            self.actual, self.predicted = self.actual[keep], self.predicted[keep]
+
+    def to_dict(self, holdout_rows: int) -> dict[str, object]:
+        order = np.argsort(self.rows, kind="stable")  # data order
+        return {"actual": self.actual[order].tolist(), "predicted": self.predicted[order].tolist(),
+                "of_rows": holdout_rows}
+
+
+def _row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
+    if len(rows) == 0:
+        return np.empty(0, np.uint64)
+    lo = int(rows.min())
+    return row_hash(lo, int(rows.max()) - lo + 1, seed)[rows - lo]

@@ -46,7 +46,7 @@ from ..engine.schema import (
     Schema,
 )
 from ..errors import DataError
-from .source import Source, is_number_type
+from .source import Source, Sources, is_number_type
 
 __all__ = [
     "DEFAULT_MAX_LEVELS",
@@ -102,7 +102,7 @@ class ColumnPlan:
         return [*self.columns, self.target]
 
 
-def plan(source: Source, target: str, options: EncodingOptions) -> ColumnPlan:
+def plan(source: Source | Sources, target: str, options: EncodingOptions) -> ColumnPlan:
     """The columns to read and their types, from the header and the first rows."""
     header = source.columns
     if target not in header:
@@ -171,14 +171,14 @@ class _Numbers:
             rows = np.arange(start_row, start_row + len(values), dtype=np.float64)
             base = float(values[0]) - start_row
             index = base if np.array_equal(values, rows + base) else None
-        self.merge(len(kept), float(kept.sum()), int((train & ~present).sum()),
+        self.take(len(kept), float(kept.sum()), int((train & ~present).sum()),
                    float(kept.min()) if len(kept) else None,
                    float(kept.max()) if len(kept) else None, len(values), index)
         if track_distinct:
             self.add_distinct(values)
 
-    def merge(self, count: int, total: float, missing: int, minimum: float | None,
-              maximum: float | None, rows: int, index: float | None) -> None:
+    def take(self, count: int, total: float, missing: int, minimum: float | None,
+             maximum: float | None, rows: int, index: float | None) -> None:
         """Take one chunk's aggregates: training rows with a value, their sum, training rows
         without one, the range, the chunk's rows, and ``index``: the base b when every value
         of the chunk is its row number + b, else None."""
@@ -204,6 +204,22 @@ class _Numbers:
                 self.distinct_ok = False
             else:
                 self.distinct |= new
+
+    def merge(self, other: _Numbers) -> None:
+        """Take the statistics of the rows right after these (consecutive partitions)."""
+        self.count += other.count
+        self.total += other.total
+        self.missing += other.missing
+        self.minimum = min(self.minimum, other.minimum)
+        self.maximum = max(self.maximum, other.maximum)
+        if self.index_base is None:
+            self.index, self.index_base = other.index, other.index_base
+        elif other.index_base is not None:
+            self.index = self.index and other.index and other.index_base == self.index_base
+        self.distinct_ok = self.distinct_ok and other.distinct_ok and \
+            self.distinct.isdisjoint(other.distinct)
+        if self.distinct_ok:
+            self.distinct |= other.distinct
 
     @property
     def mean(self) -> float:
@@ -248,11 +264,23 @@ class _Text:
             self.as_numbers.add(numbers.to_numpy(), train, start_row, False)
         self.not_numbers += not_numbers
 
+    def merge(self, other: _Text) -> None:
+        """Take the statistics of the rows right after these (consecutive partitions)."""
+        if self.not_numbers == 0:
+            self.as_numbers.merge(other.as_numbers)
+        self.counts.update(other.counts)
+        self.rows += other.rows
+        self.missing += other.missing
+        self.not_numbers += other.not_numbers
+        self.numbers += other.numbers
+        self.not_words += other.not_words
+
 
 class ColumnStats:
     """Statistics of the planned columns over the training rows, chunk by chunk."""
 
-    def __init__(self, source: Source, plan: ColumnPlan, options: EncodingOptions) -> None:
+    def __init__(self, source: Source | Sources, plan: ColumnPlan,
+                 options: EncodingOptions) -> None:
         self.source = source
         self.plan = plan
         self.options = options
@@ -270,12 +298,17 @@ class ColumnStats:
             else:
                 self.texts[name] = _Text()
 
-    def add(self, frame: pl.DataFrame, start_row: int, train: np.ndarray) -> None:
-        """Take one chunk; ``train`` marks its training rows (the rest are held out)."""
+    def add(self, frame: pl.DataFrame, start_row: int, train: np.ndarray,
+            source: Source | None = None) -> None:
+        """Take one chunk; ``train`` marks its training rows (the rest are held out).
+
+        ``start_row`` is the chunk's first row in the whole data; ``source`` is the file it
+        came from when the data is several files (errors name its lines).
+        """
         self.rows += frame.height
         self.train_rows += int(train.sum())
         if self.numbers:
-            self._add_numbers(frame, start_row, train)
+            self._add_numbers(frame, start_row, train, source or self.source)
         for name, stats in self.texts.items():
             stats.add(frame[name], train, start_row)
         for name, counts in self.booleans.items():
@@ -284,7 +317,21 @@ class ColumnStats:
             counts[2] += series.null_count()
             counts[1] += len(series) - series.null_count() - int(series.sum() or 0)
 
-    def _add_numbers(self, frame: pl.DataFrame, start_row: int, train: np.ndarray) -> None:
+    def merge(self, other: ColumnStats) -> ColumnStats:
+        """Take the statistics of the rows right after these: partial statistics of
+        consecutive partitions, merged in order, are those of one pass; returns self."""
+        self.rows += other.rows
+        self.train_rows += other.train_rows
+        for name, stats in self.numbers.items():
+            stats.merge(other.numbers[name])
+        for name, text in self.texts.items():
+            text.merge(other.texts[name])
+        for name, counts in self.booleans.items():
+            counts[:] = [a + b for a, b in zip(counts, other.booleans[name], strict=True)]
+        return self
+
+    def _add_numbers(self, frame: pl.DataFrame, start_row: int, train: np.ndarray,
+                     source: Source | Sources) -> None:
         """The numeric columns' aggregates over the chunk. NaN is a missing value, as an empty
         cell is; infinity is an error naming its line."""
         for name, stats in self.numbers.items():
@@ -293,7 +340,7 @@ class ColumnStats:
             if math.isinf(low) or math.isinf(high) or (
                     math.isnan(low) and np.isinf(values).any()):
                 row = int(np.flatnonzero(np.isinf(values))[0])
-                line = self.source.line_of_row(start_row + row)
+                line = source.line_of_row(start_row + row)
                 raise DataError(f"column {name!r}, line {line}: {float(values[row])!r} is not "
                                 "a finite number", column=name, line=line)
             if math.isnan(low):  # some are missing: the general path
@@ -307,7 +354,7 @@ class ColumnStats:
             if base in (0.0, 1.0) and float(values[-1]) == base + start_row + n - 1:
                 rows = np.arange(start_row, start_row + n, dtype=np.float64)
                 index = base if np.array_equal(values, rows + base) else None
-            stats.merge(len(kept), float(kept.sum()), 0,
+            stats.take(len(kept), float(kept.sum()), 0,
                         float(kept.min()) if len(kept) else None,
                         float(kept.max()) if len(kept) else None, n, index)
             if name.lower() in _INDEX_NAMES:

@@ -14,6 +14,7 @@ and pyarrow on this machine, is in docs/benchmarks-data.md.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -24,22 +25,18 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import polars as pl
 
 from ..errors import DataError
+from .files import DataFile, dataset_name, format_of, one_file, resolve
 
-__all__ = ["FORMATS", "Fingerprint", "Source", "detect_format", "open_source"]
+__all__ = ["FORMATS", "Fingerprint", "Source", "Sources", "detect_format", "open_source",
+           "open_sources"]
 
 FORMATS = ("csv", "parquet", "jsonl")
-_EXTENSIONS = {
-    ".csv": "csv", ".csv.gz": "csv", ".txt": "csv",
-    ".parquet": "parquet", ".pq": "parquet",
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".jsonl.gz": "jsonl",
-}
 SAMPLE_ROWS = 10_000  # rows polars infers column types from
 # Text per streamed batch, about 20,000 rows of 200 bytes: streaming a 200 MB file took 52 MB of
 # memory with 4 MiB blocks and 84 MB with 8 MiB, in the same time (2 MiB: 35 MB, 15% slower).
@@ -52,17 +49,26 @@ _NUMERIC = (pl.Float32, pl.Float64, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UI
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What was read: file name, data rows, the columns used and the sha256 of the bytes."""
+    """What was read: file name, data rows, the columns used and the sha256 of the bytes.
+
+    For a dataset of several files, ``file`` is the dataset as given and ``sha256`` the digest
+    of its listing: each file's label, size and digest. An S3 object's digest is that of its
+    URL, size and ETag (S3 changes the ETag whenever the bytes change), not of its bytes.
+    """
 
     file: str
     rows: int
     columns: list[str]
     sha256: str
     format: str = "csv"
+    files: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "rows": self.rows, "columns": list(self.columns),
-                "sha256": self.sha256, "format": self.format}
+        out = {"file": self.file, "rows": self.rows, "columns": list(self.columns),
+               "sha256": self.sha256, "format": self.format}
+        if self.files > 1:
+            out["files"] = self.files
+        return out
 
 
 def detect_format(path: str | os.PathLike[str], override: str | None = None) -> str:
@@ -71,32 +77,57 @@ def detect_format(path: str | os.PathLike[str], override: str | None = None) -> 
         if override not in FORMATS:
             raise DataError(f"format must be one of {', '.join(FORMATS)}, got {override!r}")
         return override
-    name = Path(path).name.lower()
-    for ext in sorted(_EXTENSIONS, key=len, reverse=True):
-        if name.endswith(ext):
-            return _EXTENSIONS[ext]
-    raise DataError(f"cannot tell the format of {Path(path).name!r} from its extension; "
-                    f"give --format ({', '.join(FORMATS)})")
+    name = os.fspath(path).replace(os.sep, "/").rsplit("/", 1)[-1]
+    found = format_of(name)
+    if found is None:
+        raise DataError(f"cannot tell the format of {name!r} from its extension; "
+                        f"give --format ({', '.join(FORMATS)})")
+    return found
 
 
 @dataclass
 class Source:
-    """One data file: format, normalised column names, inferred types, notices."""
+    """One data file: format, normalised column names, inferred types, notices.
 
-    path: Path
+    As one file of several (:class:`Sources`), ``row_offset`` is the dataset's row number of
+    its first row (row numbers given to its methods are the dataset's), and ``named`` makes
+    :meth:`naming` put the file's label in front of errors.
+    """
+
+    location: DataFile
     format: str
     columns: list[str]  # as sgdserve names them (see open_source)
     header: list[str]  # as the file names them
     dtypes: dict[str, pl.DataType]  # polars' types from the first rows, by sgdserve's name
     notices: list[str] = field(default_factory=list)
+    row_offset: int = 0
+    named: bool = False
 
     @property
     def file(self) -> str:
-        return self.path.name
+        return self.location.label
 
     @property
     def size(self) -> int:
-        return self.path.stat().st_size
+        return self.location.size
+
+    @contextlib.contextmanager
+    def naming(self) -> Iterator[None]:
+        """Errors raised inside name this file first, when it is one of several."""
+        try:
+            yield
+        except DataError as exc:
+            if not self.named or str(exc).startswith(self.file + ":"):
+                raise
+            raise DataError(f"{self.file}: {exc}", column=exc.column, line=exc.line) from None
+
+    def check_columns(self, wanted: Sequence[str], first: str) -> None:
+        """Every column in ``wanted`` is in this file (``first`` names the file that had them)."""
+        missing = [name for name in wanted if name not in self.columns]
+        if missing:
+            raise DataError(f"{self.file}: column {missing[0]!r} is missing (the dataset's "
+                            f"first file, {first}, has it); this file has: "
+                            f"{', '.join(self.columns)[:200]}", column=missing[0])
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -126,7 +157,7 @@ class Source:
                 return
             schema = {name: types.get(name, pl.String) for name in self.columns}
             offset = 0
-            for header, block in _record_blocks(self.path, block_bytes or BLOCK_BYTES,
+            for header, block in _record_blocks(self.location, block_bytes or BLOCK_BYTES,
                                                 quoted=self.format == "csv"):
                 if self.format == "csv":
                     frame = pl.read_csv(
@@ -153,13 +184,13 @@ class Source:
         schema = {name: types.get(name, pl.String) for name in self.columns}
         if self.format == "csv":
             return pl.scan_csv(
-                self.path, has_header=True, with_column_names=lambda _: list(self.columns),
+                self.location.url, has_header=True, new_columns=list(self.columns),
                 schema_overrides=schema, infer_schema_length=0, raise_if_empty=False,
             )
         if self.format == "parquet":
-            lazy = pl.scan_parquet(self.path)
+            lazy = pl.scan_parquet(self.location.url)
         else:
-            lazy = pl.scan_ndjson(self.path, schema=self._json_schema(schema))
+            lazy = pl.scan_ndjson(self.location.url, schema=self._json_schema(schema))
         renames = {h: c for h, c in zip(self.header, self.columns, strict=True) if h != c}
         if renames:
             lazy = lazy.rename(renames)
@@ -191,8 +222,8 @@ class Source:
         """The first value of column ``name`` that is not a ``dtype``, with its line."""
         try:
             if self.format == "csv":
-                raw = pl.scan_csv(self.path, has_header=True,
-                                  with_column_names=lambda _: list(self.columns),
+                raw = pl.scan_csv(self.location.url, has_header=True,
+                                  new_columns=list(self.columns),
                                   infer_schema_length=0).select(name).collect()[name]
             elif self.format == "jsonl":
                 return self._locate_json(name, dtype)
@@ -204,14 +235,14 @@ class Source:
         bad = (raw.is_not_null() & as_number.is_null()).arg_true()
         if len(bad) == 0:
             return None
-        row = int(bad[0])
-        return DataError(
-            f"column {name!r}, line {self.line_of_row(row)}: {raw[row]!r} is not a number",
-            column=name, line=self.line_of_row(row))
+        row = int(bad[0])  # of this file
+        line = self.line_of_row(self.row_offset + row)
+        return DataError(f"column {name!r}, line {line}: {raw[row]!r} is not a number",
+                         column=name, line=line)
 
     def _locate_json(self, name: str, dtype: pl.DataType) -> DataError | None:
         header = self.header[self.columns.index(name)]
-        with _open_text(self.path) as f:
+        with _open_text(self.location) as f:
             for line_number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
@@ -228,8 +259,10 @@ class Source:
         header's, as an error (the error path only: it reads the file with the csv module)."""
         if self.format != "csv":
             return None
+        if row is not None:
+            row -= self.row_offset
         width = len(self.header)
-        with _open_text(self.path) as f:
+        with _open_text(self.location) as f:
             reader = csv.reader(f)
             next(reader, None)
             for i, record in enumerate(reader):
@@ -246,9 +279,10 @@ class Source:
     def line_of_row(self, row: int) -> int:
         """The 1-based file line where data row ``row`` (0-based) starts: quoted fields may
         span lines, so count records, not newlines (the error path only)."""
+        row -= self.row_offset
         if self.format != "csv":
             return row + 1
-        with _open_text(self.path) as f:
+        with _open_text(self.location) as f:
             reader = csv.reader(f)
             next(reader, None)  # the header
             for i, record in enumerate(reader):
@@ -260,16 +294,35 @@ class Source:
 
     def hash_in_background(self) -> _Hasher:
         """Start hashing the file's bytes in a thread (it overlaps with polars' parse)."""
-        return _Hasher(self.path)
+        return _Hasher(self.location)
 
 
-def _record_blocks(path: Path, block_bytes: int, *, quoted: bool
+def _open_binary(location: DataFile) -> BinaryIO:
+    """The file's bytes, uncompressed when its name ends in .gz."""
+    raw = location.open()
+    return _Gunzip(raw) if location.compressed else raw  # type: ignore[return-value]
+
+
+class _Gunzip(gzip.GzipFile):
+    """A gzip stream over another stream that closes both (GzipFile leaves ``fileobj`` open)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
+def _record_blocks(location: DataFile, block_bytes: int, *, quoted: bool
                    ) -> Iterator[tuple[bytes, bytes]]:
     """(header line, a block of whole records) over a text file, the header excluded from the
     blocks. A record ends at a newline outside quotes: with RFC 4180 quoting ("" inside a
     quoted field) that is a newline after an even number of quote characters."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with _open_binary(location) as f:
         header = f.readline()
         rest = b""
         parity = 0  # quote characters so far in ``rest``'s preceding text, mod 2
@@ -309,20 +362,22 @@ def _record_line(end_line: int, record: list[str]) -> int:
 
 
 class _Hasher(threading.Thread):
-    def __init__(self, path: Path) -> None:
+    """The digest of one file (given several, of the dataset's listing), in a thread."""
+
+    def __init__(self, *locations: DataFile) -> None:
         super().__init__(daemon=True)
-        self.path = path
+        self.locations = locations
         self.digest: str | None = None
         self.error: BaseException | None = None
         self.start()
 
     def run(self) -> None:
         try:
-            h = hashlib.sha256()
-            with open(self.path, "rb") as f:
-                while block := f.read(1 << 22):
-                    h.update(block)  # releases the GIL for large blocks
-            self.digest = h.hexdigest()
+            if len(self.locations) == 1:
+                self.digest = self.locations[0].digest()
+            else:
+                self.digest = listing_digest(
+                    [(f.label, f.size, f.digest()) for f in self.locations])
         except BaseException as exc:  # reported by result()
             self.error = exc
 
@@ -334,21 +389,24 @@ class _Hasher(threading.Thread):
         return self.digest
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+def listing_digest(entries: Sequence[tuple[str, int, str]]) -> str:
+    """The sha256 of a dataset's listing: a line of label, size and digest per file."""
+    text = "".join(f"{label}\t{size}\t{digest}\n" for label, size, digest in entries)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _open_text(location: DataFile) -> io.TextIOBase:
+    return io.TextIOWrapper(_open_binary(location), encoding="utf-8-sig", newline="")
 
 
 # -- opening -----------------------------------------------------------------------------------
 
 
-def open_source(path: str | os.PathLike[str], format: str | None = None) -> Source:
-    """Look at a data file: its format, column names and the types of its first rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {str(path)!r} does not exist")
-    kind = detect_format(path, format)
+def open_source(path: str | os.PathLike[str] | DataFile, format: str | None = None) -> Source:
+    """Look at a data file (local or ``s3://``): its format, column names and the types of its
+    first rows."""
+    path = one_file(path)
+    kind = detect_format(path.name, format)
     try:
         if kind == "csv":
             header = _csv_header(path)
@@ -361,7 +419,7 @@ def open_source(path: str | os.PathLike[str], format: str | None = None) -> Sour
                                  raise_if_empty=False)
             dtypes_by_position = list(sample.schema.values())
         elif kind == "parquet":
-            schema = pl.read_parquet_schema(path)
+            schema = pl.read_parquet_schema(path.url)
             header, dtypes_by_position = list(schema), list(schema.values())
         else:
             sample = pl.read_ndjson(_head_lines(path, SAMPLE_ROWS),
@@ -373,38 +431,36 @@ def open_source(path: str | os.PathLike[str], format: str | None = None) -> Sour
             if ragged is not None:
                 raise ragged from None
         text = " ".join(str(exc).split("\n")[0].split())
-        raise DataError(f"{path.name}: cannot read it as {kind}: {text[:300]}") from None
+        raise DataError(f"{path.label}: cannot read it as {kind}: {text[:300]}") from None
     if not header:
-        raise DataError(f"{path.name} has no columns (is it empty?)")
+        raise DataError(f"{path.label} has no columns (is it empty?)")
     columns, notices = normalise_names(header)
     if len(dtypes_by_position) != len(columns):  # a header polars read differently
-        raise DataError(f"{path.name}: the header has {len(columns)} columns but the rows have "
+        raise DataError(f"{path.label}: the header has {len(columns)} columns but the rows have "
                         f"{len(dtypes_by_position)}")
-    return Source(path=path, format=kind, columns=columns, header=header,
+    return Source(location=path, format=kind, columns=columns, header=header,
                   dtypes=dict(zip(columns, dtypes_by_position, strict=True)), notices=notices)
 
 
-def _csv_header(path: Path) -> list[str]:
+def _csv_header(path: DataFile) -> list[str]:
     with _open_text(path) as f:
         try:
             row = next(csv.reader(f), None)
         except csv.Error as exc:
-            raise DataError(f"{path.name}: the first line is not a CSV header: {exc}") from None
+            raise DataError(f"{path.label}: the first line is not a CSV header: {exc}") from None
     if not row or not any(cell.strip() for cell in row):
-        raise DataError(f"{path.name} is empty: it has no header row", line=1)
+        raise DataError(f"{path.label} is empty: it has no header row", line=1)
     return [cell.strip() for cell in row]
 
 
-def _first_line(path: Path) -> bytes:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as f:
+def _first_line(path: DataFile) -> bytes:
+    with _open_binary(path) as f:
         return f.readline()
 
 
-def _head_lines(path: Path, n: int) -> io.BytesIO:
+def _head_lines(path: DataFile, n: int) -> io.BytesIO:
     out = io.BytesIO()
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with _open_binary(path) as f:
         for i, line in enumerate(f):
             if i >= n:
                 break
@@ -441,3 +497,144 @@ def normalise_names(header: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def is_number_type(dtype: pl.DataType) -> bool:
     return dtype in _NUMERIC
+
+
+# -- datasets of several files -----------------------------------------------------------------
+
+
+class Sources:
+    """The files of one dataset read as one table, in order (a single file is a dataset of one).
+
+    The first file decides the column names and types, as a file's first rows do; every other
+    file is opened when it is read and must have the columns read, in any order. Rows are
+    numbered across the files, so the holdout rule holds out the same rows as in the files
+    concatenated, and errors about a row name its file when there are several.
+    """
+
+    def __init__(self, name: str, files: Sequence[DataFile], data_format: str | None = None):
+        if not files:
+            raise DataError(f"{name}: no data files")
+        self.name = name
+        self.files = list(files)
+        kinds = {f.label: detect_format(f.name, data_format) for f in self.files}
+        if len(set(kinds.values())) > 1:
+            shown = ", ".join(f"{label} ({kind})" for label, kind in list(kinds.items())[:6])
+            raise DataError(f"{name} mixes formats: {shown}; a dataset is files of one format")
+        self.data_format = data_format
+        first = open_source(self.files[0], data_format)
+        first.named = len(self.files) > 1
+        self._parts: dict[int, Source] = {0: first}
+        self._offsets: list[int | None] = [0] + [None] * (len(self.files) - 1)
+
+    # -- the first file's view of the table ------------------------------------------------
+
+    @property
+    def first(self) -> Source:
+        return self._parts[0]
+
+    @property
+    def format(self) -> str:
+        return self.first.format
+
+    @property
+    def columns(self) -> list[str]:
+        return self.first.columns
+
+    @property
+    def header(self) -> list[str]:
+        return self.first.header
+
+    @property
+    def dtypes(self) -> dict[str, pl.DataType]:
+        return self.first.dtypes
+
+    @property
+    def notices(self) -> list[str]:
+        return self.first.notices
+
+    @property
+    def file(self) -> str:
+        return self.name
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    # -- the parts -------------------------------------------------------------------------
+
+    def part(self, i: int, row_offset: int | None = None) -> Source:
+        """File ``i`` (opened on first use), its first row numbered ``row_offset`` (by default
+        the row after the previous file's last, once that file has been read)."""
+        source = self._parts.get(i)
+        if source is None:
+            source = open_source(self.files[i], self.data_format)
+            source.named = True
+            self._parts[i] = source
+        if row_offset is not None:
+            self._offsets[i] = row_offset
+        if self._offsets[i] is not None:
+            source.row_offset = self._offsets[i]  # type: ignore[assignment]
+        return source
+
+    def read_rows(self, i: int, rows: int) -> None:
+        """File ``i`` has ``rows`` data rows: the next file's rows are numbered after them."""
+        start = self._offsets[i]
+        if start is not None and i + 1 < len(self.files):
+            self._offsets[i + 1] = start + rows
+
+    def check(self, source: Source, wanted: Sequence[str]) -> None:
+        """``source`` has every column in ``wanted`` (a later file may lack one)."""
+        if source is not self.first:
+            source.check_columns(wanted, self.first.file)
+
+    def _part_of_row(self, row: int) -> Source:
+        known = [i for i, start in enumerate(self._offsets) if start is not None and start <= row]
+        return self.part(max(known))
+
+    # -- errors with a file and a line -----------------------------------------------------
+
+    def line_of_row(self, row: int) -> int:
+        """The line, in its own file, where the dataset's data row ``row`` starts."""
+        return self._part_of_row(row).line_of_row(row)
+
+    def ragged_line(self, row: int | None = None) -> DataError | None:
+        """The first line (of row ``row``'s file, or of any file) with the wrong field count."""
+        parts = [self._part_of_row(row)] if row is not None else \
+            (self.part(i) for i in range(len(self.files)))
+        for part in parts:
+            found = part.ragged_line(row)
+            if found is not None:
+                return _named(part, found)
+        return None
+
+    def locate(self, name: str, dtype: pl.DataType) -> DataError | None:
+        """The first value of column ``name`` that is not a ``dtype``, in any file."""
+        for i in range(len(self.files)):
+            part = self.part(i)
+            if name in part.columns:
+                found = part.locate(name, dtype)
+                if found is not None:
+                    return _named(part, found)
+        return None
+
+    def hash_in_background(self) -> _Hasher:
+        """The dataset's digest (one file: of its bytes), computed in a thread."""
+        return _Hasher(*self.files)
+
+
+def _named(source: Source, error: DataError) -> DataError:
+    if not source.named or str(error).startswith(source.file + ":"):
+        return error
+    return DataError(f"{source.file}: {error}", column=error.column, line=error.line)
+
+
+def open_sources(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Sources,
+                 data_format: str | None = None) -> Sources:
+    """The dataset ``spec`` names: a file, a directory, a glob or a list of them, local or
+    ``s3://`` (:func:`service.data.files.resolve`)."""
+    if isinstance(spec, Sources):
+        return spec
+    return Sources(dataset_name(spec), resolve(spec, data_format), data_format)

@@ -52,6 +52,23 @@ class RegressionSums:
         self.n = n
         return self
 
+    def merge(self, other: RegressionSums) -> RegressionSums:
+        """Merge the sums of other rows (Chan's update for the target's spread); returns self."""
+        if other.n == 0:
+            return self
+        if self.n == 0:  # a copy: bit for bit the sums of those rows alone
+            self.n, self.sse, self.sae = other.n, other.sse, other.sae
+            self.y_mean, self.y_m2 = other.y_mean, other.y_m2
+            return self
+        n = self.n + other.n
+        delta = other.y_mean - self.y_mean
+        self.sse += other.sse
+        self.sae += other.sae
+        self.y_mean += delta * other.n / n
+        self.y_m2 += other.y_m2 + delta * delta * self.n * other.n / n
+        self.n = n
+        return self
+
     def metrics(self) -> dict[str, Any]:
         """``{"rmse", "mae", "r2", "rows"}`` as plain floats (zeros for no rows)."""
         n = max(self.n, 1)

@@ -297,6 +297,16 @@ class ScalerStats:
         if n_b == 0:
             return
         mean_b, m2_b, low, high = _mean_m2(A)
+        self._combine(n_b, mean_b, m2_b, low, high)
+
+    def merge(self, other: ScalerStats) -> ScalerStats:
+        """Merge another's statistics, as if its rows had been updated here; returns self."""
+        if other.count:
+            self._combine(other.count, other.mean, other.m2, other.minimum, other.maximum)
+        return self
+
+    def _combine(self, n_b: int, mean_b: np.ndarray, m2_b: np.ndarray, low: np.ndarray,
+                 high: np.ndarray) -> None:
         self.minimum = np.minimum(self.minimum, low)
         self.maximum = np.maximum(self.maximum, high)
         n_a = self.count
