@@ -26,6 +26,7 @@ LAYERS = {
     "service.training": 4,
     "service.retrain": 5,
     "service.schedule": 5,
+    "service.monitor": 5,  # the prediction and feedback logs, the join; trains with feedback
     "service.http": 6,
     "service.cli": 7,
     "service.server": 7,
