@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-quick test-docker bench bench-serve lint clean
+.PHONY: run test test-quick test-docker bench bench-tabular bench-serve lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test-docker: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/train_bench.py --sweep-batch
 	$(BIN)/python bench/cli_train_bench.py
+
+# Issue 10: text, gaps and Parquet against scikit-learn (about 5 minutes), and the reference
+# quality of scikit-learn's pipelines on real house data (about 10 minutes).
+bench-tabular: $(STAMP)
+	$(BIN)/python bench/tabular_bench.py --doc docs/benchmarks-tabular.md
+	$(BIN)/python bench/reference_models.py --doc docs/benchmarks-tabular.md
 
 # Needs wrk (apt-get install wrk); about 6 minutes.
 bench-serve: $(STAMP)

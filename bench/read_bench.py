@@ -77,17 +77,36 @@ def read_pandas(path: Path) -> np.ndarray:
     return pd.read_csv(path).to_numpy()
 
 
+def read_polars(path: Path) -> np.ndarray:
+    import polars as pl
+
+    return pl.read_csv(path).to_numpy()
+
+
+def read_pandas_pyarrow(path: Path) -> np.ndarray:
+    import pandas as pd
+
+    return pd.read_csv(path, engine="pyarrow").to_numpy()
+
+
+def _options():
+    return data.EncodingOptions()
+
+
 def read_sgdserve(path: Path) -> np.ndarray:
-    return data.read_csv(path, TARGET).X
-
-
-def read_sgdserve_1_thread(path: Path) -> np.ndarray:
-    data._workers = lambda: 1  # type: ignore[assignment]
-    return data.read_csv(path, TARGET).X
+    """The whole training read: sample, infer the kinds, read, hash, split and encode."""
+    if hasattr(data, "load"):
+        return data.load(path, TARGET, _options(), fraction=0.2, seed=0).train.X
+    return data.read_csv(path, TARGET).X  # a --baseline commit before the polars reader
 
 
 def read_sgdserve_stream(path: Path) -> int:
-    return sum(len(chunk.y) for chunk in data.iter_chunks(path, TARGET))
+    """The streamed read: the schema pass, then every chunk encoded (one epoch's reading)."""
+    if not hasattr(data, "Stream"):
+        return sum(len(chunk.y) for chunk in data.iter_chunks(path, TARGET))
+    stream = data.Stream(path, TARGET, _options(), fraction=0.2, seed=0)
+    stream.fit_schema()
+    return sum(len(chunk.design.y) for chunk in stream)
 
 
 READERS = {
@@ -96,16 +115,17 @@ READERS = {
     "numpy.genfromtxt": read_genfromtxt,
     "csv module + float()": read_csv_module,
     REFERENCE: read_pandas,
-    "sgdserve read_csv": read_sgdserve,
-    "sgdserve read_csv, 2nd call in the process": read_sgdserve,
-    "sgdserve read_csv, 1 thread": read_sgdserve_1_thread,
-    "sgdserve iter_chunks (65,536 rows)": read_sgdserve_stream,
+    "pandas.read_csv(engine='pyarrow')": read_pandas_pyarrow,
+    "polars.read_csv (the library alone)": read_polars,
+    "sgdserve load (read, infer, encode)": read_sgdserve,
+    "sgdserve load, 2nd call in the process": read_sgdserve,
+    "sgdserve Stream (schema pass + chunks)": read_sgdserve_stream,
 }
 SLOW = {"numpy.genfromtxt"}  # minutes on 200 MB: only with --all
-SECOND_CALL = {"sgdserve read_csv, 2nd call in the process"}  # one untimed read first
+SECOND_CALL = {"sgdserve load, 2nd call in the process"}  # one untimed read first
 # glibc keeps blocks up to 32 MiB on the heap and does not trim: shows whether the reader still
 # pays for fresh memory on every piece (it should make no difference now).
-MALLOC_PROBE_NAME = "sgdserve read_csv, MALLOC_MMAP_THRESHOLD_=32 MiB (diagnostic)"
+MALLOC_PROBE_NAME = "sgdserve load, MALLOC_MMAP_THRESHOLD_=32 MiB (diagnostic)"
 MALLOC_PROBE_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
                     "MALLOC_TRIM_THRESHOLD_": str(256 * 1024 * 1024)}
 
@@ -124,8 +144,10 @@ def run_one(name: str, path: Path) -> None:
     import warnings
 
     warnings.simplefilter("ignore", DeprecationWarning)  # np.fromstring's text mode
-    if name == REFERENCE:
+    if name == REFERENCE or name.startswith("pandas"):
         import pandas  # noqa: F401  (import time is not read time)
+    if name.startswith("polars"):
+        import polars  # noqa: F401
     reader = READERS.get(name, read_sgdserve)  # the probe and the baseline read like read_csv
     if name in SECOND_CALL or name.endswith(BASELINE_SECOND):
         reader(path)
@@ -223,7 +245,7 @@ def main() -> None:
                         help="fresh processes per reader, interleaved (default 3)")
     parser.add_argument("--all", action="store_true", help="also numpy.genfromtxt (minutes)")
     parser.add_argument("--malloc-probe", action="store_true",
-                        help="also sgdserve read_csv with glibc's mmap threshold raised")
+                        help="also sgdserve load with glibc's mmap threshold raised")
     parser.add_argument("--baseline", metavar="COMMIT",
                         help="also the reader as it was at this git commit")
     parser.add_argument("--doc", type=Path, help="write the results into this markdown file")
@@ -246,7 +268,7 @@ def main() -> None:
     if args.baseline:
         short = baseline_copy(args.baseline, baseline_dir)
         for suffix in (BASELINE_FIRST, BASELINE_SECOND):
-            name = f"sgdserve read_csv at {short} {suffix}"
+            name = f"sgdserve at {short} {suffix}"
             names.append(name)
             envs[name] = child_env(**{BASELINE_ROOT: str(baseline_dir)})
     started_at, load_before = dt.datetime.now(dt.UTC), load()

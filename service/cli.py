@@ -158,7 +158,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         model, manifest = store.load(version)
         # The features as the model sees them: kinds, levels with their weights, slopes.
         print(json.dumps({**manifest, "active": version == store.active_version(),
-                          "schema": model.describe_features(), "intercept": model.intercept},
+                          "schema": model.describe_features(), "intercept": model.intercept,
+                          **model.describe_transform()},
                          indent=2))
         return 0
     if args.action == "sign":
@@ -430,9 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("train", help="train a model version and promote it if not worse",
-                       description="Train on a CSV file, evaluate on a seeded holdout, keep the "
-                       "version, and promote it when its holdout RMSE is not worse than the "
-                       "active model's by more than the tolerance.")
+                       description="Train on a data file (CSV, Parquet or JSON lines), evaluate "
+                       "on a seeded holdout, keep the version, and promote it when its holdout "
+                       "RMSE is not worse than the active model's by more than the tolerance.")
     training_options(p)
     p.add_argument("--json", action="store_true",
                    help="print the result as one JSON object (the last line of stdout)")
@@ -498,7 +499,7 @@ def _add_param_option(p: argparse.ArgumentParser, param: Any) -> None:
     """One training parameter as a command-line option; values are parsed by params.py."""
     default = param.default_value
     text = param.help.rstrip(".")
-    if default is not None and param.kind != "bool":
+    if default is not None and param.kind != "bool" and "(default" not in text:
         text += f" (default {default})"
     if param.number_alias is not None:
         text += f"; a number here is read as --{param.number_alias.replace('_', '-')}"

@@ -145,7 +145,8 @@ TRAINING_PARAMS: tuple[Param, ...] = (
     Param("max_levels", "int", "Most levels kept per categorical column (the most frequent).",
           encoding="max_levels", low=1, default=DEFAULT_MAX_LEVELS),
     Param("target_transform", "choice", "Fit the logarithm of a positive, skewed target "
-          "(house prices); predictions and metrics stay in the target's units.",
+          "(house prices); predictions and metrics stay in the target's units, and predictions "
+          "stay within the training range of the target.",
           encoding="target_transform", choices=("none", "log"), default="none"),
     Param("epochs", "int", "Maximum passes over the data.", sgd="max_iter", low=1,
           high=MAX_EPOCHS),

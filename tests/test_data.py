@@ -213,6 +213,23 @@ def test_numbers_with_na_tokens_are_numeric_and_the_tokens_empty(tmp_path):
     assert a.kind == NUMERIC and a.indicator and a.missing > 0
 
 
+def test_nan_in_a_number_column_is_a_missing_value_in_every_format(tmp_path):
+    # numpy's savetxt and some exporters write nan where pandas writes an empty cell.
+    values = [float("nan") if i % 5 == 0 else i * 1.5 for i in range(40)]
+    frame = pd.DataFrame({"a": values, "b": [i % 3 for i in range(40)], "price": range(40)})
+    (tmp_path / "nan.csv").write_text("a,b,price\n" + "".join(
+        f"{'nan' if np.isnan(a) else a},{b},{p}\n" for a, b, p in frame.itertuples(index=False)))
+    parquet(frame, tmp_path / "nan.parquet")
+    features = []
+    for name in ("nan.csv", "nan.parquet"):
+        loaded = read(tmp_path / name)
+        a = loaded.schema.features[0]
+        assert a.kind == NUMERIC and a.indicator and a.missing > 0, name
+        assert np.isfinite(loaded.train.X).all() and np.isfinite(loaded.holdout.X).all()
+        features.append(a)
+    assert features[0] == features[1]
+
+
 @pytest.mark.parametrize("option, column, kind", [
     ({"categorical": frozenset({"zip"})}, "zip", CATEGORICAL),
     ({"numeric": frozenset({"Order"})}, "Order", NUMERIC),

@@ -193,3 +193,96 @@ def test_ames_houses_as_they_come(tmp_path, written_by):
     assert len(result["inferred"]["categorical"]) >= 40
     assert "Order" in result["inferred"]["dropped"]  # 1..2930 in file order: a row index
 
+
+
+# -- the log target transform --------------------------------------------------------------
+
+
+def skewed_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """Prices whose logarithm is linear in the features (multiplicative effects)."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "sqft": rng.uniform(600, 4000, n).round(1),
+        "age": rng.integers(0, 100, n).astype(float),
+        "hood": rng.choice(["north", "south", "east", "west"], n, p=[0.4, 0.3, 0.2, 0.1]),
+    })
+    effect = frame.hood.map({"north": 0.0, "south": -0.2, "east": 0.15, "west": 0.35})
+    frame["price"] = np.exp(11 + 0.0004 * frame.sqft - 0.004 * frame.age + effect
+                            + rng.normal(0, 0.1, n)).round(2)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("log")
+    frame = skewed_frame(4000, seed=5)
+    frame.to_csv(tmp / "houses.csv", index=False)
+    store = LocalStore(tmp / "models")
+    result = train(store, tmp / "houses.csv", target="price",
+                   encoding={"target_transform": "log"})
+    model, manifest = store.load(result.version)
+    return tmp, frame, store, model, manifest
+
+
+def test_log_transform_fits_least_squares_on_the_log_of_the_target(logged):
+    tmp, frame, store, model, manifest = logged
+    mask = holdout_mask(0, len(frame), 0.2, 0)
+    onehot = pd.get_dummies(frame.hood, drop_first=True, dtype=float)
+    A = np.column_stack([np.ones(len(frame)), frame.sqft, frame.age, onehot])
+    logy = np.log(frame.price.to_numpy())
+    w, *_ = np.linalg.lstsq(A[~mask], logy[~mask], rcond=None)
+    best = float(np.mean((A[mask] @ w - logy[mask]) ** 2))
+    columns = [frame[name][mask].tolist() for name in model.feature_names]
+    predicted = np.asarray(model.predict_columns(columns))
+    ours = float(np.mean((np.log(predicted) - logy[mask]) ** 2))
+    assert ours <= 1.001 * best
+    assert manifest["encoding"]["target_transform"] == "log"
+    # Metrics are in price units, on the same holdout rows.
+    assert manifest["metrics"]["holdout"]["rmse"] == pytest.approx(
+        float(np.sqrt(np.mean((predicted - frame.price[mask].to_numpy()) ** 2))), rel=1e-9)
+
+
+def test_log_predictions_stay_inside_the_training_range(logged):
+    tmp, frame, store, model, manifest = logged
+    training = frame.price[~holdout_mask(0, len(frame), 0.2, 0)]
+    low, high = model.describe_transform()["prediction_range"]
+    assert low == pytest.approx(training.min(), rel=1e-12)
+    assert high == pytest.approx(training.max(), rel=1e-12)
+    # A house 100 times the largest one would cost e^40 times more unclipped.
+    huge = model.predict_columns([[400_000.0], [0.0], ["west"]])
+    tiny = model.predict_columns([[-400_000.0], [0.0], ["south"]])
+    assert huge[0] == pytest.approx(high, rel=1e-12) and tiny[0] == pytest.approx(low, rel=1e-12)
+    single = model.predict_columns([400_000.0, 0.0, "west"])
+    assert single == huge[0]  # one row alone, as in a batch, bit for bit
+    # An overflowed sum is still not finite (callers name the row), not clipped into range.
+    design = np.zeros((len(model.coef), 2))
+    design[0] = [np.inf, 1000.0]
+    out = model.predict_design(design, [np.array([0, 0])])
+    assert not np.isfinite(out[0]) and np.isfinite(out[1])
+    assert not np.isfinite(model.predict_design(list(design[:, 0]), [0]))
+
+
+def test_log_model_is_served_with_its_range(logged):
+    tmp, frame, store, model, manifest = logged
+    client = create_app({"model_dir": tmp / "models", "reload_interval": 0}).test_client()
+    described = client.get("/model").get_json()
+    assert described["target_transform"] == "log"
+    assert described["prediction_range"] == list(model.describe_transform()["prediction_range"])
+    answer = client.post("/predict", json={"features": {"sqft": 400_000, "age": 1,
+                                                        "hood": "west"}})
+    assert answer.status_code == 200
+    assert answer.get_json()["prediction"] == pytest.approx(described["prediction_range"][1])
+    row = frame.iloc[0].to_dict()
+    assert client.post("/predict", json={"features": row}).get_json()["prediction"] == \
+        model.predict_columns([row[name] for name in model.feature_names])
+
+
+def test_log_transform_refuses_a_price_that_is_not_positive(tmp_path):
+    frame = skewed_frame(300)
+    frame.loc[17, "price"] = 0.0
+    frame.to_csv(tmp_path / "houses.csv", index=False)
+    with pytest.raises(ValueError, match="price") as info:
+        train(LocalStore(tmp_path / "models"), tmp_path / "houses.csv", target="price",
+              encoding={"target_transform": "log"})
+    assert "line 19" in str(info.value)
+    assert LocalStore(tmp_path / "models").version_ids() == []

@@ -2,10 +2,11 @@
 
 :func:`load` reads a file whole: polars reads it with every column's type fixed, the seeded
 per-row holdout rule marks the held-out rows, the schema is fitted on the training rows only,
-and the design is written training rows first (one allocation, two views: no copy for the
-split). :class:`Stream` does the same with bounded memory for files larger than memory: a
-statistics pass for the schema, then the file again in chunks for each epoch. The same rows
-are held out, and the same schema fitted, whichever way a file is read.
+and the training and holdout designs are written straight from the frame's columns (a boolean
+``compress`` per column: no copy of the frame, no index gather). :class:`Stream` does the same
+with bounded memory for files larger than memory: a statistics pass for the schema, then the
+file again in chunks for each epoch. The same rows are held out, and the same schema fitted,
+whichever way a file is read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import polars as pl
 
 from ..engine.schema import Schema
 from ..errors import DataError
-from .encode import Design, encode, encode_target
+from .encode import Design, encode, encode_parts, encode_target
 from .holdout import holdout_mask
 from .inference import ColumnStats, EncodingOptions, plan
 from .source import Fingerprint, Source, open_source
@@ -83,17 +84,14 @@ def load(path: str | os.PathLike[str], target: str, options: EncodingOptions, *,
     stats = ColumnStats(source, columns, options)
     stats.add(frame, 0, ~mask)
     schema, decisions = stats.schema()
-    order = np.concatenate([train_rows, holdout_rows])
-    design = encode(schema, frame, source, order=order, target=target,
-                    target_transform=target_transform)
-    holdout_frame = frame[holdout_rows]
+    holdout_frame = frame.filter(pl.Series(mask))
+    train, holdout = encode_parts(schema, frame, source, [~mask, mask], target=target,
+                                  target_transform=target_transform)
     del frame
-    _check_target(design.target, target, len(train_rows))
-    cut = len(train_rows)
+    _check_target(train.target, target, len(train_rows))
     fingerprint = Fingerprint(file=source.file, rows=n, columns=[*schema.names, target],
                               sha256=hasher.result(), format=source.format)
-    return Loaded(schema=schema, train=design.rows(slice(0, cut)),
-                  holdout=design.rows(slice(cut, None)), fingerprint=fingerprint,
+    return Loaded(schema=schema, train=train, holdout=holdout, fingerprint=fingerprint,
                   source=source, holdout_frame=holdout_frame, holdout_rows=holdout_rows,
                   notices=list(source.notices), decisions=decisions)
 

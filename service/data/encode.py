@@ -8,6 +8,7 @@ tests/test_data.py holds the two to the same bits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from ..errors import DataError
 from .inference import NA_TOKENS
 from .source import Source
 
-__all__ = ["Design", "encode", "encode_target"]
+__all__ = ["Design", "encode", "encode_parts", "encode_target"]
 
 _WORDS = {**dict.fromkeys(TRUE_WORDS, 1.0), **dict.fromkeys(FALSE_WORDS, 0.0)}
 
@@ -45,76 +46,88 @@ class Design:
 
 
 def encode(schema: Schema, frame: pl.DataFrame, source: Source, start_row: int = 0,
-           order: np.ndarray | None = None, target: str | None = None,
-           target_transform: str = "none") -> Design:
-    """``frame``'s rows (in ``order``, by default as they are) as a :class:`Design`.
+           target: str | None = None, target_transform: str = "none") -> Design:
+    """``frame``'s rows as a :class:`Design` (``start_row``: its first row in the file)."""
+    return encode_parts(schema, frame, source, [None], start_row, target, target_transform)[0]
 
-    Columns are encoded one at a time into preallocated arrays (Fortran order: each column is
-    contiguous), so the peak is the frame plus the design, never a second copy of either.
+
+def encode_parts(schema: Schema, frame: pl.DataFrame, source: Source,
+                 parts: Sequence[np.ndarray | None], start_row: int = 0,
+                 target: str | None = None, target_transform: str = "none") -> list[Design]:
+    """One :class:`Design` per boolean mask in ``parts`` (None: every row), from one frame.
+
+    Every value of the frame is checked, taken or not, so an error names the file's line of
+    the first bad row. Each column is converted once and written straight into each part's
+    preallocated Fortran-order array (a boolean ``compress``: no index gather, no copy of the
+    frame), so :func:`~service.data.dataset.load` splits training and holdout rows with no
+    more memory than the two designs and one column.
     """
-    n = frame.height if order is None else len(order)
+    sizes = [frame.height if take is None else int(np.count_nonzero(take)) for take in parts]
     numeric = schema.numeric
     n_indicators = sum(f.indicator for f in numeric)
-    X = np.empty((n, len(numeric) + n_indicators), order="F")
-    codes = np.empty((n, len(schema.categorical)), np.int32) if schema.categorical else None
+    designs = [Design(np.empty((n, len(numeric) + n_indicators), order="F"),
+                      np.empty((n, len(schema.categorical)), np.int32)
+                      if schema.categorical else None, None) for n in sizes]
     j_indicator = len(numeric)
     for j, feature in enumerate(numeric):
-        values, missing = _numbers(feature, frame[feature.name], source, start_row)
-        X[:, j] = values if order is None else values[order]
-        if feature.indicator:
-            X[:, j_indicator] = missing if order is None else missing[order]
-            j_indicator += 1
+        values = _numbers(feature, frame[feature.name], source, start_row)
+        for design, take in zip(designs, parts, strict=True):
+            column = design.X[:, j]
+            if take is None:
+                column[:] = values
+            else:
+                np.compress(take, values, out=column)
+            missing = np.isnan(column)
+            if missing.any():
+                column[missing] = feature.mean
+            if feature.indicator:
+                design.X[:, j_indicator] = missing
+        j_indicator += feature.indicator
     for c, feature in enumerate(schema.categorical):
-        column = _codes(feature, frame[feature.name])
-        codes[:, c] = column if order is None else column[order]  # type: ignore[index]
-    y = raw = None
+        level = _codes(feature, frame[feature.name])
+        for design, take in zip(designs, parts, strict=True):
+            design.codes[:, c] = level if take is None else level[take]  # type: ignore[index]
     if target is not None:
         raw = encode_target(frame[target], source, start_row)
-        if order is not None:
-            raw = raw[order]
-        y = _transform(raw, target, source, start_row, order, target_transform)
-    return Design(X, codes, y, raw)
+        y = _transform(raw, target, source, start_row, target_transform)
+        for design, take in zip(designs, parts, strict=True):
+            design.target, design.y = (raw, y) if take is None else (raw[take], y[take])
+    return designs
 
 
 def _numbers(feature: Feature, series: pl.Series, source: Source,
-             start_row: int) -> tuple[np.ndarray, np.ndarray]:
-    """A numeric or boolean column as (values with empty ones imputed, missing indicator)."""
-    if feature.kind == BOOLEAN:
-        if series.dtype == pl.Boolean:
-            numbers = series.cast(pl.Float64)
-        else:
-            words = series.str.strip_chars().str.to_lowercase()
-            numbers = words.replace_strict(_WORDS, default=None, return_dtype=pl.Float64)
-            bad = (words.is_not_null() & (words != "") & numbers.is_null()).arg_true()
-            if len(bad):
-                row = int(bad[0])
-                line = source.line_of_row(start_row + row)
-                raise DataError(f"column {feature.name!r}, line {line}: {series[row]!r} is not "
-                                "yes/no, true/false or y/n", column=feature.name, line=line)
-    elif series.dtype == pl.String:
+             start_row: int) -> np.ndarray:
+    """A numeric or boolean column as float64, NaN where the value is missing (empty, an NA
+    token or NaN); a value the feature cannot take is an error naming its line."""
+    def fail(row: int, message: str) -> DataError:
+        line = source.line_of_row(start_row + row)
+        return DataError(f"column {feature.name!r}, line {line}: {series[row]!r} {message}",
+                         column=feature.name, line=line)
+
+    if feature.kind == BOOLEAN and series.dtype == pl.String:
+        words = series.str.strip_chars().str.to_lowercase()
+        numbers = words.replace_strict(_WORDS, default=None, return_dtype=pl.Float64)
+        bad = (words.is_not_null() & (words != "") & numbers.is_null()).arg_true()
+        if len(bad):
+            raise fail(int(bad[0]), "is not yes/no, true/false or y/n")
+    elif feature.kind != BOOLEAN and series.dtype == pl.String:
         text = series.str.strip_chars()
         numbers = text.cast(pl.Float64, strict=False)
         bad = (text.is_not_null() & (text != "") & ~text.is_in(list(NA_TOKENS))
                & numbers.is_null()).arg_true()
         if len(bad):
-            row = int(bad[0])
-            line = source.line_of_row(start_row + row)
-            raise DataError(f"column {feature.name!r}, line {line}: {series[row]!r} is not a "
-                            "number", column=feature.name, line=line)
+            raise fail(int(bad[0]), "is not a number")
     else:
         numbers = series.cast(pl.Float64)
-    values = numbers.to_numpy()
-    if values.dtype != np.float64 or not values.flags.writeable:
-        values = np.array(values, dtype=np.float64)
-    missing = np.isnan(values)
+    values = numbers.to_numpy()  # a view when nothing is missing, NaN for null otherwise
+    if values.dtype != np.float64:
+        values = values.astype(np.float64)
     if feature.kind != BOOLEAN:
-        bad = np.flatnonzero(np.isinf(values) | (missing & numbers.is_not_null().to_numpy()))
-        if len(bad):
-            line = source.line_of_row(start_row + int(bad[0]))
-            raise DataError(f"column {feature.name!r}, line {line}: {series[int(bad[0])]!r} is "
-                            "not a finite number", column=feature.name, line=line)
-    values[missing] = feature.mean
-    return values, missing.astype(np.float64)
+        low, high = float(values.min()) if len(values) else 0.0, \
+            float(values.max()) if len(values) else 0.0
+        if math.isinf(low) or math.isinf(high) or (math.isnan(low) and np.isinf(values).any()):
+            raise fail(int(np.flatnonzero(np.isinf(values))[0]), "is not a finite number")
+    return values
 
 
 def _codes(feature: Feature, series: pl.Series) -> np.ndarray:
@@ -154,14 +167,13 @@ def encode_target(series: pl.Series, source: Source, start_row: int = 0) -> np.n
 
 
 def _transform(raw: np.ndarray, name: str, source: Source, start_row: int,
-               order: np.ndarray | None, transform: str) -> np.ndarray:
+               transform: str) -> np.ndarray:
     """The target as the model fits it: itself, or its logarithm (every value positive)."""
     if transform != "log":
         return raw
     bad = np.flatnonzero(raw <= 0)
     if len(bad):
-        row = int(bad[0]) if order is None else int(order[bad[0]])
-        line = source.line_of_row(start_row + row)
+        line = source.line_of_row(start_row + int(bad[0]))
         raise DataError(f"target column {name!r}, line {line}: {float(raw[bad[0]])!r} is not "
                         "positive, which the log transform needs", column=name, line=line)
     return np.log(raw)

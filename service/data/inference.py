@@ -163,22 +163,41 @@ class _Numbers:
 
     def add(self, values: np.ndarray, train: np.ndarray, start_row: int,
             track_distinct: bool) -> None:
+        """Take one chunk's values (NaN for missing) as an array."""
         present = ~np.isnan(values)
         kept = values[train & present]
-        self.count += len(kept)
-        self.total += float(kept.sum())
-        self.missing += int((train & ~present).sum())
-        if len(kept):
-            self.minimum = min(self.minimum, float(kept.min()))
-            self.maximum = max(self.maximum, float(kept.max()))
+        index = None
         if self.index and len(values):
-            if self.index_base is None:
-                self.index_base = float(values[0]) - start_row
             rows = np.arange(start_row, start_row + len(values), dtype=np.float64)
-            self.index = self.index_base in (0.0, 1.0) and bool(
-                np.array_equal(values, rows + self.index_base))
-        if track_distinct and self.distinct_ok:
-            whole = values[present]
+            base = float(values[0]) - start_row
+            index = base if np.array_equal(values, rows + base) else None
+        self.merge(len(kept), float(kept.sum()), int((train & ~present).sum()),
+                   float(kept.min()) if len(kept) else None,
+                   float(kept.max()) if len(kept) else None, len(values), index)
+        if track_distinct:
+            self.add_distinct(values)
+
+    def merge(self, count: int, total: float, missing: int, minimum: float | None,
+              maximum: float | None, rows: int, index: float | None) -> None:
+        """Take one chunk's aggregates: training rows with a value, their sum, training rows
+        without one, the range, the chunk's rows, and ``index``: the base b when every value
+        of the chunk is its row number + b, else None."""
+        self.count += count
+        self.total += total
+        self.missing += missing
+        if minimum is not None and maximum is not None:
+            self.minimum = min(self.minimum, minimum)
+            self.maximum = max(self.maximum, maximum)
+        if self.index and rows:
+            if self.index_base is None:
+                self.index_base = index
+            self.index = (index is not None and index == self.index_base
+                          and self.index_base in (0.0, 1.0))
+
+    def add_distinct(self, values: np.ndarray) -> None:
+        """Track whether the values so far are distinct integers (a column named rownames)."""
+        if self.distinct_ok:
+            whole = values[~np.isnan(values)]
             new = set(whole.tolist())
             if not np.all(whole == np.round(whole)) or len(new) < len(whole) or \
                     not self.distinct.isdisjoint(new):
@@ -249,11 +268,8 @@ class ColumnStats:
         """Take one chunk; ``train`` marks its training rows (the rest are held out)."""
         self.rows += frame.height
         self.train_rows += int(train.sum())
-        for name, stats in self.numbers.items():
-            values = frame[name].to_numpy()
-            self._check_finite(name, values, frame[name], start_row)
-            named_index = name.lower() in _INDEX_NAMES
-            stats.add(values, train, start_row, named_index)
+        if self.numbers:
+            self._add_numbers(frame, start_row, train)
         for name, stats in self.texts.items():
             stats.add(frame[name], train, start_row)
         for name, counts in self.booleans.items():
@@ -262,15 +278,34 @@ class ColumnStats:
             counts[2] += series.null_count()
             counts[1] += len(series) - series.null_count() - int(series.sum() or 0)
 
-    def _check_finite(self, name: str, values: np.ndarray, series: pl.Series,
-                      start_row: int) -> None:
-        bad = np.flatnonzero(np.isinf(values) | (np.isnan(values) & series.is_not_null()
-                                                 .to_numpy()))
-        if len(bad):
-            row = start_row + int(bad[0])
-            line = self.source.line_of_row(row)
-            raise DataError(f"column {name!r}, line {line}: {float(values[bad[0]])!r} is not a "
-                            "finite number", column=name, line=line)
+    def _add_numbers(self, frame: pl.DataFrame, start_row: int, train: np.ndarray) -> None:
+        """The numeric columns' aggregates over the chunk. NaN is a missing value, as an empty
+        cell is; infinity is an error naming its line."""
+        for name, stats in self.numbers.items():
+            values = frame[name].to_numpy()  # a view when nothing is missing; NaN for empty
+            low, high = float(values.min()), float(values.max())  # NaN if any is missing
+            if math.isinf(low) or math.isinf(high) or (
+                    math.isnan(low) and np.isinf(values).any()):
+                row = int(np.flatnonzero(np.isinf(values))[0])
+                line = self.source.line_of_row(start_row + row)
+                raise DataError(f"column {name!r}, line {line}: {float(values[row])!r} is not "
+                                "a finite number", column=name, line=line)
+            if math.isnan(low):  # some are missing: the general path
+                stats.add(values, train, start_row, name.lower() in _INDEX_NAMES)
+                continue
+            # Nothing missing (the common case): one gather of the training rows, no masks.
+            kept = values[train]
+            n = len(values)
+            index = None
+            base = float(values[0]) - start_row
+            if base in (0.0, 1.0) and float(values[-1]) == base + start_row + n - 1:
+                rows = np.arange(start_row, start_row + n, dtype=np.float64)
+                index = base if np.array_equal(values, rows + base) else None
+            stats.merge(len(kept), float(kept.sum()), 0,
+                        float(kept.min()) if len(kept) else None,
+                        float(kept.max()) if len(kept) else None, n, index)
+            if name.lower() in _INDEX_NAMES:
+                stats.add_distinct(values)
 
     # -- the schema ------------------------------------------------------------------------
 

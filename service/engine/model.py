@@ -9,11 +9,14 @@ Protocol, ``sgdserve predict`` and training's evaluation. They all sum through
 :meth:`LinearModel.predict_design`'s order (design columns one by one with plain multiplies and
 adds, then the intercept, then each categorical weight), so a row predicts bit for bit the same
 alone, in a batch, over HTTP or from a file. With ``target_transform="log"`` the sum is the
-logarithm of the prediction.
+logarithm of the prediction, clipped to the range of log(target) in training before ``exp``: a
+row far outside the training data would otherwise get an exponentially wild price (measured in
+docs/benchmarks-tabular.md: R^2 fell to -218 on one split of the diamonds without it).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +50,8 @@ class LinearModel:
     intercept_std: float
     level_coef: tuple[np.ndarray, ...] = ()  # per categorical feature, per code (incl. other)
     target_transform: str = "none"
+    # With the log transform: (lowest, highest) log(target) in training; sums are clipped to it.
+    target_range: tuple[float, float] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # hyper-parameters etc.
     # Holdout residuals for prediction intervals (None: a version trained before them).
     calibration: Calibration | None = None
@@ -77,6 +82,12 @@ class LinearModel:
         if self.target_transform not in TARGET_TRANSFORMS:
             raise ValueError(f"target_transform must be one of {TARGET_TRANSFORMS}, "
                              f"got {self.target_transform!r}")
+        if self.target_range is not None:
+            low, high = (float(v) for v in self.target_range)
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"target_range must be finite (low, high), "
+                                 f"got {self.target_range!r}")
+            object.__setattr__(self, "target_range", (low, high))
         # Plain lists for the per-row path: indexing a list is cheaper than an array.
         object.__setattr__(self, "_coef_list", self.coef.tolist())
         object.__setattr__(self, "_level_lists", tuple(w.tolist() for w in levels))
@@ -108,6 +119,7 @@ class LinearModel:
             intercept_std=float(reg.intercept_std_),
             level_coef=tuple(getattr(reg, "level_coef_", ())),
             target_transform=target_transform,
+            target_range=getattr(reg, "y_range_", None) if target_transform == "log" else None,
             extra={"params": reg.get_params()},
         )
 
@@ -146,6 +158,8 @@ class LinearModel:
                                                 code_columns, strict=True):
                     y = y + (weights[code] if single else array[code])
             if self.target_transform == "log":
+                if self.target_range is not None:
+                    y = _clip(y, *self.target_range)
                 y = np.exp(y) if isinstance(y, np.ndarray) else _exp(y)
         return y
 
@@ -210,6 +224,14 @@ class LinearModel:
             out[feature.name] = named
         return out
 
+    def describe_transform(self) -> dict[str, Any]:
+        """How the sum becomes a prediction: ``{"target_transform": "none"}``, or for the log
+        transform also the range predictions are clipped to, in target units."""
+        out: dict[str, Any] = {"target_transform": self.target_transform}
+        if self.target_transform == "log" and self.target_range is not None:
+            out["prediction_range"] = [float(np.exp(v)) for v in self.target_range]
+        return out
+
     def describe_features(self) -> list[dict[str, Any]]:
         """Each input feature as the model sees it (what a form or a model card needs)."""
         names = self.schema.design_names()
@@ -248,6 +270,7 @@ class LinearModel:
             "schema": self.schema.to_state(),
             "target": self.target,
             "target_transform": self.target_transform,
+            "target_range": list(self.target_range) if self.target_range is not None else None,
             "coef": np.array(self.coef),
             "intercept": float(self.intercept),
             "x_mean": np.array(self.x_mean),
@@ -286,6 +309,8 @@ class LinearModel:
                 intercept_std=float(state["intercept_std"]),
                 level_coef=tuple(state.get("level_coef", ())),
                 target_transform=str(state.get("target_transform", "none")),
+                target_range=(tuple(state["target_range"])
+                              if state.get("target_range") is not None else None),
                 extra=dict(state.get("extra", {})),
                 calibration=(Calibration.from_state(state["calibration"])
                              if state.get("calibration") is not None else None),
@@ -294,6 +319,14 @@ class LinearModel:
             )
         except KeyError as exc:
             raise ValueError(f"model state lacks {exc.args[0]!r}") from None
+
+
+def _clip(y: Any, low: float, high: float) -> Any:
+    """Finite sums clipped to [low, high]; a non-finite one stays as it is, so callers still
+    see (and name) an overflowed row."""
+    if isinstance(y, np.ndarray):
+        return np.where(np.isfinite(y), np.clip(y, low, high), y)
+    return min(max(y, low), high) if math.isfinite(y) else y
 
 
 def _exp(y: float) -> float:

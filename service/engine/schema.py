@@ -44,7 +44,7 @@ __all__ = [
 NUMERIC, BOOLEAN, CATEGORICAL = "numeric", "boolean", "categorical"
 # A categorical level is kept when it has this many training rows (the rest are pooled as
 # "other"), and at most this many per column: chosen by measurement (docs/benchmarks-tabular.md).
-DEFAULT_MIN_FREQUENCY = 2
+DEFAULT_MIN_FREQUENCY = 1  # no pooling: every k > 1 lost on Ames (docs/benchmarks-tabular.md)
 DEFAULT_MAX_LEVELS = 10_000
 KINDS = (NUMERIC, BOOLEAN, CATEGORICAL)
 TRUE_WORDS = ("yes", "true", "y")

@@ -645,6 +645,7 @@ class SGDRegressor:
         self.x_scale_ = self._x_stats.scale
         self.y_mean_ = float(self._y_stats.mean[0])
         self.y_scale_ = float(self._y_stats.scale[0])
+        self.y_range_ = (float(self._y_stats.minimum[0]), float(self._y_stats.maximum[0]))
         if old:
             # Keep the model in original units fixed: re-express its weights in the new
             # coordinates, so statistics merged chunk by chunk do not disturb what was learned.
@@ -679,8 +680,12 @@ class SGDRegressor:
             freq = counts / np.repeat(np.maximum(column_rows, 1.0), sizes)
         else:
             freq = np.zeros(0)
-        curvature = _curvature(X[rows], self.x_mean_, 1.0 / self.x_scale_,
-                               None if C is None else C[rows], freq, self._offsets, sizes)
+        # One copy of the sample: the strided rows of a Fortran-order X would be gathered
+        # again by every product of the iteration (0.1 s on 800,000 rows, against 3 ms).
+        sample = np.ascontiguousarray(X[rows])
+        curvature = _curvature(sample, self.x_mean_, 1.0 / self.x_scale_,
+                               None if C is None else np.ascontiguousarray(C[rows]), freq,
+                               self._offsets, sizes)
         self.curvature_ = curvature
         self._step_scale = min(1.0, _STABLE / (self.eta0 * curvature))
         self.step_scale_ = self._step_scale

@@ -50,6 +50,8 @@ def model_info() -> Response:
             "schema": model.describe_features(),
             "coefficients": model.coefficients(),
             "intercept": float(model.intercept),
+            # With the log transform the weights above are in log(target) units.
+            **model.describe_transform(),
             # One standard deviation of the target in training: turns a weight in target units
             # into the standardised scale of the schema's "standardized" (the page's bars).
             "target_scale": float(model.y_scale),
