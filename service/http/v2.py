@@ -12,10 +12,14 @@ An inference request sends the features in one of two layouts:
 - one input of shape ``[n, d]``, any name, the features in that same order (row-major, the
   protocol's flat ``data`` or nested lists).
 
-The answer is one output, ``predict``, of shape ``[n]`` and datatype ``FP64``. Values of any
-numeric datatype are read as float64 (integer types must hold integers, unsigned ones no negative
-value); ``BOOL`` and ``BYTES`` are refused. Errors are the protocol's ``{"error": message}``, with
-sgdserve's stable ``code`` beside it (see ``service.http.errors.error_response``).
+The answer is the output ``predict``, of shape ``[n]`` and datatype ``FP64``, and each row's
+id, ``prediction_id`` (``BYTES``, for ``POST /feedback``). ``parameters.interval`` (a level in
+(0, 1)) adds ``interval_lower`` and ``interval_upper``; ``parameters.explain`` (true) adds
+``contributions``, ``[n, d]`` with the feature order and the base value in its parameters.
+Values of any numeric datatype are read as float64 (integer types must hold integers,
+unsigned ones no negative value); ``BOOL`` and ``BYTES`` are refused. Errors are the
+protocol's ``{"error": message}``, with sgdserve's stable ``code`` beside it (see
+``service.http.errors.error_response``).
 
 Flat numeric ``data`` is decoded by msgspec straight into typed lists and packed into arrays
 without a Python pass per value (:func:`service.http.rows.float_array`); anything else (nested data,
@@ -29,11 +33,15 @@ from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
+import orjson
 from flask import Blueprint, Response, request
+from msgspec import UNSET
 
 from .. import __version__
 from .body import json_text, parse_json, read_json_body, release_after_sending
 from .errors import APIError, json_response
+from .loop import batch_ids_json, check_request_id
+from .predict import _options
 from .reload import check_ready
 from .rows import FLOAT_TYPES, NUMERIC_TYPES, UINT_TYPES, float_array
 from .state import ServiceState, state
@@ -76,7 +84,8 @@ def model_metadata(name: str, version: str | None = None) -> Response:
             "versions": [served],
             "platform": PLATFORM,
             "inputs": tensors,
-            "outputs": [{"name": OUTPUT, "datatype": "FP64", "shape": [-1]}],
+            "outputs": [{"name": OUTPUT, "datatype": "FP64", "shape": [-1]},
+                        {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]}],
         },
         headers={"X-Model-Version": served},
     )
@@ -122,22 +131,76 @@ def infer(name: str, version: str | None = None) -> Response:
         parsed = _decode_general(parse_json(data))
     request_id, tensors, outputs, source = parsed
     for output in outputs:
-        if output != OUTPUT:
-            raise _invalid(f"unknown output {output[:50]!r}; this model has one output, "
-                           f"{OUTPUT!r}", code="unknown_output")
+        if output not in LOOP_OUTPUTS:
+            raise _invalid(f"unknown output {output[:50]!r}; this model's outputs are "
+                           f"{', '.join(LOOP_OUTPUTS)}", code="unknown_output")
+    level, explain = _loop_options(model, source)
     X = _columns(tensors, model.feature_names, st.settings.max_batch_rows)
     y = model.predict_columns(X)
     if not np.isfinite(y).all():
         i = int(np.flatnonzero(~np.isfinite(y))[0])
         raise _invalid(f"row {i}: the prediction is not finite; feature values are too large")
-    st.metrics.rows_predicted(len(y))
+    n = len(y)
+    st.metrics.rows_predicted(n)
+    client_id = request.environ.get("HTTP_X_REQUEST_ID")
+    client_id = check_request_id(client_id) if client_id is not None else request_id
+    pid = st.loop.ids.issue(n)
     body: dict[str, Any] = {"model_name": name, "model_version": served}
     if request_id is not None:
         body["id"] = request_id
-    body["outputs"] = [{"name": OUTPUT, "shape": [len(y)], "datatype": "FP64", "data": y}]
-    response = json_response(body, headers={"X-Model-Version": served})
+    predictions = orjson.dumps(y, option=orjson.OPT_SERIALIZE_NUMPY)
+    body["outputs"] = [{"name": OUTPUT, "shape": [n], "datatype": "FP64",
+                        "data": orjson.Fragment(predictions)},
+                       {"name": "prediction_id", "shape": [n], "datatype": "BYTES",
+                        "data": orjson.Fragment(batch_ids_json(pid, n))}]
+    logged = None
+    if level is not None:
+        lower, upper = model.calibration.interval(y, level)
+        body["outputs"] += [
+            {"name": "interval_lower", "shape": [n], "datatype": "FP64", "data": lower,
+             "parameters": {"level": level}},
+            {"name": "interval_upper", "shape": [n], "datatype": "FP64", "data": upper,
+             "parameters": {"level": level}}]
+        logged = {"level": level, "half_width": model.calibration.half_width(level),
+                  "scale": model.calibration.scale}
+    if explain:
+        explainer = model.explainer()
+        design = (X, ()) if model.plain else _design(model, X)
+        parts = explainer.explain(*design)
+        contributions = np.column_stack([np.broadcast_to(np.asarray(parts[f], np.float64), (n,))
+                                         for f in model.feature_names])
+        body["outputs"].append({
+            "name": "contributions", "shape": [n, len(model.feature_names)], "datatype": "FP64",
+            "data": contributions.ravel(),
+            "parameters": {"features": list(model.feature_names),
+                           "base_value": explainer.base_value}})
+    headers = {"X-Model-Version": served, "X-Prediction-Id": pid,
+               "X-Request-Id": client_id or pid}
+    response = json_response(body, headers=headers)
+    st.loop.columns(pid, served, dict(zip(model.feature_names, X, strict=True)), predictions, n,
+                    logged, client_id)
     release_after_sending(response, source, data)
     return response
+
+
+# Outputs a client may ask for by name (parameters.interval and .explain add the last three).
+LOOP_OUTPUTS = (OUTPUT, "prediction_id", "interval_lower", "interval_upper", "contributions")
+
+
+def _loop_options(model: Any, source: Any) -> tuple[float | None, bool]:
+    """``parameters.interval`` and ``parameters.explain`` of a request, checked as /predict's."""
+    params = source.get("parameters") if type(source) is dict else source.parameters
+    if not isinstance(params, dict):
+        return None, False
+    try:
+        return _options(model, params.get("interval", UNSET), params.get("explain", UNSET))
+    except APIError as exc:
+        raise _invalid(f"parameters: {exc.message}", code=exc.code) from None
+
+
+def _design(model: Any, X: np.ndarray) -> tuple[Any, Any]:
+    encoded = model.encode(list(X))
+    return encoded.values, encoded.codes
 
 
 def _check_name(st: ServiceState, name: str) -> None:
