@@ -70,7 +70,7 @@ class Calibration:
         level = float(level)
         if self._rank(level) > self.n:
             raise LevelError(
-                f"interval {level:g} needs at least {math.ceil(level / (1 - level))} "
+                f"interval {level:g} needs at least {math.ceil(level / (1 - level) - 1e-6)} "
                 f"calibration residuals; this version has {self.n}, enough for levels up to "
                 f"{math.floor(self.max_level * 10_000) / 10_000:g}")
         return level
