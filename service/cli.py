@@ -209,8 +209,11 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
         triggers = Triggers(args.min_new_rows, args.on_drift, args.on_rmse)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    if triggers.any or args.with_feedback:
-        _check_log_dir(settings)
+    if (triggers.any or args.with_feedback) and not settings.logs_path.is_dir():
+        # The server may not have written anything yet: a run finds no feedback until it has.
+        print(f"sgdserve schedule: note: log directory {str(settings.logs_path)!r} does not "
+              "exist yet; runs find no feedback until the server writes it (--log-dir or "
+              "SGDSERVE_LOG_DIR)", file=sys.stderr)
     common = dict(target=target, features=spec.features, params=spec.sgd,
                   encoding=spec.encoding, data_format=spec.format, force=spec.force,
                   tolerance=tolerance, holdout_fraction=spec.holdout_fraction, seed=spec.seed,
@@ -280,7 +283,8 @@ def _train_with_feedback(store: Any, data: Path, settings: Settings,
     from .monitor import train_with_feedback
     from .monitor.retrain import check_feedback_target
 
-    _check_log_dir(settings)
+    if args.command == "train":  # one shot: a wrong --log-dir must not pass unnoticed
+        _check_log_dir(settings)
     try:
         model_target = store.active()[1].target
     except SGDServeError:
