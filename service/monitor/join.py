@@ -26,7 +26,7 @@ import numpy as np
 from ..engine import LevelError, LinearModel
 from ..engine.drift import ACT, WARN, level_shares, psi
 from ..engine.schema import BOOLEAN, CATEGORICAL, ValueProblem
-from .logfiles import LogStats, read_lines
+from .logfiles import LogStats, read_files, read_lines
 
 __all__ = ["Joined", "VersionStats", "join"]
 
@@ -55,14 +55,25 @@ class VersionStats:
     actual: list[float] = field(default_factory=list)
     predicted: list[float] = field(default_factory=list)
     rows: list[Sequence[Any]] = field(default_factory=list)  # inputs, the version's order
-    undecodable: int = 0  # records whose inputs could not be read (version gone, odd body)
+    undecodable: int = 0  # rows whose inputs could not be read (version gone, odd body)
+    times: list[float] = field(default_factory=list)  # one per record, until finish()
+    found: Any = None  # (model, manifest) from the store, or None
 
-    def seen(self, t: float, n: int) -> None:
-        self.predictions += n
-        if t < self.first:
-            self.first = t
-        if t > self.last:
-            self.last = t
+    def finish(self, d: int) -> None:
+        """Settle what the hot loop left raw: the time span, predictions as floats, and only
+        rows of the version's width (a version gone from the store has none)."""
+        if self.times:
+            self.first, self.last = min(self.times), max(self.times)
+        self.times = []
+        self.predicted = [float(p) if type(p) in (int, float) else math.nan
+                          for p in self.predicted]
+        if d < 0:
+            self.undecodable += len(self.rows)
+            self.rows = []
+            return
+        kept = [r for r in self.rows if type(r) in (list, tuple) and len(r) == d]
+        self.undecodable += len(self.rows) - len(kept)
+        self.rows = kept
 
 
 @dataclass
@@ -92,74 +103,96 @@ def join(log_dir: Path, lookup: VersionLookup, *, start: float | None = None,
     lo = -math.inf if start is None else start
     hi = math.inf if end is None else end
     versions: dict[str, VersionStats] = {}
-    models: dict[str, tuple[LinearModel, Mapping[str, Any]] | None] = {}
+    # version -> (its statistics, its feature names or None, their count): looked up once.
+    known: dict[str, tuple[VersionStats, tuple[str, ...] | None, int]] = {}
     rows: list[FeedbackRow] = []
-    matched = new_rows = 0
+    matched = new_rows = odd = 0
     after = math.inf if since is None else since
     get_actual = actual_by_id.get
     # Files last written before the window opened hold no prediction in it.
     since_mtime = None if start is None else start
-    for record in read_lines(log_dir, "predictions", pred_stats, since_mtime=since_mtime):
-        t = record.get("t")
-        version = record.get("v")
-        pid = record.get("id")
-        if type(t) not in (int, float) or type(version) is not str or type(pid) is not str:
-            pred_stats.torn_lines += 1  # a line that parses but is not one of ours
-            continue
-        if not lo <= t <= hi:
-            continue
-        stats = versions.get(version)
-        if stats is None:
-            stats = versions[version] = VersionStats(version)
-            models[version] = lookup(version)
-        found = models[version]
-        names = found[0].feature_names if found is not None else None
-        if "x" in record:  # one row
-            stats.seen(t, 1)
-            values = record["x"]
-            if names is not None and type(values) is list and len(values) == len(names):
-                stats.rows.append(values)
+    for records in read_files(log_dir, "predictions", pred_stats, since_mtime=since_mtime):
+        singles = _singles(records, lo, hi)
+        if singles is not None:  # the common file: single-row records, handled a column at a
+            records, found = singles  # time; what is left are its batch records
+            for version, (t, ids, values, ys) in found.items():
+                entry = known.get(version)
+                if entry is None:
+                    entry = known[version] = _version_entry(versions, version, lookup)
+                stats, names, d = entry
+                stats.predictions += len(ids)
+                stats.times.extend((min(t), max(t)))
+                stats.rows.extend(values)
+                answers = list(map(get_actual, ids))
+                hits = [i for i, a in enumerate(answers) if a is not None]
+                matched += len(hits)
+                stats.actual.extend([answers[i] for i in hits])
+                stats.predicted.extend([ys[i] for i in hits])
+                if since is not None:
+                    new_rows += sum(received_by_id[ids[i]] > after for i in hits)
+                if collect_rows and names is not None:
+                    rows.extend(FeedbackRow(dict(zip(names, values[i], strict=True)), answers[i],
+                                            ids[i], received_by_id[ids[i]])
+                                for i in hits if len(values[i]) == d)
+        for record in records:
+            try:
+                t = record["t"]
+                if not lo <= t <= hi:
+                    continue
+                version = record["v"]
+                entry = known.get(version)
+                if entry is None:
+                    entry = known[version] = _version_entry(versions, version, lookup)
+                stats, names, d = entry
+                values = record.get("x")
+                if values is not None:  # one row (in a file the column pass refused)
+                    pid = record["id"]
+                    stats.predictions += 1
+                    stats.times.append(t)
+                    stats.rows.append(values)
+                    actual = get_actual(pid)
+                    if actual is not None:
+                        matched += 1
+                        if received_by_id[pid] > after:
+                            new_rows += 1
+                        stats.actual.append(actual)
+                        stats.predicted.append(record["y"])
+                        if collect_rows and names is not None and len(values) == d:
+                            rows.append(FeedbackRow(dict(zip(names, values, strict=True)),
+                                                    actual, pid, received_by_id[pid]))
+                    continue
+                pid, n, ys = record["id"], record["n"], record["y"]
+                if type(n) is not int or type(ys) is not list or len(ys) != n or (
+                        type(pid) is not str):
+                    raise TypeError("not a batch record")
+            except (KeyError, TypeError, AttributeError):
+                odd += 1  # a line that parses but is not one of ours
+                continue
+            stats.predictions += n
+            stats.times.append(t)
+            batch_rows = _batch_rows(record, names, n)
+            if batch_rows is None:
+                stats.undecodable += n
             else:
-                stats.undecodable += 1
-            actual = get_actual(pid)
-            if actual is not None:
+                stats.rows.extend(batch_rows)
+            if by_base is None:
+                by_base = _by_base(actual_by_id)
+            answered = by_base.get(pid)
+            if not answered:
+                continue
+            for i, full_id in answered.items():
+                if i >= n:
+                    continue
+                actual = actual_by_id[full_id]
                 matched += 1
-                if received_by_id[pid] > after:
+                if received_by_id[full_id] > after:
                     new_rows += 1
                 stats.actual.append(actual)
-                stats.predicted.append(record.get("y"))
-                if collect_rows and names is not None and type(values) is list:
-                    rows.append(FeedbackRow(dict(zip(names, values, strict=False)), actual, pid,
-                                            received_by_id[pid]))
-            continue
-        n = record.get("n")
-        ys = record.get("y")
-        if type(n) is not int or type(ys) is not list or len(ys) != n:
-            pred_stats.torn_lines += 1
-            continue
-        stats.seen(t, n)
-        batch_rows = _batch_rows(record, names, n)
-        if batch_rows is None:
-            stats.undecodable += 1
-        else:
-            stats.rows.extend(batch_rows)
-        if by_base is None:
-            by_base = _by_base(actual_by_id)
-        answered = by_base.get(pid)
-        if not answered:
-            continue
-        for i, full_id in answered.items():
-            if i >= n:
-                continue
-            actual = actual_by_id[full_id]
-            matched += 1
-            if received_by_id[full_id] > after:
-                new_rows += 1
-            stats.actual.append(actual)
-            stats.predicted.append(ys[i])
-            if collect_rows and batch_rows is not None:
-                rows.append(FeedbackRow(_row_dict(record, names, batch_rows, i), actual,
-                                        full_id, received_by_id[full_id]))
+                stats.predicted.append(ys[i])
+                if collect_rows and batch_rows is not None:
+                    rows.append(FeedbackRow(_row_dict(record, names, batch_rows, i), actual,
+                                            full_id, received_by_id[full_id]))
+    pred_stats.torn_lines += odd
 
     labelled = 0
     for t, row, actual in labelled_records:
@@ -168,11 +201,58 @@ def join(log_dir: Path, lookup: VersionLookup, *, start: float | None = None,
             new_rows += t > after
             if collect_rows:
                 rows.append(FeedbackRow(row, actual, None, t))
-    for stats in versions.values():
-        stats.predicted = [float(p) if type(p) in (int, float) else math.nan
-                           for p in stats.predicted]
+    for stats, _, d in known.values():
+        stats.finish(d)
     return Joined(versions, len(actual_by_id), matched, labelled, new_rows, rows, pred_stats,
                   fb_stats)
+
+
+def _singles(records: list[dict[str, Any]], lo: float, hi: float
+             ) -> tuple[list[dict[str, Any]], dict[str, tuple[Any, ...]]] | None:
+    """A file's single-row records in the window, by version, as columns (times, ids, values,
+    predictions), and its other records; None when a record is odd (then every record of the
+    file goes through the one-by-one path, which names nothing but counts it)."""
+    try:
+        ones = [r for r in records if "x" in r]
+        rest = [r for r in records if "x" not in r] if len(ones) != len(records) else []
+        t = [r["t"] for r in ones]
+        versions = [r["v"] for r in ones]
+        ids = [r["id"] for r in ones]
+        values = [r["x"] for r in ones]
+        ys = [r["y"] for r in ones]
+    except (KeyError, TypeError):
+        return None
+    if not ones:
+        return rest, {}
+    if not all(type(v) is str for v in set(versions)) or not all(
+            type(x) in (int, float) for x in (min(t), max(t))):
+        return None
+    if lo > -math.inf or hi < math.inf:
+        keep = [i for i, x in enumerate(t) if lo <= x <= hi]
+        if len(keep) != len(t):
+            t, versions, ids, values, ys = ([c[i] for i in keep] for c in
+                                            (t, versions, ids, values, ys))
+    if not t:
+        return rest, {}
+    distinct = set(versions)
+    if len(distinct) == 1:
+        return rest, {versions[0]: (t, ids, values, ys)}
+    out = {}
+    for version in distinct:  # a worker that reloaded mid-file: a few versions at most
+        keep = [i for i, v in enumerate(versions) if v == version]
+        out[version] = tuple([c[i] for i in keep] for c in (t, ids, values, ys))
+    return rest, out
+
+
+def _version_entry(versions: dict[str, VersionStats], version: Any, lookup: VersionLookup
+                   ) -> tuple[VersionStats, tuple[str, ...] | None, int]:
+    if type(version) is not str:
+        raise TypeError("a version is a string")
+    stats = versions[version] = VersionStats(version)
+    found = lookup(version)
+    stats.found = found
+    names = found[0].feature_names if found is not None else None
+    return stats, names, len(names) if names is not None else -1
 
 
 def _feedback(log_dir: Path, stats: LogStats):
@@ -272,7 +352,14 @@ def drift(stats: VersionStats, model: LinearModel | None) -> dict[str, dict[str,
     """Per feature: PSI against training, the share of unseen values and of missing ones."""
     if model is None or not stats.rows:
         return {}
-    columns = list(zip(*stats.rows, strict=False))
+    columns: Any = None
+    if all(f.kind == "numeric" for f in model.schema.features):
+        try:  # numbers only: one conversion in C, the columns are its rows
+            columns = np.array(stats.rows, dtype=np.float64).T
+        except (TypeError, ValueError):  # a null among them
+            columns = None
+    if columns is None:
+        columns = list(zip(*stats.rows, strict=False))
     out = {}
     for feature, column in zip(model.schema.features, columns, strict=False):
         if feature.kind == CATEGORICAL:
@@ -323,6 +410,8 @@ def _floats(feature: Any, column: Sequence[Any]) -> np.ndarray:
             except ValueProblem:
                 return math.nan
         return np.fromiter(map(number, column), np.float64, len(column))
+    if isinstance(column, np.ndarray):
+        return column
     try:
         return np.array(column, dtype=np.float64)
     except (TypeError, ValueError):  # None among the numbers

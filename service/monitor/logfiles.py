@@ -38,7 +38,8 @@ from typing import Any
 
 import orjson
 
-__all__ = ["KINDS", "LogStats", "LogWriter", "list_files", "read_lines", "segment_bytes"]
+__all__ = ["KINDS", "LogStats", "LogWriter", "list_files", "read_files", "read_lines",
+           "segment_bytes"]
 
 KINDS = ("predictions", "feedback")
 SUFFIX = ".jsonl"
@@ -257,11 +258,14 @@ class LogStats:
                 "bytes": self.bytes}
 
 
-def read_lines(directory: Path, kind: str, stats: LogStats | None = None,
-               since_mtime: float | None = None) -> Iterator[dict[str, Any]]:
-    """Every record of ``kind`` in ``directory`` (files oldest first); a line that does not
-    parse as a JSON object is skipped and counted in ``stats``. Files last changed before
-    ``since_mtime`` are not read (they hold nothing newer)."""
+def read_files(directory: Path, kind: str, stats: LogStats | None = None,
+               since_mtime: float | None = None) -> Iterator[list[dict[str, Any]]]:
+    """The records of ``kind`` in ``directory``, one list per file (oldest first); a line that
+    does not parse as a JSON object is skipped and counted in ``stats``. Files last changed
+    before ``since_mtime`` are not read (they hold nothing newer).
+
+    A file is parsed in one pass of ``orjson.loads`` over its lines; a file with a torn line is
+    parsed again line by line, to skip just that line."""
     stats = stats if stats is not None else LogStats()
     loads = orjson.loads
     for f in list_files(directory, kind):
@@ -273,20 +277,32 @@ def read_lines(directory: Path, kind: str, stats: LogStats | None = None,
             continue
         stats.files += 1
         stats.bytes += len(data)
-        lines = data.split(b"\n")
-        torn_before = stats.torn_lines
+        lines = [raw for raw in data.split(b"\n") if raw]
+        try:
+            records = [loads(raw) for raw in lines]
+        except orjson.JSONDecodeError:
+            records = None
+        if records is not None and all(type(r) is dict for r in records):
+            stats.lines += len(records)
+            yield records
+            continue
+        records = []
         for raw in lines:
-            if not raw:
-                continue
             try:
                 record = loads(raw)
             except orjson.JSONDecodeError:
-                stats.torn_lines += 1
-                continue
+                record = None
             if type(record) is not dict:
                 stats.torn_lines += 1
                 continue
-            stats.lines += 1
-            yield record
-        if stats.torn_lines != torn_before:
-            stats.torn_files.append(f.path.name)
+            records.append(record)
+        stats.lines += len(records)
+        stats.torn_files.append(f.path.name)
+        yield records
+
+
+def read_lines(directory: Path, kind: str, stats: LogStats | None = None,
+               since_mtime: float | None = None) -> Iterator[dict[str, Any]]:
+    """Every record of ``kind`` in ``directory``, one by one (see :func:`read_files`)."""
+    for records in read_files(directory, kind, stats, since_mtime):
+        yield from records
