@@ -17,16 +17,19 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
+import orjson
+from msgspec import UNSET, UnsetType
 
 from ..engine import LevelError, LinearModel
 from ..engine.drift import ACT, WARN, level_shares, psi
 from ..engine.schema import BOOLEAN, CATEGORICAL, ValueProblem
-from .logfiles import LogStats, read_files, read_lines
+from .logfiles import LogStats, read_typed
 
 __all__ = ["Joined", "VersionStats", "join"]
 
@@ -90,6 +93,33 @@ class Joined:
     feedback: LogStats
 
 
+class _Prediction(msgspec.Struct, gc=False):
+    """A prediction log line as the join reads it (service/monitor/records.py writes it)."""
+
+    id: str
+    t: float
+    v: str
+    y: Any = None
+    x: list[Any] | UnsetType = UNSET  # one row
+    n: int | UnsetType = UNSET  # a batch: its body (kept raw until needed) or its columns
+    request: msgspec.Raw | UnsetType = UNSET
+    columns: msgspec.Raw | UnsetType = UNSET
+
+
+class _Feedback(msgspec.Struct, gc=False):
+    """A feedback log line."""
+
+    t: float
+    ids: list[Any] = []
+    actual: list[Any] = []
+    rows: list[Any] = []
+    row_actual: list[Any] = []
+
+
+_PREDICTIONS = msgspec.json.Decoder(_Prediction)
+_FEEDBACK = msgspec.json.Decoder(_Feedback)
+
+
 def join(log_dir: Path, lookup: VersionLookup, *, start: float | None = None,
          end: float | None = None, since: float | None = None,
          collect_rows: bool = False) -> Joined:
@@ -97,8 +127,8 @@ def join(log_dir: Path, lookup: VersionLookup, *, start: float | None = None,
     epoch; None: unbounded). ``since`` counts the rows whose feedback came after it;
     ``collect_rows`` keeps the joined rows (features and actual) for retraining."""
     fb_stats, pred_stats = LogStats(), LogStats()
-    actual_by_id, received_by_id, labelled_records = _feedback(log_dir, fb_stats)
-    by_base: dict[str, dict[int, str]] | None = None  # batch id -> {row: full id}, built lazily
+    actual_by_id, received_by_id, labelled_records = _feedback(
+        log_dir, fb_stats, with_times=since is not None or collect_rows)
 
     lo = -math.inf if start is None else start
     hi = math.inf if end is None else end
@@ -111,87 +141,69 @@ def join(log_dir: Path, lookup: VersionLookup, *, start: float | None = None,
     get_actual = actual_by_id.get
     # Files last written before the window opened hold no prediction in it.
     since_mtime = None if start is None else start
-    for records in read_files(log_dir, "predictions", pred_stats, since_mtime=since_mtime):
-        singles = _singles(records, lo, hi)
-        if singles is not None:  # the common file: single-row records, handled a column at a
-            records, found = singles  # time; what is left are its batch records
-            for version, (t, ids, values, ys) in found.items():
-                entry = known.get(version)
-                if entry is None:
-                    entry = known[version] = _version_entry(versions, version, lookup)
-                stats, names, d = entry
-                stats.predictions += len(ids)
-                stats.times.extend((min(t), max(t)))
-                stats.rows.extend(values)
-                answers = list(map(get_actual, ids))
-                hits = [i for i, a in enumerate(answers) if a is not None]
-                matched += len(hits)
-                stats.actual.extend([answers[i] for i in hits])
-                stats.predicted.extend([ys[i] for i in hits])
-                if since is not None:
-                    new_rows += sum(received_by_id[ids[i]] > after for i in hits)
-                if collect_rows and names is not None:
-                    rows.extend(FeedbackRow(dict(zip(names, values[i], strict=True)), answers[i],
-                                            ids[i], received_by_id[ids[i]])
-                                for i in hits if len(values[i]) == d)
-        for record in records:
-            try:
-                t = record["t"]
-                if not lo <= t <= hi:
-                    continue
-                version = record["v"]
-                entry = known.get(version)
-                if entry is None:
-                    entry = known[version] = _version_entry(versions, version, lookup)
-                stats, names, d = entry
-                values = record.get("x")
-                if values is not None:  # one row (in a file the column pass refused)
-                    pid = record["id"]
-                    stats.predictions += 1
-                    stats.times.append(t)
-                    stats.rows.append(values)
-                    actual = get_actual(pid)
-                    if actual is not None:
-                        matched += 1
-                        if received_by_id[pid] > after:
-                            new_rows += 1
-                        stats.actual.append(actual)
-                        stats.predicted.append(record["y"])
-                        if collect_rows and names is not None and len(values) == d:
-                            rows.append(FeedbackRow(dict(zip(names, values, strict=True)),
-                                                    actual, pid, received_by_id[pid]))
-                    continue
-                pid, n, ys = record["id"], record["n"], record["y"]
-                if type(n) is not int or type(ys) is not list or len(ys) != n or (
-                        type(pid) is not str):
-                    raise TypeError("not a batch record")
-            except (KeyError, TypeError, AttributeError):
-                odd += 1  # a line that parses but is not one of ours
+    for records in read_typed(log_dir, "predictions", _PREDICTIONS, pred_stats,
+                              since_mtime=since_mtime):
+        # Single-row records a column at a time (list comprehensions, one C-level map for
+        # the feedback lookup); batch records one by one, their rows again a column at a time.
+        ones = [r for r in records if r.x is not UNSET]
+        if lo > -math.inf or hi < math.inf:
+            ones = [r for r in ones if lo <= r.t <= hi]
+        for version, group in _by_version(ones).items():
+            entry = known.get(version)
+            if entry is None:
+                entry = known[version] = _version_entry(versions, version, lookup)
+            stats, names, d = entry
+            ids = [r.id for r in group]
+            values = [r.x for r in group]
+            stats.predictions += len(group)
+            stats.times.extend((group[0].t, group[-1].t))
+            stats.rows.extend(values)
+            answers = list(map(get_actual, ids))
+            hits = [i for i, a in enumerate(answers) if a is not None]
+            matched += len(hits)
+            stats.actual.extend([answers[i] for i in hits])
+            stats.predicted.extend([group[i].y for i in hits])
+            if since is not None:
+                new_rows += sum(received_by_id[ids[i]] > after for i in hits)
+            if collect_rows and names is not None:
+                rows.extend(FeedbackRow(dict(zip(names, values[i], strict=True)), answers[i],
+                                        ids[i], received_by_id[ids[i]])
+                            for i in hits if len(values[i]) == d)
+        batches = [r for r in records if r.x is UNSET] if len(ones) != len(records) else ()
+        for record in batches:
+            t, n, pid = record.t, record.n, record.id
+            if not lo <= t <= hi:
                 continue
+            ys = record.y
+            if n is UNSET or type(ys) is not list or len(ys) != n:
+                odd += 1  # a line that decodes but is neither a row nor a batch
+                continue
+            entry = known.get(record.v)
+            if entry is None:
+                entry = known[record.v] = _version_entry(versions, record.v, lookup)
+            stats, names, d = entry
             stats.predictions += n
             stats.times.append(t)
-            batch_rows = _batch_rows(record, names, n)
+            body = _body(record)
+            batch_rows = _batch_rows(body, names, n)
             if batch_rows is None:
                 stats.undecodable += n
             else:
                 stats.rows.extend(batch_rows)
-            if by_base is None:
-                by_base = _by_base(actual_by_id)
-            answered = by_base.get(pid)
-            if not answered:
+            # The rows' ids, built from cached suffixes, looked up in one C-level map.
+            full_ids = _row_ids(pid, n)
+            answers = list(map(get_actual, full_ids))
+            hits = [i for i, a in enumerate(answers) if a is not None]
+            if not hits:
                 continue
-            for i, full_id in answered.items():
-                if i >= n:
-                    continue
-                actual = actual_by_id[full_id]
-                matched += 1
-                if received_by_id[full_id] > after:
-                    new_rows += 1
-                stats.actual.append(actual)
-                stats.predicted.append(ys[i])
-                if collect_rows and batch_rows is not None:
-                    rows.append(FeedbackRow(_row_dict(record, names, batch_rows, i), actual,
-                                            full_id, received_by_id[full_id]))
+            matched += len(hits)
+            stats.actual.extend([answers[i] for i in hits])
+            stats.predicted.extend([ys[i] for i in hits])
+            if since is not None:
+                new_rows += sum(received_by_id[full_ids[i]] > after for i in hits)
+            if collect_rows and batch_rows is not None:
+                rows.extend(FeedbackRow(_row_dict(body, names, batch_rows, i), answers[i],
+                                        full_ids[i], received_by_id[full_ids[i]]) for i in hits)
     pred_stats.torn_lines += odd
 
     labelled = 0
@@ -207,41 +219,29 @@ def join(log_dir: Path, lookup: VersionLookup, *, start: float | None = None,
                   fb_stats)
 
 
-def _singles(records: list[dict[str, Any]], lo: float, hi: float
-             ) -> tuple[list[dict[str, Any]], dict[str, tuple[Any, ...]]] | None:
-    """A file's single-row records in the window, by version, as columns (times, ids, values,
-    predictions), and its other records; None when a record is odd (then every record of the
-    file goes through the one-by-one path, which names nothing but counts it)."""
+def _by_version(records: list[_Prediction]) -> dict[str, list[_Prediction]]:
+    """Records by version, in file order (one version per file, unless a worker reloaded)."""
+    if not records:
+        return {}
+    first = records[0].v
+    if all(r.v == first for r in records):
+        return {first: records}
+    out: dict[str, list[_Prediction]] = {}
+    for r in records:
+        out.setdefault(r.v, []).append(r)
+    return out
+
+
+def _body(record: _Prediction) -> tuple[str, Any] | None:
+    """A batch record's body (``{"instances": ...}``) or columns, parsed now."""
+    kind, raw = ("request", record.request) if record.request is not UNSET else (
+        "columns", record.columns)
+    if raw is UNSET:
+        return None
     try:
-        ones = [r for r in records if "x" in r]
-        rest = [r for r in records if "x" not in r] if len(ones) != len(records) else []
-        t = [r["t"] for r in ones]
-        versions = [r["v"] for r in ones]
-        ids = [r["id"] for r in ones]
-        values = [r["x"] for r in ones]
-        ys = [r["y"] for r in ones]
-    except (KeyError, TypeError):
+        return kind, orjson.loads(bytes(raw))
+    except orjson.JSONDecodeError:
         return None
-    if not ones:
-        return rest, {}
-    if not all(type(v) is str for v in set(versions)) or not all(
-            type(x) in (int, float) for x in (min(t), max(t))):
-        return None
-    if lo > -math.inf or hi < math.inf:
-        keep = [i for i, x in enumerate(t) if lo <= x <= hi]
-        if len(keep) != len(t):
-            t, versions, ids, values, ys = ([c[i] for i in keep] for c in
-                                            (t, versions, ids, values, ys))
-    if not t:
-        return rest, {}
-    distinct = set(versions)
-    if len(distinct) == 1:
-        return rest, {versions[0]: (t, ids, values, ys)}
-    out = {}
-    for version in distinct:  # a worker that reloaded mid-file: a few versions at most
-        keep = [i for i, v in enumerate(versions) if v == version]
-        out[version] = tuple([c[i] for i in keep] for c in (t, ids, values, ys))
-    return rest, out
 
 
 def _version_entry(versions: dict[str, VersionStats], version: Any, lookup: VersionLookup
@@ -255,44 +255,45 @@ def _version_entry(versions: dict[str, VersionStats], version: Any, lookup: Vers
     return stats, names, len(names) if names is not None else -1
 
 
-def _feedback(log_dir: Path, stats: LogStats):
-    """``id -> actual`` (the last value received wins), ``id -> when``, and labelled rows."""
-    records = [r for r in read_lines(log_dir, "feedback", stats)
-               if type(r.get("t")) in (int, float)]
-    records.sort(key=itemgetter("t"))  # stable: one worker's records keep their order
+def _feedback(log_dir: Path, stats: LogStats, with_times: bool = True):
+    """``id -> actual`` (the last value received wins), ``id -> when`` (only ``with_times``:
+    it costs a second mapping of every id), and labelled rows."""
+    records = [r for batch in read_typed(log_dir, "feedback", _FEEDBACK, stats) for r in batch]
+    records.sort(key=attrgetter("t"))  # stable: one worker's records keep their order
     actual: dict[str, float] = {}
     received: dict[str, float] = {}
     labelled: list[tuple[float, Mapping[str, Any], float]] = []
     for record in records:
-        t = record["t"]
-        ids, values = record.get("ids"), record.get("actual")
-        if type(ids) is list and type(values) is list and len(ids) == len(values):
+        t, ids, values = record.t, record.ids, record.actual
+        if ids and len(ids) == len(values):
             actual.update(zip(ids, values, strict=True))
-            received.update(dict.fromkeys(ids, t))
-        rows, row_actual = record.get("rows"), record.get("row_actual")
-        if type(rows) is list and type(row_actual) is list and len(rows) == len(row_actual):
+            if with_times:
+                received.update(dict.fromkeys(ids, t))
+        rows, row_actual = record.rows, record.row_actual
+        if rows and len(rows) == len(row_actual):
             labelled.extend((t, row, y) for row, y in zip(rows, row_actual, strict=True)
                             if type(row) is dict)
     return actual, received, labelled
 
 
-def _by_base(actual_by_id: Mapping[str, float]) -> dict[str, dict[int, str]]:
-    out: dict[str, dict[int, str]] = {}
-    for full_id in actual_by_id:
-        base, dot, row = full_id.partition(".")
-        if dot:
-            out.setdefault(base, {})[int(row)] = full_id
-    return out
+_SUFFIXES: list[str] = []
 
 
-def _batch_rows(record: Mapping[str, Any], names: tuple[str, ...] | None,
+def _row_ids(base: str, n: int) -> list[str]:
+    """``["<base>.0", ..., "<base>.<n-1>"]``: the ids of a batch's rows."""
+    while len(_SUFFIXES) < n:
+        _SUFFIXES.extend(f".{i}" for i in range(len(_SUFFIXES), max(n, 2 * len(_SUFFIXES))))
+    return [base + suffix for suffix in _SUFFIXES[:n]]
+
+
+def _batch_rows(body: tuple[str, Any] | None, names: tuple[str, ...] | None,
                 n: int) -> list[Sequence[Any]] | None:
-    """A batch record's inputs as one tuple per row in the version's feature order."""
-    if names is None:
+    """A batch's inputs as one tuple per row in the version's feature order."""
+    if names is None or body is None:
         return None
-    if "request" in record:
-        body = record["request"]
-        instances = body.get("instances") if type(body) is dict else None
+    kind, parsed = body
+    if kind == "request":
+        instances = parsed.get("instances") if type(parsed) is dict else None
         if type(instances) is not list or len(instances) != n:
             return None
         getter = itemgetter(*names)
@@ -301,11 +302,10 @@ def _batch_rows(record: Mapping[str, Any], names: tuple[str, ...] | None,
         except (KeyError, TypeError):
             return None
         return rows if len(names) > 1 else [(v,) for v in rows]
-    columns = record.get("columns")
-    if type(columns) is not dict:
+    if type(parsed) is not dict:
         return None
     try:
-        picked = [columns[name] for name in names]
+        picked = [parsed[name] for name in names]
     except KeyError:
         return None
     if any(type(c) is not list or len(c) != n for c in picked):
@@ -313,10 +313,11 @@ def _batch_rows(record: Mapping[str, Any], names: tuple[str, ...] | None,
     return list(zip(*picked, strict=True))
 
 
-def _row_dict(record: Mapping[str, Any], names: tuple[str, ...] | None,
+def _row_dict(body: tuple[str, Any], names: tuple[str, ...] | None,
               batch_rows: list[Sequence[Any]], i: int) -> dict[str, Any]:
-    if "request" in record:
-        return dict(record["request"]["instances"][i])  # as sent: ignored columns too
+    kind, parsed = body
+    if kind == "request":
+        return dict(parsed["instances"][i])  # as sent: ignored columns too
     return dict(zip(names or (), batch_rows[i], strict=False))
 
 

@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 __all__ = ["KINDS", "LogStats", "LogWriter", "list_files", "read_files", "read_lines",
-           "segment_bytes"]
+           "read_typed", "segment_bytes"]
 
 KINDS = ("predictions", "feedback")
 SUFFIX = ".jsonl"
@@ -298,6 +299,38 @@ def read_files(directory: Path, kind: str, stats: LogStats | None = None,
             records.append(record)
         stats.lines += len(records)
         stats.torn_files.append(f.path.name)
+        yield records
+
+
+def read_typed(directory: Path, kind: str, decoder: Any, stats: LogStats | None = None,
+               since_mtime: float | None = None) -> Iterator[list[Any]]:
+    """The records of ``kind`` decoded by a typed ``msgspec.json.Decoder``, one list per file:
+    a whole file in one C call (``decode_lines``, twice as fast as a call per line into dicts),
+    or line by line for a file with a torn line or a record of the wrong shape, which is
+    skipped and counted in ``stats``."""
+    stats = stats if stats is not None else LogStats()
+    for f in list_files(directory, kind):
+        if since_mtime is not None and f.mtime < since_mtime:
+            continue
+        try:
+            data = f.path.read_bytes()
+        except FileNotFoundError:  # pruned meanwhile
+            continue
+        stats.files += 1
+        stats.bytes += len(data)
+        try:
+            records = decoder.decode_lines(data)
+        except msgspec.MsgspecError:
+            records = []
+            for raw in data.split(b"\n"):
+                if not raw:
+                    continue
+                try:
+                    records.append(decoder.decode(raw))
+                except msgspec.MsgspecError:
+                    stats.torn_lines += 1
+            stats.torn_files.append(f.path.name)
+        stats.lines += len(records)
         yield records
 
 
