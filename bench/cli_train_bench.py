@@ -190,14 +190,17 @@ def profile_cli(path: Path, work: Path) -> list[tuple[str, float]]:
     wanted = [
         ("cli.py", "main", "whole command (after interpreter start)"),
         ("training.py", "train", "training.train"),
-        ("data.py", "read_csv", "  read + parse the CSV (data.read_csv)"),
-        ("training.py", "_holdout", "  holdout rule (data.holdout_mask)"),
+        ("dataset.py", "load", "  read, infer, split, encode (data.load)"),
+        ("source.py", "read", "    polars reads the file"),
+        ("inference.py", "add", "    column statistics (the schema)"),
+        ("encode.py", "encode_parts", "    training and holdout designs"),
+        ("dataset.py", "_holdout", "    holdout rule (data.holdout_mask)"),
         ("sgd.py", "fit", "  SGDRegressor.fit"),
         ("sgd.py", "_merge_stats", "    scaler statistics"),
         ("sgd.py", "_pass", "    epochs (SGD passes)"),
         ("sgd.py", "regression_metrics", "  metrics (train + holdout)"),
         ("training.py", "_gate", "  gate"),
-        ("store.py", "save", "  store.save"),
+        ("local.py", "save", "  store.save"),
     ]
     found: list[tuple[str, float]] = []
     for file, func, label in wanted:
@@ -216,26 +219,23 @@ from service.engine import SGDRegressor, regression_metrics
 
 path, target, fraction, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 phases = {"import": time.perf_counter() - started}
+options = data.EncodingOptions()
 t = time.perf_counter()
-ds = data.read_csv(path, target)
-phases["read_csv, 1st call"] = time.perf_counter() - t
+loaded = data.load(path, target, options, fraction=fraction, seed=seed)
+phases["load, 1st call"] = time.perf_counter() - t
 t = time.perf_counter()
-again = data.read_csv(path, target)
-phases["read_csv, 2nd call"] = time.perf_counter() - t
+again = data.load(path, target, options, fraction=fraction, seed=seed)
+phases["load, 2nd call"] = time.perf_counter() - t
 del again
-t = time.perf_counter()
-mask = data.holdout_mask(0, len(ds.y), fraction, seed)
-keep = ~mask
-X_train, y_train, X_hold, y_hold = ds.X[keep], ds.y[keep], ds.X[mask], ds.y[mask]
-phases["split copies"] = time.perf_counter() - t
+train, hold = loaded.train, loaded.holdout
 t = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    reg = SGDRegressor(random_state=seed).fit(X_train, y_train)
+    reg = SGDRegressor(random_state=seed).fit(train.X, train.y)
 phases["fit"] = time.perf_counter() - t
 t = time.perf_counter()
-regression_metrics(y_train, reg.predict(X_train))
-regression_metrics(y_hold, reg.predict(X_hold))
+regression_metrics(train.y, reg.predict(train.X))
+regression_metrics(hold.y, reg.predict(hold.X))
 phases["metrics"] = time.perf_counter() - t
 print(json.dumps({"phases": phases}))
 """

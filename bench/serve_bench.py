@@ -194,7 +194,8 @@ class Server:
         "sys.exit(serve(Settings.from_env(), app=sys.argv[1] or None))\n"
     )
 
-    def __init__(self, app: str | None, env: dict[str, str], workdir: Path, name: str):
+    def __init__(self, app: str | None, env: dict[str, str], workdir: Path, name: str,
+                 cwd: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / f"{name}.access.log"
@@ -203,7 +204,7 @@ class Server:
         with self.log.open("wb") as out, self.err.open("wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", self.LAUNCH, app or ""],
-                cwd=ROOT, env=env, stdout=out, stderr=err,
+                cwd=cwd, env=env, stdout=out, stderr=err,  # cwd: first on sys.path
             )
 
     def wait_ready(self, path: str, body: bytes) -> None:

@@ -750,6 +750,8 @@ def test_openapi_describes_the_served_models_features(client, model):
     row = doc["components"]["schemas"]["FeatureRow"]
     assert row["required"] == list(FEATURES)
     assert row["additionalProperties"] is False
+    assert row["properties"]["sqft"]["type"] == "number" and row["properties"]["sqft"]["nullable"]
+    assert "price" in row["properties"] and "price" not in row["required"]  # the target: ignored
 
 
 def test_a_one_feature_model(tmp_path, store):

@@ -793,3 +793,21 @@ def test_the_form_of_a_categorical_model_answers_what_predict_answers(browser, m
     r = requests.post(mixed_server.url + "/predict", json={"features": row}, timeout=10).json()
     assert shown == r["prediction"]  # the same float, bit for bit
     assert not errors(console(browser))
+
+
+def test_a_log_model_shows_its_equation_on_the_log_scale(browser, tmp_path):
+    from test_tabular import skewed_frame
+
+    skewed_frame(1500, seed=2).to_csv(tmp_path / "houses.csv", index=False)
+    train(LocalStore(tmp_path / "models"), tmp_path / "houses.csv", target="price",
+          encoding={"target_transform": "log"})
+    env = {"SGDSERVE_MODEL_DIR": str(tmp_path / "models")}
+    with GunicornServer(tmp_path / "gunicorn", workers=1, env=env) as srv:
+        open_page(browser, srv.url)
+        wait_until(lambda: browser.find_elements("id", "equation"), WAIT, "the card")
+        low, high = api(srv, "/model")["prediction_range"]
+        assert text_of(browser, "equation").startswith("log(price) = ")
+        card = text_of(browser, "card-body")
+        assert "a prediction is exp of the sum" in card and f"{int(high):,}" in card, card
+        assert "log(price) per unit" in text_of(browser, "features-table")
+        assert not errors(console(browser))

@@ -286,3 +286,68 @@ def test_log_transform_refuses_a_price_that_is_not_positive(tmp_path):
               encoding={"target_transform": "log"})
     assert "line 19" in str(info.value)
     assert LocalStore(tmp_path / "models").version_ids() == []
+
+
+def test_openapi_describes_each_feature_by_its_kind(trained):
+    from openapi_schema_validator import OAS30Validator
+    from openapi_spec_validator import validate
+
+    tmp, frame, store, result = trained
+    client = create_app({"model_dir": tmp / "models", "reload_interval": 0}).test_client()
+    doc = client.get("/openapi.json").get_json()
+    validate(doc)
+    row = OAS30Validator(doc["components"]["schemas"]["FeatureRow"])
+    sample = rows_as_json(frame.head(50))  # strings, nulls, yes/no words and the price
+    for values in sample:
+        row.validate(values)
+        assert client.post("/predict", json={"features": values}).status_code == 200
+    assert not row.is_valid(dict(sample[0], hood=12))
+    assert not row.is_valid(dict(sample[0], sqft="1500"))
+    assert not row.is_valid(dict(sample[0], sqfeet=1.0))
+    assert client.post("/predict", json={"features": dict(sample[0], hood=12)}).status_code == 400
+
+
+def test_every_protocol_predicts_a_categorical_model_as_predict_does(trained):
+    tmp, frame, store, result = trained
+    client = create_app({"model_dir": tmp / "models", "reload_interval": 0}).test_client()
+    model, _ = store.load(result.version)
+    names = list(model.feature_names)
+    sample = frame.drop(columns=["price"]).head(40)
+    rows = rows_as_json(sample)
+    expected = client.post("/predict", json={"instances": rows}).get_json()["predictions"]
+
+    meta = client.get("/v2/models/house-price").get_json()
+    kinds = {f.name: f.kind for f in model.schema.features}
+    datatypes = {"categorical": "BYTES", "boolean": "BOOL", "numeric": "FP64"}
+    assert {i["name"]: i["datatype"] for i in meta["inputs"]} == {
+        n: datatypes[kinds[n]] for n in names}
+
+    full = [r for r in rows if all(r[n] is not None for n in ("lot", "baths"))]
+    want = [e for r, e in zip(rows, expected, strict=True) if r in full]
+
+    def tensor(name, numbers=False):
+        values = [r[name] for r in full]
+        datatype = datatypes[kinds[name]]
+        if kinds[name] == "boolean":  # a BOOL tensor, or 0/1 as numbers
+            values = [v == "Y" for v in values]
+            if numbers:
+                values, datatype = [float(v) for v in values], "FP64"
+        elif kinds[name] == "categorical":
+            values = ["" if v is None else v for v in values]  # "" is the empty level
+        return {"name": name, "shape": [len(full)], "data": values, "datatype": datatype}
+
+    for numbers in (False, True):
+        v2 = client.post("/v2/models/house-price/infer",
+                         json={"inputs": [tensor(n, numbers) for n in names]})
+        assert v2.status_code == 200, v2.data
+        assert v2.get_json()["outputs"][0]["data"] == want
+
+    v1 = client.post("/v1/models/house-price:predict", json={"instances": rows})
+    assert v1.status_code == 200, v1.data
+    assert v1.get_json()["predictions"] == expected
+    mlflow = client.post("/invocations", json={"dataframe_records": rows})
+    assert mlflow.status_code == 200, mlflow.data
+    assert mlflow.get_json()["predictions"] == expected
+    bad = client.post("/v1/models/house-price:predict",
+                      json={"instances": [dict(rows[0], hood=12)]})
+    assert bad.status_code == 400 and "hood" in bad.get_json()["error"]

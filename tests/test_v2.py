@@ -127,7 +127,7 @@ def test_server_metadata(client, path):
     r = client.get(path)
     assert r.status_code == 200
     body = conforms(r.get_json(), "server_metadata")
-    assert body["name"] == "sgdserve" and body["extensions"] == []
+    assert body["name"] == "sgdserve" and body["extensions"] == ["binary_tensor_data"]
 
 
 def test_live_and_ready(client, store):
@@ -189,10 +189,11 @@ def test_routing_errors_under_v2_take_the_protocol_shape(client):
 # -- inference ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("n", [1, 300])
 @pytest.mark.parametrize("layout", ["by-feature", "flat-matrix", "nested-matrix",
                                     "by-feature-nested"])
-def test_infer_matches_predict_bit_for_bit(client, model, store, layout):
-    batch = rows(300)
+def test_infer_matches_predict_bit_for_bit(client, model, store, layout, n):
+    batch = rows(n)
     payload = {
         "by-feature": by_feature(batch),
         "flat-matrix": one_matrix(batch),
@@ -308,8 +309,14 @@ BAD_REQUESTS = [
      "data[0] has 2 items where shape [1] needs 1"),
     ({"inputs": [_input(data=[1500, 2000, 1])] + _others()},
      "inputs[0] ('sqft'): shape [2] holds 2 values, data has 3"),
-    ({"inputs": [_input(datatype="BYTES")] + _others()}, "datatype 'BYTES' is not supported"),
-    ({"inputs": [_input(datatype="BOOL")] + _others()}, "datatype 'BOOL' is not supported"),
+    ({"inputs": [_input(datatype="BYTES", data=["1500", "2000"])] + _others()},
+     "inputs[0] ('sqft'): datatype BYTES is not accepted by 'sqft', a numeric input (FP64)"),
+    ({"inputs": [_input(datatype="BYTES")] + _others()},
+     "inputs[0] ('sqft'): datatype BYTES is not accepted by 'sqft'"),
+    ({"inputs": [_input(datatype="BOOL", data=[True, False])] + _others()},
+     "datatype BOOL is not accepted by 'sqft', a numeric input (FP64)"),
+    ({"inputs": [_input(datatype="FP8")] + _others()},
+     "datatype 'FP8' is not a datatype of the protocol"),
     ({"inputs": [_input(datatype="INT64", data=[1500, 2000.5])] + _others()},
      "data[1] is 2000.5, not an integer as INT64 says"),
     ({"inputs": [_input(datatype="UINT32", data=[1500, -1])] + _others()},
@@ -393,7 +400,7 @@ def _requests_for_both_paths() -> list[bytes]:
 
 
 def test_the_fast_and_general_paths_answer_alike(client, model, monkeypatch):
-    import service.http.v2
+    import service.http.codecs.oip_json
 
     bodies = _requests_for_both_paths()
 
@@ -408,7 +415,7 @@ def test_the_fast_and_general_paths_answer_alike(client, model, monkeypatch):
         return out
 
     fast = answers()
-    monkeypatch.setattr(service.http.v2, "_decode_fast", lambda data: None)
+    monkeypatch.setattr(service.http.codecs.oip_json, "decode_fast", lambda data: None)
     general = answers()
     for body, a, b in zip(bodies, fast, general, strict=True):
         assert a == b, body[:200]
@@ -417,10 +424,11 @@ def test_the_fast_and_general_paths_answer_alike(client, model, monkeypatch):
 
 
 def test_flat_numeric_requests_are_parsed_once(client, model, monkeypatch):
-    import service.http.v2
+    import service.http.codecs.oip_json
 
     calls = []
-    monkeypatch.setattr(service.http.v2, "parse_json", lambda data: calls.append(data))
+    monkeypatch.setattr(service.http.codecs.oip_json, "decode_general",
+                        lambda body: calls.append(body))
     assert infer(client, one_matrix(rows(3))).status_code == 200
     assert infer(client, dict(by_feature(rows(3)), id="a")).status_code == 200
     assert calls == []
@@ -453,3 +461,274 @@ def test_deeply_nested_data_is_a_400_not_a_crash(client, model):
     r = client.post(INFER, data=body, content_type="application/json")
     assert r.status_code == 400
     assert f"has {depth} dimensions" in error_of(r)["error"]
+
+
+# -- as clients send it: content types, compression, the binary tensor extension ------------------
+
+
+def binary_body(values: np.ndarray, *, datatype: str = "FP64", outputs=None, **top):
+    """One [n, 4] input as binary tensor data: (body, headers)."""
+    raw = np.ascontiguousarray(values).tobytes()
+    header = dict(top, inputs=[{"name": "input-0", "shape": list(values.shape),
+                                "datatype": datatype,
+                                "parameters": {"binary_data_size": len(raw)}}])
+    if outputs is not None:
+        header["outputs"] = outputs
+    head = orjson.dumps(header)
+    return head + raw, {"Inference-Header-Content-Length": str(len(head))}
+
+
+def matrix(batch: list[dict]) -> np.ndarray:
+    return np.array([[r[f] for f in FEATURES] for r in batch])
+
+
+def read_binary(r) -> tuple[dict, np.ndarray]:
+    n = int(r.headers["Inference-Header-Content-Length"])
+    header = orjson.loads(r.data[:n])
+    output, *loop = header["outputs"]  # the ids (and intervals...) are JSON data after it
+    assert output["name"] == "predict" and all("data" in o for o in loop)
+    assert output["parameters"]["binary_data_size"] == len(r.data) - n
+    return header, np.frombuffer(r.data[n:], "<f8")
+
+
+@pytest.mark.parametrize("content_type", [None, "application/octet-stream",
+                                          "application/json; charset=utf-8",
+                                          "application/vnd.api+json"])
+def test_json_bodies_with_the_content_types_clients_send(client, model, content_type):
+    batch = rows(3)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    r = client.post(INFER, data=orjson.dumps(one_matrix(batch)), headers=headers)
+    assert r.status_code == 200, r.get_json()
+    reference = post_json(client, "/predict", {"instances": batch}).get_json()["predictions"]
+    assert r.get_json()["outputs"][0]["data"] == reference
+
+
+@pytest.mark.parametrize("outputs", [None, [{"name": "predict"}],
+                                     [{"name": "predict", "parameters": {"binary_data": True}}]])
+def test_binary_in_binary_out(client, model, store, outputs):
+    batch = rows(50)
+    body, headers = binary_body(matrix(batch), outputs=outputs, id="b-1",
+                                parameters={"binary_data_output": True})
+    r = client.post(INFER, data=body, headers=headers)
+    assert r.status_code == 200, r.data[:300]
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    header, y = read_binary(r)
+    assert header["id"] == "b-1" and header["model_name"] == NAME
+    assert header["model_version"] == r.headers["X-Model-Version"] == store.active_version()
+    reference = post_json(client, "/predict", {"instances": batch}).get_json()["predictions"]
+    assert y.tolist() == reference
+
+
+def test_binary_in_json_out_and_json_in_binary_out(client, model):
+    batch = rows(5)
+    reference = post_json(client, "/predict", {"instances": batch}).get_json()["predictions"]
+    body, headers = binary_body(matrix(batch), outputs=[
+        {"name": "predict", "parameters": {"binary_data": False}}],
+        parameters={"binary_data_output": True})
+    r = client.post(INFER, data=body, headers=dict(headers, **{
+        "Content-Type": "application/octet-stream"}))
+    assert r.status_code == 200 and "Inference-Header-Content-Length" not in r.headers
+    assert conforms(r.get_json(), "inference_response")["outputs"][0]["data"] == reference
+    payload = dict(one_matrix(batch), outputs=[{"name": "predict",
+                                                "parameters": {"binary_data": True}}])
+    r = infer(client, payload)
+    assert read_binary(r)[1].tolist() == reference
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
+                                      "UINT8", "UINT16", "UINT32", "UINT64"])
+def test_every_numeric_datatype_as_binary(client, model, datatype):
+    from service.http.codecs.tensors import BINARY_DTYPES
+
+    batch = [{f: float(int(v) % 100) for f, v in row.items()} for row in rows(7)]
+    body, headers = binary_body(matrix(batch).astype(BINARY_DTYPES[datatype]),
+                                datatype=datatype)
+    r = client.post(INFER, data=body, headers=headers)
+    assert r.status_code == 200, r.get_json()
+    reference = post_json(client, "/predict", {"instances": batch}).get_json()["predictions"]
+    assert r.get_json()["outputs"][0]["data"] == reference
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_json_and_binary_bodies(client, model, encoding):
+    import gzip
+    import zlib
+
+    compress = gzip.compress if encoding == "gzip" else zlib.compress
+    batch = rows(20)
+    reference = post_json(client, "/predict", {"instances": batch}).get_json()["predictions"]
+    r = client.post(INFER, data=compress(orjson.dumps(one_matrix(batch))),
+                    headers={"Content-Encoding": encoding})
+    assert r.status_code == 200 and r.get_json()["outputs"][0]["data"] == reference
+    body, headers = binary_body(matrix(batch))  # the header's length is of the inflated body
+    r = client.post(INFER, data=compress(body), headers=dict(headers, **{
+        "Content-Encoding": encoding}))
+    assert r.status_code == 200 and r.get_json()["outputs"][0]["data"] == reference
+
+
+def test_a_gzip_bomb_is_413_and_the_app_goes_on(tmp_path, model):
+    import gzip
+
+    client = build(tmp_path, max_body_bytes=1 << 20).test_client()
+    bomb = gzip.compress(b'{"inputs": [' + b" " * (64 << 20) + b"]}", compresslevel=9)
+    assert len(bomb) < (1 << 20)
+    r = client.post(INFER, data=bomb, headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 413 and error_of(r)["code"] == "body_too_large"
+    assert "inflates (gzip) to more than the limit of 1048576 bytes" in error_of(r)["error"]
+    assert infer(client, one_matrix(rows(2))).status_code == 200
+
+
+@pytest.mark.parametrize(("content_type", "status"), [("text/plain", 415),
+                                                      ("multipart/form-data; boundary=x", 415),
+                                                      ("application/x-www-form-urlencoded", 415)])
+def test_other_content_types_are_refused(client, model, content_type, status):
+    r = client.post(INFER, data=orjson.dumps(one_matrix(rows(2))), content_type=content_type)
+    assert r.status_code == status and error_of(r)["code"] == "unsupported_media_type"
+    assert "application/octet-stream with binary tensor data" in error_of(r)["error"]
+
+
+def test_binary_data_without_the_header_says_which_header(client, model):
+    body, _ = binary_body(matrix(rows(2)))
+    for headers in ({}, {"Content-Type": "application/octet-stream"}):
+        r = client.post(INFER, data=body, headers=headers)
+        assert r.status_code == 400 and error_of(r)["code"] == "invalid_json"
+        message = error_of(r)["error"]
+        assert "request body is not valid JSON" in message
+        assert "needs the Inference-Header-Content-Length header" in message
+    body, headers = binary_body(matrix(rows(2)))
+    headers["Inference-Header-Content-Length"] = str(int(
+        headers["Inference-Header-Content-Length"]) - 3)
+    r = client.post(INFER, data=body, headers=headers)
+    assert "the JSON header (the first" in error_of(r)["error"]
+
+
+def _set(key: str, value):
+    """A change to the binary request's one input: (header, raw) -> (body, header length)."""
+    def change(head: dict, raw: bytes):
+        head["inputs"][0][key] = value
+        text = orjson.dumps(head)
+        return text + raw, str(len(text))
+    return change
+
+
+def _cut(body_change, length_change=lambda n, body: n):
+    def change(head: dict, raw: bytes):
+        text = orjson.dumps(head)
+        body = body_change(text + raw)
+        return body, str(length_change(len(text), body))
+    return change
+
+
+BAD_BINARY = [
+    (_cut(lambda b: b[:-8]), "binary_data_size is 64 bytes, but only 56 bytes"),
+    (_cut(lambda b: b + b"\0" * 8), "8 bytes of the body follow the binary data"),
+    (_cut(lambda b: b, lambda n, b: "x"), "must be the byte length of the JSON header, got 'x'"),
+    (_cut(lambda b: b, lambda n, b: len(b) + 10), "but the body (decompressed) has"),
+    (_set("datatype", "BYTES"), "datatype BYTES is not accepted by 'sqft', a numeric input "
+     "(FP64)"),
+    (_set("shape", [4, 2]), "has shape [4, 2]; send one [n, 4]"),
+    (_set("shape", [1, 4]), "binary_data_size is 64 bytes, but shape [1, 4] of FP64 is 32 bytes"),
+    (_set("datatype", "FP32"), "shape [2, 4] of FP32 is 32"),
+    (_set("parameters", {"binary_data_size": -1}), "binary_data_size must be a non-negative "
+     "integer"),
+    (_set("parameters", {"binary_data_size": True}), "binary_data_size must be a non-negative "
+     "integer"),
+    (_set("parameters", {"shared_memory_region": "r"}), "the shared-memory extension is not "
+     "supported"),
+    (_set("data", [1.0] * 8), "give 'data' or parameters.binary_data_size, not both"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "message"), BAD_BINARY)
+def test_bad_binary_bodies_are_400_naming_the_problem(client, model, mutate, message):
+    values = matrix(rows(2))
+    head = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64",
+                        "parameters": {"binary_data_size": values.nbytes}}]}
+    body, n = mutate(head, values.tobytes())
+    r = client.post(INFER, data=body, headers={"Inference-Header-Content-Length": n})
+    assert r.status_code == 400, r.data[:300]
+    assert message in error_of(r)["error"]
+    assert infer(client, one_matrix(rows(2))).status_code == 200
+
+
+def test_keys_clients_add_are_accepted_and_checked(client, model, store):
+    version = store.active_version()
+    payload = dict(one_matrix(rows(2)), id="k-1", model_name=NAME, model_version=version,
+                   parameters={"priority": 1, "timeout": 1000, "foo": "bar",
+                               "binary_data_output": False},
+                   outputs=[{"name": "predict", "parameters": {"binary_data": False}}])
+    r = infer(client, payload)
+    assert r.status_code == 200 and r.get_json()["id"] == "k-1"
+    r = infer(client, dict(payload, model_name="other"))
+    assert r.status_code == 400 and "'model_name' is 'other', but the path names" in \
+        error_of(r)["error"]
+    r = infer(client, dict(payload, model_version="nope"))
+    assert r.status_code == 404 and error_of(r)["code"] == "version_not_found"
+    for bad, message in (({"binary_data_output": 1}, "binary_data_output must be true or "
+                          "false"),):
+        r = infer(client, dict(payload, parameters=bad))
+        assert r.status_code == 400 and message in error_of(r)["error"]
+    for output, message in (
+            ({"name": "predict", "parameters": {"binary_data": "yes"}}, "binary_data must be"),
+            ({"name": "predict", "parameters": {"classification": 2}}, "classification "
+             "extension is not supported"),
+            ({"name": "predict", "parameters": []}, "'parameters' must be an object")):
+        r = infer(client, dict(payload, outputs=[output]))
+        assert r.status_code == 400 and message in error_of(r)["error"]
+    r = infer(client, dict(payload, outputs=[{"name": "predict"}, {"name": "predict"}]))
+    assert "output 'predict' is requested twice" in error_of(r)["error"]
+
+
+def test_versions_by_number_and_alias(client, store):
+    first = add_version(store, make_model(intercept=1.0))
+    second = add_version(store, make_model(intercept=2.0), activate=False)
+    body = one_matrix(rows(2))
+    for version in (first, "1", "active"):
+        r = client.get(f"/v2/models/{NAME}/versions/{version}")
+        assert r.status_code == 200 and r.get_json()["versions"] == [first]
+        r = infer(client, body, f"/v2/models/{NAME}/versions/{version}/infer")
+        assert r.status_code == 200 and r.get_json()["model_version"] == first
+        assert client.get(f"/v2/models/{NAME}/versions/{version}/ready").status_code == 200
+    for version in ("2", "latest", second):
+        r = infer(client, body, f"/v2/models/{NAME}/versions/{version}/infer")
+        assert r.status_code == 404 and error_of(r)["code"] == "version_not_found"
+        assert f"the active version is {first}" in error_of(r)["error"]
+    assert f"'2 ({second})' is not being served" in error_of(infer(
+        client, body, f"/v2/models/{NAME}/versions/2/infer"))["error"]
+    r = client.get(f"/v2/models/{NAME}/versions/3")
+    assert "the store keeps 2 versions, numbered 1 (the oldest) to 2" in error_of(r)["error"]
+    r = client.get(f"/v2/models/{NAME}/versions/v1")
+    assert r.status_code == 404
+    assert "by its number among the stored versions (1 is the oldest" in error_of(r)["error"]
+    store.activate(second)
+    r = infer(client, body, f"/v2/models/{NAME}/versions/latest/infer")
+    assert r.status_code == 200 and r.get_json()["model_version"] == second
+
+
+@pytest.mark.parametrize(("method", "path", "extension"), [
+    ("POST", "/v2/repository/index", "model repository"),
+    ("POST", f"/v2/repository/models/{NAME}/load", "model repository"),
+    ("GET", f"/v2/models/{NAME}/config", "model configuration"),
+    ("GET", f"/v2/models/{NAME}/versions/1/config", "model configuration"),
+    ("GET", "/v2/models/stats", "statistics"),
+    ("GET", f"/v2/models/{NAME}/stats", "statistics"),
+    ("GET", "/v2/systemsharedmemory/status", "system shared memory"),
+    ("POST", "/v2/cudasharedmemory/region/r0/register", "CUDA shared memory"),
+    ("GET", "/v2/trace/setting", "trace"),
+    ("POST", "/v2/logging", "logging"),
+])
+def test_extensions_clients_probe_say_they_are_not_supported(client, method, path, extension):
+    r = client.open(path, method=method)
+    assert r.status_code == 501
+    body = error_of(r)
+    assert body["code"] == "unsupported_extension"
+    assert body["error"].startswith(f"the {extension} extension is not supported by sgdserve")
+    assert "binary_tensor_data" in body["error"]
+
+
+def test_unknown_protocol_paths_say_which_protocol(client):
+    r = client.get("/v2/models/house-price/explain/x")
+    assert r.status_code == 404
+    assert error_of(r)["error"].startswith("no route GET /v2/models/house-price/explain/x in "
+                                           "the Open Inference Protocol as sgdserve serves it")
+    assert "The requested URL" not in error_of(r)["error"]

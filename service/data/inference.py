@@ -223,24 +223,30 @@ class _Text:
         self.as_numbers = _Numbers()  # in case every value reads as a number (or NA)
 
     def add(self, series: pl.Series, train: np.ndarray, start_row: int) -> None:
-        stripped = series.str.strip_chars()
-        empty = stripped.is_null() | (stripped == "")
-        is_na = stripped.is_in(list(NA_TOKENS))
+        """Take one chunk. The checks run on the chunk's distinct values weighted by their
+        counts (a category column has far fewer values than rows); only a column that may
+        still be numbers is converted row by row."""
+        name = series.name
+        filled = series.fill_null("")
+        in_training = filled.filter(pl.Series(train)).value_counts()
+        levels, counts = in_training[name], in_training["count"]
+        self.counts.update(dict(zip(levels.to_list(), counts.to_list(), strict=True)))
+        self.rows += int(counts.sum())
+        self.missing += int(counts.filter(levels.str.strip_chars() == "").sum())
+        every = filled.value_counts()
+        values, weights = every[name], every["count"]
+        stripped = values.str.strip_chars()
+        present = stripped != ""
         as_number = stripped.cast(pl.Float64, strict=False)
-        if self.not_numbers == 0:
-            self.as_numbers.add(as_number.to_numpy(), train, start_row, False)
-        present = ~empty
-        self.numbers += int((present & as_number.is_not_null()).sum())
-        self.not_numbers += int((present & ~is_na & as_number.is_null()).sum())
-        self.not_words += int((present & ~stripped.str.to_lowercase().is_in(
+        not_numbers = int(weights.filter(present & ~stripped.is_in(list(NA_TOKENS))
+                                         & as_number.is_null()).sum())
+        self.numbers += int(weights.filter(present & as_number.is_not_null()).sum())
+        self.not_words += int(weights.filter(present & ~stripped.str.to_lowercase().is_in(
             list(_BOOL_WORDS))).sum())
-        train_series = pl.Series(train)
-        values = series.fill_null("").filter(train_series)
-        self.rows += len(values)
-        self.missing += int(empty.filter(train_series).sum())
-        counted = values.value_counts()
-        self.counts.update(dict(zip(counted[values.name].to_list(),
-                                    counted["count"].to_list(), strict=True)))
+        if self.not_numbers == 0 and not_numbers == 0:  # still a column of numbers
+            numbers = series.str.strip_chars().cast(pl.Float64, strict=False)
+            self.as_numbers.add(numbers.to_numpy(), train, start_row, False)
+        self.not_numbers += not_numbers
 
 
 class ColumnStats:

@@ -172,7 +172,7 @@ class LinearModel:
         Overflow is not warned about: callers check the result with ``math.isfinite`` /
         ``np.isfinite``.
         """
-        if self.plain:
+        if self.plain and not _has_missing(columns):
             return self.predict_design(columns)
         encoded = self.encode(columns)
         return self.predict_design(encoded.values, encoded.codes)
@@ -319,6 +319,12 @@ class LinearModel:
             )
         except KeyError as exc:
             raise ValueError(f"model state lacks {exc.args[0]!r}") from None
+
+
+def _has_missing(columns: Any) -> bool:
+    """Whether a None (an empty value, to impute) is among plain columns: one row's floats,
+    or lists (numpy arrays hold no None)."""
+    return any(c is None or (type(c) is list and None in c) for c in columns)
 
 
 def _clip(y: Any, low: float, high: float) -> Any:

@@ -19,6 +19,7 @@ whole files the same way (service/data/encode.py), and tests hold the two to the
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 NUMERIC, BOOLEAN, CATEGORICAL = "numeric", "boolean", "categorical"
+_MISSING = {None: 1.0}  # .get(value, 0.0): the missing indicator of one value
 # A categorical level is kept when it has this many training rows (the rest are pooled as
 # "other"), and at most this many per column: chosen by measurement (docs/benchmarks-tabular.md).
 DEFAULT_MIN_FREQUENCY = 1  # no pooling: every k > 1 lost on Ames (docs/benchmarks-tabular.md)
@@ -153,17 +155,35 @@ class Feature:
     def numbers(self, column: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
         """A numeric column (floats, None for empty) as (values, missing flags or None when
         nothing is missing); a boolean column goes value by value."""
-        if self.kind == NUMERIC and None not in column:
-            return np.array(column, dtype=np.float64), None
-        pairs = [self.number(v) for v in column]
-        values = np.fromiter((p[0] for p in pairs), np.float64, len(pairs))
-        missing = np.fromiter((p[1] for p in pairs), np.float64, len(pairs))
-        return values, missing if missing.any() else None
+        if self.kind == NUMERIC:
+            values = np.array(column, dtype=np.float64)  # None becomes NaN
+            if None not in column:
+                return values, None
+            missing = np.isnan(values)
+            values[missing] = self.mean
+            return values, missing.astype(np.float64)
+        if isinstance(column, np.ndarray):  # 0/1 from a protocol's numeric tensor
+            values = np.asarray(column, dtype=np.float64)
+            bad = np.flatnonzero((values != 0) & (values != 1))
+            if len(bad):
+                raise ValueProblem(self.name, float(values[bad[0]]), "true/false, 1/0 or "
+                                   + ("/".join(self.true_words[:1] + self.false_words[:1])
+                                      or "yes/no"))
+            return values, None
+        # Boolean: each distinct value encoded once (a column holds a few spellings), then
+        # looked up per row; True, 1 and 1.0 are one key and encode alike.
+        distinct = set(column)
+        numbers = {value: self.number(value)[0] for value in distinct}
+        values = np.fromiter(map(numbers.__getitem__, column), np.float64, len(column))
+        if None not in distinct:
+            return values, None
+        return values, np.fromiter(map(_MISSING.get, column, itertools.repeat(0.0, len(column))),
+                                   np.float64, len(column))
 
     def codes(self, column: Sequence[Any]) -> np.ndarray:
         """A categorical column (strings, None for empty) as level codes."""
-        get, other = self._index.get, self.other
-        return np.array([get(v, other) for v in column], dtype=np.int64)
+        get, n = self._index.get, len(column)
+        return np.fromiter(map(get, column, itertools.repeat(self.other, n)), np.int64, n)
 
     # -- plain data --------------------------------------------------------------------------
 

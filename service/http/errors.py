@@ -4,6 +4,11 @@ Every non-2xx response body is ``{"error": {"code": "...", "message": "..."}}`` 
 e.g. ``job_id``). :class:`APIError` carries that shape; Werkzeug's ``HTTPException`` (404, 405,
 413, ...) and the store's exceptions are mapped onto it here, in one place. An unexpected
 exception is logged once and answered with a JSON 500: it always means a bug.
+
+The compatibility protocols answer in the shape their clients read, from the same
+:class:`APIError`: under ``/v2`` (the Open Inference Protocol) and ``/v1`` (KServe V1),
+``{"error": message, "code": code}``, the message where Triton's and KServe's clients look for
+it; on MLflow's routes, sgdserve's shape with MLflow's ``error_code`` and ``message`` beside it.
 """
 
 from __future__ import annotations
@@ -101,14 +106,45 @@ def json_response(
     return Response(body, status=status, headers=Headers(items))
 
 
+# MLflow's error codes for ours, on its routes (what `mlflow models serve` would say).
+_MLFLOW_PATHS = frozenset({"/invocations", "/ping", "/version"})
+_MLFLOW_CODES = {"invalid_features": "INVALID_PARAMETER_VALUE", "empty_batch":
+                 "INVALID_PARAMETER_VALUE", "too_many_rows": "INVALID_PARAMETER_VALUE",
+                 "not_found": "ENDPOINT_NOT_FOUND"}
+
+
+def _protocol(path: str) -> str | None:
+    """The compatibility protocol whose error shape a path answers in, if any."""
+    if path.startswith("/v2/") or path == "/v2":
+        return "v2"
+    if path.startswith("/v1/"):
+        return "v1"
+    if path in _MLFLOW_PATHS:
+        return "mlflow"
+    return None
+
+
+def _mlflow_code(error: APIError) -> str:
+    if error.code in _MLFLOW_CODES:
+        return _MLFLOW_CODES[error.code]
+    if error.status_code == 503:
+        return "TEMPORARILY_UNAVAILABLE"
+    return "INTERNAL_ERROR" if error.status_code >= 500 else "BAD_REQUEST"
+
+
 def error_response(error: APIError) -> Response:
-    """The JSON response for ``error``: ``{"error": {"code", "message"}}``, or under /v2 the
-    Open Inference Protocol's ``{"error": message}`` (with the same ``code`` beside it)."""
-    path = request.path
-    if path == "/v2" or path.startswith("/v2/"):
-        body: dict[str, Any] = {"error": error.message, "code": error.code, **error.extra}
-        return json_response(body, error.status_code, error.headers)
-    return json_response(error.to_dict(), error.status_code, error.headers)
+    """The JSON response for ``error``: ``{"error": {"code", "message"}}``, or the shape of the
+    protocol whose path was asked (the module docstring)."""
+    protocol = _protocol(request.path)
+    if protocol is None:
+        return json_response(error.to_dict(), error.status_code, error.headers)
+    if protocol == "mlflow":
+        body: dict[str, Any] = error.to_dict()
+        body["error_code"] = _mlflow_code(error)
+        body["message"] = error.message
+    else:
+        body = {"error": error.message, "code": error.code, **error.extra}
+    return json_response(body, error.status_code, error.headers)
 
 
 def from_exception(exc: Exception) -> APIError | None:
@@ -141,10 +177,24 @@ def from_exception(exc: Exception) -> APIError | None:
     return None
 
 
+_ROUTES = {
+    "v2": "the Open Inference Protocol as sgdserve serves it: /v2, /v2/health/live, "
+    "/v2/health/ready, /v2/models/<name>[/versions/<version>][/ready | /infer]",
+    "v1": "KServe V1 as sgdserve serves it: /v1/models, /v1/models/<name>, "
+    "/v1/models/<name>:predict",
+}
+
+
 def _handle_http_exception(exc: HTTPException) -> Response:
     status = exc.code or 500
+    description = exc.description or exc.name
+    protocol = _protocol(request.path)
+    if status == 404 and protocol in _ROUTES:
+        # Say which protocol the path is not part of, not Werkzeug's stock sentence.
+        description = (f"no route {request.method} {request.path[:100]} in {_ROUTES[protocol]} "
+                       "(GET /openapi.json describes every route)")
     error = APIError(
-        exc.description or exc.name,
+        description,
         status_code=status,
         code=_HTTP_CODES.get(status, exc.name.lower().replace(" ", "_")),
     )

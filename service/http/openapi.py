@@ -13,7 +13,7 @@ from .. import __version__
 from ..params import TRAINING_PARAMS
 from ..store import JobStatus
 from ..store.ids import JOB_PATTERN, VERSION_PATTERN
-from .rows import NUMERIC_TYPES
+from .openapi_protocols import protocol_paths, protocol_schemas
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -114,215 +114,41 @@ def _query_parameters(wait_limit: float) -> list[dict[str, Any]]:
     return params
 
 
-def _feature_row(features: tuple[str, ...] | None) -> dict[str, Any]:
-    """One row of features: the active model's names when known, else any names."""
+_VALUE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "numeric": {"type": "number", "nullable": True,
+                "description": "A number; null is an empty value (the training mean)."},
+    "boolean": {"oneOf": [{"type": "boolean", "nullable": True},
+                          {"type": "number", "enum": [0, 1]},
+                          {"type": "string", "description": "yes/no, true/false or y/n"}],
+                "description": "true/false, 1/0 or a yes/no word; null is an empty value."},
+    "categorical": {"type": "string", "nullable": True,
+                    "description": "One of the feature's levels (GET /model); a level never "
+                    "kept in training counts as 'other'; null is the empty level."},
+}
+
+
+def _feature_row(fields: tuple[tuple[str, str], ...] | None,
+                 ignored: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One row of features: the served model's (name, kind) pairs when known, else any
+    numbers by name."""
     row: dict[str, Any] = {
         "type": "object",
-        "description": "Feature values by name: exactly the active model's features "
-        "(GET /model).",
+        "description": "Feature values by name: the active model's features (GET /model); "
+        "its target and the columns it dropped in training are accepted and ignored.",
     }
-    if features:
-        row.update(
-            required=list(features),
-            properties={name: {"type": "number"} for name in features},
-            additionalProperties=False,
-        )
+    if fields:
+        properties = {name: dict(_VALUE_SCHEMAS[kind]) for name, kind in fields}
+        properties.update({name: {"description": "Ignored (the target, or a column the model "
+                                  "dropped in training)."} for name in ignored})
+        row.update(required=[name for name, _ in fields], properties=properties,
+                   additionalProperties=False)
     else:
         row.update(
             minProperties=1,
-            additionalProperties={"type": "number"},
+            additionalProperties={"type": "number", "nullable": True},
             example={"sqft": 1500, "bedrooms": 3, "bathrooms": 2, "age_years": 20},
         )
     return row
-
-
-def _v2_error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": _json(_ref("V2Error"))}
-
-
-_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
-         "description": "The model name (SGDSERVE_MODEL_NAME, default house-price)."}
-_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
-            "description": "The active version's id (the only one this server serves)."}
-
-
-def _v2_schemas(max_batch_rows: int) -> dict[str, Any]:
-    """The Open Inference Protocol's REST payloads, as service/v2.py accepts and answers them."""
-    tensor_meta = {
-        "type": "object",
-        "required": ["name", "datatype", "shape"],
-        "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
-                       "shape": {"type": "array", "items": {"type": "integer"}}},
-    }
-    return {
-        "V2Error": {
-            "type": "object",
-            "required": ["error"],
-            "description": "The protocol's error object; 'code' is sgdserve's stable code.",
-            "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
-        },
-        "V2ServerMetadata": {
-            "type": "object",
-            "required": ["name", "version", "extensions"],
-            "properties": {"name": {"type": "string"}, "version": {"type": "string"},
-                           "extensions": {"type": "array", "items": {"type": "string"}}},
-        },
-        "V2TensorMetadata": tensor_meta,
-        "V2ModelMetadata": {
-            "type": "object",
-            "required": ["name", "platform", "inputs", "outputs"],
-            "properties": {
-                "name": {"type": "string"},
-                "versions": {"type": "array", "items": {"type": "string"}},
-                "platform": {"type": "string"},
-                "inputs": {"type": "array", "items": _ref("V2TensorMetadata")},
-                "outputs": {"type": "array", "items": _ref("V2TensorMetadata")},
-            },
-        },
-        "V2Ready": {
-            "type": "object",
-            "required": ["ready"],
-            "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"},
-                           "error": {"type": "string", "description": "Why not ready."}},
-        },
-        "V2TensorData": {
-            "type": "array",
-            "description": "Row-major values: flat, or nested lists as the shape.",
-            "items": {"oneOf": [{"type": "number"}, _ref("V2TensorData")]},
-        },
-        "V2RequestInput": {
-            "type": "object",
-            "required": ["name", "shape", "datatype", "data"],
-            "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string", "description": "A feature's name (shape [n] or "
-                         "[n, 1]), or any name for one [n, d] input of every feature."},
-                "shape": {"type": "array", "minItems": 1, "maxItems": 2,
-                          "items": {"type": "integer", "minimum": 0}},
-                "datatype": {"type": "string", "enum": sorted(NUMERIC_TYPES)},
-                "parameters": {"type": "object"},
-                "data": _ref("V2TensorData"),
-            },
-        },
-        "V2InferenceRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "additionalProperties": False,
-            "properties": {
-                "id": {"type": "string"},
-                "parameters": {"type": "object"},
-                "inputs": {"type": "array", "minItems": 1,
-                           "items": _ref("V2RequestInput")},
-                "outputs": {
-                    "type": "array",
-                    "items": {"type": "object", "required": ["name"],
-                              "additionalProperties": False,
-                              "properties": {"name": {"type": "string", "enum": ["predict"]},
-                                             "parameters": {"type": "object"}}},
-                },
-            },
-            "description": f"At most {max_batch_rows} rows (SGDSERVE_MAX_BATCH_ROWS).",
-        },
-        "V2InferenceResponse": {
-            "type": "object",
-            "required": ["model_name", "model_version", "outputs"],
-            "properties": {
-                "model_name": {"type": "string"},
-                "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "outputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "shape", "datatype", "data"],
-                        "properties": {
-                            "name": {"type": "string", "enum": ["predict"]},
-                            "shape": {"type": "array", "items": {"type": "integer"}},
-                            "datatype": {"type": "string", "enum": ["FP64"]},
-                            "data": {"type": "array", "items": {"type": "number"}},
-                        },
-                    },
-                },
-            },
-        },
-    }
-
-
-def _v2_paths() -> dict[str, Any]:
-    """The Open Inference Protocol (v2) REST paths."""
-    metadata = {
-        "summary": "Open Inference Protocol: server metadata.",
-        "responses": {"200": {"description": "Name, version, extensions.",
-                              "content": _json(_ref("V2ServerMetadata"))}},
-    }
-    ready_responses = {
-        "200": {"description": "Ready.", "content": _json(_ref("V2Ready"))},
-        "503": {"description": "Not ready, with the reason.",
-                "content": _json(_ref("V2Ready"))},
-    }
-    model_ready = {
-        "summary": "Open Inference Protocol: the model is loaded and a smoke prediction is "
-        "finite.",
-        "responses": dict(ready_responses, **{
-            "404": _v2_error("Unknown model name, or a version that is not the active one."),
-        }),
-    }
-    model_metadata = {
-        "summary": "Open Inference Protocol: the model's inputs (one per feature) and output.",
-        "responses": {
-            "200": {"description": "Metadata.", "headers": _MODEL_HEADERS,
-                    "content": _json(_ref("V2ModelMetadata"))},
-            "404": _v2_error("Unknown model name, or a version that is not the active one."),
-            "503": _v2_error("No model has been trained yet."),
-        },
-    }
-    infer = {
-        "summary": "Open Inference Protocol: predict from tensors (one input per feature, or "
-        "one [n, d] input).",
-        "requestBody": {"required": True, "content": _json(_ref("V2InferenceRequest"))},
-        "responses": {
-            "200": {"description": "One output, 'predict', shape [n], FP64.",
-                    "headers": _MODEL_HEADERS,
-                    "content": _json(_ref("V2InferenceResponse"))},
-            "400": _v2_error("Malformed JSON, a missing, unknown or misshapen input, a "
-                             "non-numeric datatype or value, an empty batch, or more rows "
-                             "than SGDSERVE_MAX_BATCH_ROWS."),
-            "404": _v2_error("Unknown model name, or a version that is not the active one."),
-            "413": _v2_error("Body over SGDSERVE_MAX_BODY_BYTES."),
-            "415": _v2_error("Content-Type is not application/json."),
-            "503": _v2_error("No model has been trained yet."),
-        },
-    }
-
-    def op(operation_id: str, spec: dict[str, Any], *params: dict[str, Any]) -> dict[str, Any]:
-        out = dict(spec, operationId=operation_id)
-        if params:
-            out["parameters"] = list(params)
-        return out
-
-    return {
-        "/v2": {"get": op("v2_server_metadata", metadata)},
-        "/v2/": {"get": op("v2_server_metadata_slash", metadata)},
-        "/v2/health/live": {"get": op("v2_server_live", {
-            "summary": "Open Inference Protocol: liveness.",
-            "responses": {"200": {"description": "Alive.", "content": _json(
-                {"type": "object", "required": ["live"],
-                 "properties": {"live": {"type": "boolean"}}})}},
-        })},
-        "/v2/health/ready": {"get": op("v2_server_ready", {
-            "summary": "Open Inference Protocol: readiness of the server (its one model).",
-            "responses": ready_responses,
-        })},
-        "/v2/models/{name}": {"get": op("v2_model_metadata", model_metadata, _NAME)},
-        "/v2/models/{name}/versions/{version}": {
-            "get": op("v2_model_version_metadata", model_metadata, _NAME, _VERSION)},
-        "/v2/models/{name}/ready": {"get": op("v2_model_ready", model_ready, _NAME)},
-        "/v2/models/{name}/versions/{version}/ready": {
-            "get": op("v2_model_version_ready", model_ready, _NAME, _VERSION)},
-        "/v2/models/{name}/infer": {"post": op("v2_infer", infer, _NAME)},
-        "/v2/models/{name}/versions/{version}/infer": {
-            "post": op("v2_infer_version", infer, _NAME, _VERSION)},
-    }
 
 
 # -- the production loop: intervals, explanations, ids, feedback, monitoring -------------------
@@ -502,13 +328,15 @@ def _loop_paths(max_batch_rows: int) -> dict[str, Any]:
 def document(
     max_batch_rows: int = 10_000,
     wait_limit: float = 25.0,
-    features: tuple[str, ...] | None = None,
+    fields: tuple[tuple[str, str], ...] | None = None,
+    ignored: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The OpenAPI document for the given limits and the served model's features.
+    """The OpenAPI document for the given limits and the served model's features, as
+    (name, kind) pairs, and the keys a row may carry that it ignores.
 
     Cached per argument tuple; callers must not modify the result.
     """
-    row = _feature_row(features)
+    row = _feature_row(fields, ignored)
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
@@ -1011,16 +839,19 @@ def document(
         },
     }
     paths.update(_loop_paths(max_batch_rows))
-    schemas.update(_v2_schemas(max_batch_rows))
-    paths.update(_v2_paths())
+    schemas.update(protocol_schemas(max_batch_rows))
+    paths.update(protocol_paths())
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "sgdserve",
             "version": __version__,
-            "description": "Linear-regression models trained by SGD, served over HTTP. Every "
-            "error is {\"error\": {\"code\", \"message\"}}, except under /v2 (the Open "
-            "Inference Protocol), where it is {\"error\": message, \"code\": code}.",
+            "description": "Linear-regression models trained by SGD, served over HTTP, also "
+            "through the Open Inference Protocol (/v2), KServe V1 (/v1) and MLflow's scoring "
+            "protocol (/invocations). Every error is {\"error\": {\"code\", \"message\"}}, "
+            "except under /v2 and /v1, where it is the protocols' {\"error\": message, "
+            "\"code\": code}, and on MLflow's routes, which add MLflow's error_code and "
+            "message.",
         },
         "paths": paths,
         "components": {

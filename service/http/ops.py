@@ -10,6 +10,7 @@ from .errors import json_response
 from .openapi import document
 from .reload import check_ready
 from .retrain import wait_limit
+from .rows import ignored_columns
 from .state import state
 
 bp = Blueprint("ops", __name__)
@@ -58,7 +59,10 @@ def openapi() -> Response:
     st = state()
     # Describe the features of the model this worker serves, so clients and fuzzers send them.
     _, model = st.holder.get()
-    features = model.feature_names if model is not None else None
+    fields = ignored = None
+    if model is not None:
+        fields = tuple((f.name, f.kind) for f in model.schema.features)
+        ignored = ignored_columns(model)
     return json_response(
-        document(st.settings.max_batch_rows, wait_limit(st.settings), features)
+        document(st.settings.max_batch_rows, wait_limit(st.settings), fields, ignored or ())
     )

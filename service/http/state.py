@@ -88,6 +88,16 @@ class ServiceState:
             raise APIError(NO_MODEL_MESSAGE, status_code=503, code="no_model")
         return version, model
 
+    def check_name(self, name: str) -> None:
+        """A 404 unless ``name`` is the model this server serves (the protocols' paths)."""
+        if name != self.settings.model_name:
+            raise APIError(
+                f"model {name[:100]!r} is not served here; this server serves "
+                f"{self.settings.model_name!r}",
+                status_code=404,
+                code="model_not_found",
+            )
+
     def job_finished(self, record: Mapping[str, Any]) -> None:
         """Count a retrain job that a child of this process ran (called by its reaper thread)."""
         outcome = record.get("status")

@@ -18,6 +18,7 @@ from typing import Any
 from flask import Blueprint, Response, render_template, request, url_for
 
 from ..params import TRAINING_PARAMS, Param
+from . import v1
 from .caching import conditional, content_tag
 from .errors import APIError
 from .state import state
@@ -100,9 +101,21 @@ def _secured(response: Response) -> Response:
     return response
 
 
+def _wants_page() -> bool:
+    """Whether ``GET /`` is a browser's (it names text/html) or a protocol client's: KServe's
+    V1 client checks liveness there with ``Accept: */*``, and expects its JSON answer."""
+    accept = request.headers.get("Accept")
+    return accept is None or "text/html" in accept or "application/xhtml" in accept
+
+
 @bp.get("/")
 def page() -> Response:
-    """The page: model card, plots, versions with rollback, a prediction form, retraining."""
+    """The page: model card, plots, versions with rollback, a prediction form, retraining; or
+    KServe V1's liveness answer for a client that does not ask for HTML."""
+    if not _wants_page():
+        alive = v1.live()
+        alive.vary.add("Accept")  # one URL, two answers: caches must key on Accept
+        return alive
     main, more = _retrain_fields()
     html = render_template(
         "index.html",
@@ -112,6 +125,7 @@ def page() -> Response:
         more_options=more,
     )
     response = Response(html, content_type="text/html; charset=utf-8")
+    response.vary.add("Accept")
     return _secured(conditional(response))
 
 

@@ -1,57 +1,84 @@
 """The Open Inference Protocol (v2) REST API, beside sgdserve's own.
 
 Clients written for KServe, Triton, MLServer or Seldon speak it: server and model metadata,
-health, and ``POST /v2/models/<name>[/versions/<version>]/infer`` with tensors. The model name is
-the store's (``SGDSERVE_MODEL_NAME``, default ``house-price``); the one version that can be named
-is the active one (activate another with ``POST /models/<id>/activate``).
+health, and ``POST /v2/models/<name>[/versions/<version>]/infer`` with tensors, as JSON or with
+the binary tensor data extension. The model name is the store's (``SGDSERVE_MODEL_NAME``,
+default ``house-price``); the one version that can be named is the active one (activate another
+with ``POST /models/<id>/activate``), by its id, its number among the stored versions, or as
+``active`` or ``latest`` (:func:`resolve_version`).
 
-An inference request sends the features in one of two layouts:
+An infer body is read as its clients send it: with no ``Content-Type`` (Triton's sync client),
+``application/octet-stream`` (its asyncio client) or a JSON type, gzip or deflate compressed or
+not; it is binary when ``Inference-Header-Content-Length`` says so, JSON otherwise. Decoding is
+in :mod:`service.http.codecs` (``oip_json``, ``oip_binary``, ``tensors``); prediction is the sum
+``/predict`` uses. Errors are the protocol's ``{"error": message}``, with sgdserve's stable
+``code`` beside it (``service.http.errors.error_response``). The routes of extensions sgdserve
+does not implement (model repository, configuration, statistics, shared memory, trace, logging)
+answer 501 saying so, in the same shape.
 
-- one input per feature, named like it, each of shape ``[n]`` or ``[n, 1]`` (columns by name:
-  what ``GET /v2/models/<name>`` lists);
-- one input of shape ``[n, d]``, any name, the features in that same order (row-major, the
-  protocol's flat ``data`` or nested lists).
-
-The answer is the output ``predict``, of shape ``[n]`` and datatype ``FP64``, and each row's
-id, ``prediction_id`` (``BYTES``, for ``POST /feedback``). ``parameters.interval`` (a level in
+The answer is the output ``predict`` (``FP64``, shape ``[n]``) and each row's id,
+``prediction_id`` (``BYTES``, for ``POST /feedback``). ``parameters.interval`` (a level in
 (0, 1)) adds ``interval_lower`` and ``interval_upper``; ``parameters.explain`` (true) adds
 ``contributions``, ``[n, d]`` with the feature order and the base value in its parameters.
-Values of any numeric datatype are read as float64 (integer types must hold integers,
-unsigned ones no negative value); ``BOOL`` and ``BYTES`` are refused. Errors are the
-protocol's ``{"error": message}``, with sgdserve's stable ``code`` beside it (see
-``service.http.errors.error_response``).
-
-Flat numeric ``data`` is decoded by msgspec straight into typed lists and packed into arrays
-without a Python pass per value (:func:`service.http.rows.float_array`); anything else (nested data,
-wrong types, missing keys) is parsed with orjson and checked key by key, to name what is wrong.
+These loop outputs are always JSON data, also in a binary answer. The rows are logged as
+columns (``service.http.loop``).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Annotated, Any, NamedTuple
+from typing import Any
 
-import msgspec
 import numpy as np
 import orjson
-from flask import Blueprint, Response, request
+from flask import Blueprint, Request, Response, request
 from msgspec import UNSET
+from werkzeug.datastructures import Headers
 
 from .. import __version__
-from .body import json_text, parse_json, read_json_body, release_after_sending
+from ..errors import IntegrityError
+from ..store.ids import is_version_id
+from .body import read_body, release_after_sending
+from .codecs.columns import input_datatypes, predict
+from .codecs.oip_binary import HEADER, WSGI_HEADER, encode, split
+from .codecs.oip_json import OUTPUT, InferRequest, decode_request, response_body
+from .codecs.tensors import decode_tensors
 from .errors import APIError, json_response
 from .loop import batch_ids_json, check_request_id
 from .predict import _options
 from .reload import check_ready
-from .rows import FLOAT_TYPES, NUMERIC_TYPES, UINT_TYPES, float_array
 from .state import ServiceState, state
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
-OUTPUT = "predict"
 PLATFORM = "sgdserve_linear"
-_REQUEST_KEYS = ("id", "parameters", "inputs", "outputs")
-_INPUT_KEYS = ("name", "shape", "datatype", "parameters", "data")
+EXTENSIONS = ("binary_tensor_data",)  # what GET /v2 lists: only what is implemented
+VERSION_ALIASES = ("active", "latest")
+_CONTENT_TYPES = frozenset({"", "application/json", "application/octet-stream"})
+
+# Routes of protocol extensions (most of them Triton's) that clients call and sgdserve does not
+# implement: each answers 501 naming its extension. The OpenAPI document lists them from here.
+UNSUPPORTED = (
+    ("model repository", "POST", ("/repository/index", "/repository/models/<name>/load",
+                                  "/repository/models/<name>/unload")),
+    ("model configuration", "GET", ("/models/<name>/config",
+                                    "/models/<name>/versions/<version>/config")),
+    ("statistics", "GET", ("/models/stats", "/models/<name>/stats",
+                           "/models/<name>/versions/<version>/stats")),
+    ("system shared memory", "GET", ("/systemsharedmemory/status",
+                                     "/systemsharedmemory/region/<region>/status")),
+    ("system shared memory", "POST", ("/systemsharedmemory/region/<region>/register",
+                                      "/systemsharedmemory/unregister",
+                                      "/systemsharedmemory/region/<region>/unregister")),
+    ("CUDA shared memory", "GET", ("/cudasharedmemory/status",
+                                   "/cudasharedmemory/region/<region>/status")),
+    ("CUDA shared memory", "POST", ("/cudasharedmemory/region/<region>/register",
+                                    "/cudasharedmemory/unregister",
+                                    "/cudasharedmemory/region/<region>/unregister")),
+    ("trace", "GET", ("/trace/setting", "/models/<name>/trace/setting")),
+    ("trace", "POST", ("/trace/setting", "/models/<name>/trace/setting")),
+    ("logging", "GET", ("/logging",)),
+    ("logging", "POST", ("/logging",)),
+)
 
 
 # -- metadata and health -----------------------------------------------------------------------
@@ -60,7 +87,8 @@ _INPUT_KEYS = ("name", "shape", "datatype", "parameters", "data")
 @bp.get("")
 @bp.get("/")
 def server_metadata() -> Response:
-    return json_response({"name": "sgdserve", "version": __version__, "extensions": []})
+    return json_response({"name": "sgdserve", "version": __version__,
+                          "extensions": list(EXTENSIONS)})
 
 
 @bp.get("/health/live")
@@ -77,7 +105,8 @@ def server_ready() -> Response:
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None) -> Response:
     served, model = _served(state(), name, version)
-    tensors = [{"name": f, "datatype": "FP64", "shape": [-1]} for f in model.feature_names]
+    tensors = [{"name": f, "datatype": datatype, "shape": [-1]}
+               for f, datatype in zip(model.feature_names, input_datatypes(model), strict=True)]
     return json_response(
         {
             "name": name,
@@ -95,10 +124,10 @@ def model_metadata(name: str, version: str | None = None) -> Response:
 @bp.get("/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None) -> Response:
     st = state()
-    _check_name(st, name)
+    st.check_name(name)
     served, _ = st.holder.get()
-    if version is not None and served is not None and version != served:
-        raise _not_served(name, version, served)
+    if version is not None and served is not None:
+        _check_version(st, name, version, served)
     return _readiness({"name": name})
 
 
@@ -110,53 +139,60 @@ def _readiness(body: dict[str, Any]) -> Response:
     return json_response(dict(body, ready=True), headers={"X-Model-Version": version})
 
 
+def _unsupported(extension: str) -> Any:
+    def view(**_: str) -> Response:
+        raise APIError(
+            f"the {extension} extension is not supported by sgdserve: it serves one model, "
+            f"{state().settings.model_name!r}, at its active version; GET /v2 lists the "
+            f"extensions it supports ({', '.join(EXTENSIONS)})",
+            status_code=501,
+            code="unsupported_extension",
+        )
+    return view
+
+
+for _extension, _method, _rules in UNSUPPORTED:
+    for _rule in _rules:
+        bp.add_url_rule(_rule, f"unsupported_{_method}_{_rule}", _unsupported(_extension),
+                        methods=[_method])
+
+
 # -- inference ---------------------------------------------------------------------------------
-
-
-class Tensor(NamedTuple):
-    name: str
-    shape: list[int]
-    datatype: str
-    values: np.ndarray  # flat, row-major, float64
 
 
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None) -> Response:
     st = state()
-    data = read_json_body(request._get_current_object())
+    req = request._get_current_object()
+    _check_content_type(req)
+    data = read_body(req)
     served, model = _served(st, name, version)
-    parsed = _decode_fast(data)
-    if parsed is None:
-        parsed = _decode_general(parse_json(data))
-    request_id, tensors, outputs, source = parsed
-    for output in outputs:
-        if output not in LOOP_OUTPUTS:
-            raise _invalid(f"unknown output {output[:50]!r}; this model's outputs are "
-                           f"{', '.join(LOOP_OUTPUTS)}", code="unknown_output")
-    level, explain = _loop_options(model, source)
-    X = _columns(tensors, model.feature_names, st.settings.max_batch_rows)
-    y = model.predict_columns(X)
-    if not np.isfinite(y).all():
-        i = int(np.flatnonzero(~np.isfinite(y))[0])
-        raise _invalid(f"row {i}: the prediction is not finite; feature values are too large")
+    parsed, raw = _decode(req, data)
+    if parsed.model_name is not None and parsed.model_name != name:
+        raise APIError(f"'model_name' is {parsed.model_name[:100]!r}, but the path names "
+                       f"{name[:100]!r}", code="invalid_input")
+    if parsed.model_version is not None:
+        _check_version(st, name, parsed.model_version, served)
+    binary = _binary_answer(parsed)
+    level, explain = _loop_options(model, parsed.parsed)
+    names = model.feature_names
+    limit = st.settings.max_batch_rows
+    columns = decode_tensors(parsed.inputs, raw, names, input_datatypes(model), limit)
+    y = predict(model, columns, lambda i: f"row {i}", code="invalid_input")
     n = len(y)
     st.metrics.rows_predicted(n)
-    client_id = request.environ.get("HTTP_X_REQUEST_ID")
-    client_id = check_request_id(client_id) if client_id is not None else request_id
+    client_id = req.environ.get("HTTP_X_REQUEST_ID")
+    client_id = check_request_id(client_id) if client_id is not None else parsed.id
     pid = st.loop.ids.issue(n)
-    body: dict[str, Any] = {"model_name": name, "model_version": served}
-    if request_id is not None:
-        body["id"] = request_id
     predictions = orjson.dumps(y, option=orjson.OPT_SERIALIZE_NUMPY)
-    body["outputs"] = [{"name": OUTPUT, "shape": [n], "datatype": "FP64",
-                        "data": orjson.Fragment(predictions)},
-                       {"name": "prediction_id", "shape": [n], "datatype": "BYTES",
-                        "data": orjson.Fragment(batch_ids_json(pid, n))}]
+    extra: list[dict[str, Any]] = [
+        {"name": "prediction_id", "shape": [n], "datatype": "BYTES",
+         "data": orjson.Fragment(batch_ids_json(pid, n))}]
     logged = None
     if level is not None:
-        lower, upper = model.calibration.interval(y, level)
-        body["outputs"] += [
+        lower, upper = model.calibration.interval(np.asarray(y, dtype=np.float64), level)
+        extra += [
             {"name": "interval_lower", "shape": [n], "datatype": "FP64", "data": lower,
              "parameters": {"level": level}},
             {"name": "interval_upper", "shape": [n], "datatype": "FP64", "data": upper,
@@ -165,21 +201,24 @@ def infer(name: str, version: str | None = None) -> Response:
                   "scale": model.calibration.scale}
     if explain:
         explainer = model.explainer()
-        design = (X, ()) if model.plain else _design(model, X)
-        parts = explainer.explain(*design)
+        encoded = model.encode(columns.values)
+        parts = explainer.explain(encoded.values, encoded.codes)
         contributions = np.column_stack([np.broadcast_to(np.asarray(parts[f], np.float64), (n,))
-                                         for f in model.feature_names])
-        body["outputs"].append({
-            "name": "contributions", "shape": [n, len(model.feature_names)], "datatype": "FP64",
+                                         for f in names])
+        extra.append({
+            "name": "contributions", "shape": [n, len(names)], "datatype": "FP64",
             "data": contributions.ravel(),
-            "parameters": {"features": list(model.feature_names),
-                           "base_value": explainer.base_value}})
-    headers = {"X-Model-Version": served, "X-Prediction-Id": pid,
-               "X-Request-Id": client_id or pid}
-    response = json_response(body, headers=headers)
-    st.loop.columns(pid, served, dict(zip(model.feature_names, X, strict=True)), predictions, n,
+            "parameters": {"features": list(names), "base_value": explainer.base_value}})
+    body, headers = encode(response_body(name, served, parsed.id), [(OUTPUT, y, binary)],
+                           extra)
+    items = list(headers.items())
+    items += [("X-Model-Version", served), ("X-Prediction-Id", pid),
+              ("X-Request-Id", client_id or pid)]
+    response = Response(body, headers=Headers(items))
+    st.loop.columns(pid, served, dict(zip(names, columns.values, strict=True)), predictions, n,
                     logged, client_id)
-    release_after_sending(response, source, data)
+    if columns.rows > 1:  # a large parsed body is freed after the answer has left
+        release_after_sending(response, parsed.parsed, data)
     return response
 
 
@@ -189,259 +228,132 @@ LOOP_OUTPUTS = (OUTPUT, "prediction_id", "interval_lower", "interval_upper", "co
 
 def _loop_options(model: Any, source: Any) -> tuple[float | None, bool]:
     """``parameters.interval`` and ``parameters.explain`` of a request, checked as /predict's."""
-    params = source.get("parameters") if type(source) is dict else source.parameters
+    params = source.get("parameters") if type(source) is dict else getattr(source, "parameters",
+                                                                           None)
     if not isinstance(params, dict):
         return None, False
     try:
         return _options(model, params.get("interval", UNSET), params.get("explain", UNSET))
     except APIError as exc:
-        raise _invalid(f"parameters: {exc.message}", code=exc.code) from None
+        raise APIError(f"parameters: {exc.message}", code=exc.code) from None
 
 
-def _design(model: Any, X: np.ndarray) -> tuple[Any, Any]:
-    encoded = model.encode(list(X))
-    return encoded.values, encoded.codes
-
-
-def _check_name(st: ServiceState, name: str) -> None:
-    if name != st.settings.model_name:
+def _check_content_type(req: Request) -> None:
+    content_type = req.environ.get("CONTENT_TYPE", "")
+    if content_type == "application/json":  # what most JSON clients send: no parsing needed
+        return
+    mimetype = req.mimetype
+    if mimetype not in _CONTENT_TYPES and not mimetype.endswith("+json"):
         raise APIError(
-            f"model {name[:100]!r} is not served here; this server serves "
-            f"{st.settings.model_name!r}",
-            status_code=404,
-            code="model_not_found",
+            f"Content-Type {mimetype!r} is not one an inference request is sent with; send "
+            "application/json (or none), or application/octet-stream with binary tensor data",
+            status_code=415,
+            code="unsupported_media_type",
         )
+
+
+def _decode(req: Request, data: bytes) -> tuple[InferRequest, memoryview | None]:
+    """The request's JSON (the whole body, or the binary extension's header) decoded, and the
+    bytes after that header (None without the binary extension)."""
+    length = req.environ.get(WSGI_HEADER)
+    if length is None:
+        try:
+            return decode_request(data), None
+        except APIError as exc:
+            if exc.code != "invalid_json" or not _looks_binary(req, data):
+                raise
+            raise APIError(f"{exc.message}; a body with binary tensor data needs the {HEADER} "
+                           "header (the byte length of its JSON part: the binary tensor data "
+                           "extension)", code="invalid_json") from None
+    head, raw = split(data, length)
+    what = f"the JSON header (the first {len(head)} bytes of the body, {HEADER})"
+    return decode_request(head, what=what), raw
+
+
+def _looks_binary(req: Request, data: bytes) -> bool:
+    if req.mimetype == "application/octet-stream":
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _binary_answer(parsed: InferRequest) -> bool:
+    """Whether the one output is answered as binary data, after checking the outputs asked."""
+    binary = parsed.binary_output
+    seen = False
+    for output in parsed.outputs:
+        if output.name != OUTPUT:
+            if output.name in LOOP_OUTPUTS:  # always answered (the last three when asked)
+                continue
+            raise APIError(f"unknown output {output.name[:50]!r}; this model's outputs are "
+                           f"{', '.join(LOOP_OUTPUTS)}", code="unknown_output")
+        if seen:
+            raise APIError(f"output {OUTPUT!r} is requested twice", code="invalid_input")
+        seen = True
+        if output.binary is not None:
+            binary = output.binary
+    return binary
+
+
+# -- names and versions ------------------------------------------------------------------------
+
 
 
 def _served(st: ServiceState, name: str, version: str | None) -> tuple[str, Any]:
     """The (version, model) this worker serves, checked against the name and version asked."""
-    _check_name(st, name)
+    st.check_name(name)
     served, model = st.served()
     if version is not None and version != served:
-        raise _not_served(name, version, served)
+        _check_version(st, name, version, served)
     return served, model
 
 
-def _not_served(name: str, version: str, served: str) -> APIError:
-    return APIError(
-        f"model {name!r} version {version[:100]!r} is not being served; the active version is "
-        f"{served} (POST /models/<id>/activate serves another)",
+def _check_version(st: ServiceState, name: str, version: str, served: str) -> None:
+    """A 404 unless ``version`` names the version this worker serves."""
+    if version == served:
+        return
+    resolved = resolve_version(st, version, served)
+    if resolved != served:
+        named = version if resolved == version else f"{version} ({resolved})"
+        raise APIError(
+            f"model {name!r} version {named[:120]!r} is not being served; the active version "
+            f"is {served} (POST /models/<id>/activate serves another)",
+            status_code=404,
+            code="version_not_found",
+        )
+
+
+def resolve_version(st: ServiceState, version: str, served: str) -> str:
+    """The version id that ``version`` names: an id, a number (1 is the oldest of the versions
+    the store keeps, in the order ``GET /models`` lists them), ``active`` (the one served) or
+    ``latest`` (the newest stored); a 404 saying what to use for anything else."""
+    if is_version_id(version):
+        return version
+    if version == "active":
+        return served
+    try:
+        ids = st.store.version_ids()
+    except IntegrityError:
+        ids = []
+    if version == "latest" and ids:
+        return ids[-1]
+    if version.isdigit() and version.isascii() and len(version) < 10:
+        number = int(version)
+        if 1 <= number <= len(ids):
+            return ids[number - 1]
+        raise APIError(
+            f"version {version} does not exist: the store keeps {len(ids)} versions, numbered 1 "
+            f"(the oldest) to {len(ids)} as GET /models lists them; the active one is {served}",
+            status_code=404,
+            code="version_not_found",
+        )
+    raise APIError(
+        f"version {version[:100]!r} is not one this server knows; name it by its id (the "
+        f"active one is {served}), by its number among the stored versions (1 is the oldest, "
+        f"as GET /models lists them), or as {' or '.join(map(repr, VERSION_ALIASES))}",
         status_code=404,
         code="version_not_found",
     )
-
-
-def _invalid(message: str, code: str = "invalid_input") -> APIError:
-    return APIError(message, code=code)
-
-
-# -- decoding: the fast path for flat numeric data, the general one for everything else ------
-
-
-class _Input(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    name: str
-    shape: list[Annotated[int, msgspec.Meta(ge=0)]]
-    datatype: str
-    data: list[float]
-    parameters: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
-
-
-class _Output(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    name: str
-    parameters: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
-
-
-class _Request(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    # UNSET, not None, as the defaults: a null is refused (by name, on the general path).
-    inputs: list[_Input]
-    id: str | msgspec.UnsetType = msgspec.UNSET
-    parameters: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
-    outputs: list[_Output] | msgspec.UnsetType = msgspec.UNSET
-
-
-_request_decoder = msgspec.json.Decoder(_Request)
-
-# (id, inputs, requested outputs, the decoded body: held until the answer is sent)
-Parsed = tuple[str | None, list[Tensor], list[str], Any]
-
-
-def _decode_fast(data: bytes) -> Parsed | None:
-    """A request whose every input has flat numeric data, else None."""
-    try:
-        req = _request_decoder.decode(data)
-    except msgspec.MsgspecError:
-        return None
-    tensors = [Tensor(i.name, i.shape, i.datatype, float_array(i.data)) for i in req.inputs]
-    outputs = [] if req.outputs is msgspec.UNSET else [o.name for o in req.outputs]
-    return (None if req.id is msgspec.UNSET else req.id), tensors, outputs, req
-
-
-def _decode_general(body: Any) -> Parsed:
-    """Check a parsed request key by key, naming the first problem."""
-    if type(body) is not dict:
-        raise _invalid("request body must be a JSON object with 'inputs' (a list of tensors)")
-    for key in body:
-        if key not in _REQUEST_KEYS:
-            raise _invalid(f"unknown key {key[:50]!r}; an inference request has "
-                           f"{', '.join(_REQUEST_KEYS)}")
-    request_id = body.get("id")
-    if "id" in body and type(request_id) is not str:
-        raise _invalid("'id' must be a string")
-    if "parameters" in body and type(body["parameters"]) is not dict:
-        raise _invalid("'parameters' must be an object")
-    inputs = body.get("inputs")
-    if type(inputs) is not list:
-        raise _invalid("'inputs' must be a list of input tensors"
-                       if "inputs" in body else "'inputs' is missing")
-    tensors = [_tensor(item, k) for k, item in enumerate(inputs)]
-    outputs = body.get("outputs", [])
-    if type(outputs) is not list:
-        raise _invalid("'outputs' must be a list of objects with a 'name'")
-    names = []
-    for k, item in enumerate(outputs):
-        if type(item) is not dict or type(item.get("name")) is not str:
-            raise _invalid(f"outputs[{k}] must be an object with a 'name' string")
-        extra = [key for key in item if key not in ("name", "parameters")]
-        if extra:
-            raise _invalid(f"outputs[{k}]: unknown key {extra[0][:50]!r}")
-        names.append(item["name"])
-    return request_id, tensors, names, body
-
-
-def _tensor(item: Any, k: int) -> Tensor:
-    where = f"inputs[{k}]"
-    if type(item) is not dict:
-        raise _invalid(f"{where} must be an object with name, shape, datatype and data")
-    for key in ("name", "shape", "datatype", "data"):
-        if key not in item:
-            raise _invalid(f"{where}: {key!r} is missing")
-    for key in item:
-        if key not in _INPUT_KEYS:
-            raise _invalid(f"{where}: unknown key {key[:50]!r}")
-    name, shape, datatype = item["name"], item["shape"], item["datatype"]
-    if type(name) is not str:
-        raise _invalid(f"{where}: 'name' must be a string")
-    where = f"{where} ({name[:50]!r})"
-    if type(shape) is not list or any(type(s) is not int or s < 0 for s in shape):
-        raise _invalid(f"{where}: 'shape' must be a list of non-negative integers")
-    if type(datatype) is not str:
-        raise _invalid(f"{where}: 'datatype' must be a string such as \"FP64\"")
-    if "parameters" in item and type(item["parameters"]) is not dict:
-        raise _invalid(f"{where}: 'parameters' must be an object")
-    data = item["data"]
-    if type(data) is not list:
-        raise _invalid(f"{where}: 'data' must be a list of numbers (flat, or nested as the "
-                       "shape)")
-    nested = any(type(v) is list for v in data)
-    if nested and len(shape) not in (1, 2):
-        raise _invalid(_dimensions(where, shape))  # before following the nesting down
-    flat: list[float] = []
-    _flatten(data, shape if nested else None, flat, where, "data")
-    return Tensor(name, shape, datatype, np.array(flat, dtype=np.float64))
-
-
-def _flatten(data: list[Any], shape: list[int] | None, out: list[float], where: str,
-             path: str) -> None:
-    """Append the numbers of ``data`` to ``out``; nested lists must follow ``shape``."""
-    if shape is not None:
-        if not shape or len(data) != shape[0]:
-            raise _invalid(f"{where}: {path} has {len(data)} items where shape {shape} needs "
-                           f"{shape[0] if shape else 'none'}; nest data as the shape, or send "
-                           "it flat")
-        if len(shape) > 1:
-            for i, sub in enumerate(data):
-                if type(sub) is not list:
-                    raise _invalid(f"{where}: {path}[{i}] must be a list (nested as the shape)")
-                _flatten(sub, shape[1:], out, where, f"{path}[{i}]")
-            return
-    for i, value in enumerate(data):
-        if type(value) not in (int, float):
-            raise _invalid(f"{where}: {path}[{i}] must be a number, got {json_text(value)}")
-        try:
-            out.append(float(value))
-        except OverflowError:
-            raise _invalid(f"{where}: {path}[{i}] is out of range for a float") from None
-
-
-# -- tensors to the model's columns ------------------------------------------------------------
-
-
-def _columns(tensors: list[Tensor], names: tuple[str, ...], limit: int) -> np.ndarray:
-    """The features as a d x n matrix in ``names`` order, from either layout."""
-    if not tensors:
-        raise _invalid("'inputs' is empty; send one input per feature or one [n, d] input")
-    for k, t in enumerate(tensors):
-        _check_values(t, k)
-    d = len(names)
-    if len(tensors) == 1 and (d > 1 or tensors[0].name not in names):
-        t = tensors[0]
-        if len(t.shape) != 2 or t.shape[1] != d:
-            raise _invalid(
-                f"input {t.name[:50]!r} has shape {t.shape}; send one [n, {d}] input with the "
-                f"features in the order {', '.join(names)}, or one input per feature"
-            )
-        n = _rows(t.shape[0], limit)
-        return np.ascontiguousarray(t.values.reshape(n, d).T)
-    seen: dict[str, Tensor] = {}
-    for t in tensors:
-        if t.name not in names:
-            raise _invalid(
-                f"unknown input {t.name[:50]!r}; this model's inputs are {', '.join(names)} "
-                f"(or one [n, {d}] input)"
-            )
-        if t.name in seen:
-            raise _invalid(f"input {t.name!r} is given twice")
-        if len(t.shape) not in (1, 2) or len(t.shape) == 2 and t.shape[1] != 1:
-            raise _invalid(f"input {t.name!r} has shape {t.shape}; a feature's input has "
-                           "shape [n] or [n, 1]")
-        seen[t.name] = t
-    missing = [name for name in names if name not in seen]
-    if missing:
-        raise _invalid(f"no input for feature {missing[0]!r}; send one input per feature "
-                       f"({', '.join(names)}) or one [n, {d}] input")
-    n = seen[names[0]].shape[0]
-    for name in names:
-        if seen[name].shape[0] != n:
-            raise _invalid(f"input {name!r} has {seen[name].shape[0]} rows where "
-                           f"{names[0]!r} has {n}; every feature needs one value per row")
-    _rows(n, limit)
-    X = np.empty((d, n))
-    for j, name in enumerate(names):
-        X[j] = seen[name].values
-    return X
-
-
-def _dimensions(where: str, shape: list[int]) -> str:
-    return (f"{where}: shape {shape[:10]} has {len(shape)} dimensions; an input has 1 ([n]) "
-            "or 2 ([n, 1], [n, d])")
-
-
-def _check_values(t: Tensor, k: int) -> None:
-    where = f"inputs[{k}] ({t.name[:50]!r})"
-    if len(t.shape) not in (1, 2):
-        raise _invalid(_dimensions(where, t.shape))
-    if t.datatype not in NUMERIC_TYPES:
-        raise _invalid(f"{where}: datatype {t.datatype[:20]!r} is not supported; send numbers "
-                       "as FP64 (or another numeric type)")
-    size = math.prod(t.shape)
-    if size != t.values.size:
-        raise _invalid(f"{where}: shape {t.shape} holds {size} values, data has "
-                       f"{t.values.size}")
-    if t.datatype not in FLOAT_TYPES:
-        bad = np.flatnonzero(t.values != np.trunc(t.values))
-        if bad.size:
-            value = float(t.values[bad[0]])
-            raise _invalid(f"{where}: data[{bad[0]}] is {value!r}, not an integer as "
-                           f"{t.datatype} says")
-        if t.datatype in UINT_TYPES and (t.values < 0).any():
-            i = int(np.flatnonzero(t.values < 0)[0])
-            raise _invalid(f"{where}: data[{i}] is negative, but {t.datatype} is unsigned")
-
-
-def _rows(n: int, limit: int) -> int:
-    if n == 0:
-        raise APIError("the batch is empty; send at least one row", code="empty_batch")
-    if n > limit:
-        raise APIError(f"the batch has {n} rows; the limit is {limit} (SGDSERVE_MAX_BATCH_ROWS)",
-                       code="too_many_rows")
-    return n

@@ -173,14 +173,20 @@
     for (const [term, value] of items) dl.append(h('dt', { text: term }), h('dd', {}, value));
     const left = h('div', { class: 'card-col' }, dl, metricsTable(model, manifest, parent));
     const right = h('div', { class: 'card-col' }, h('h3', { text: 'The model in original units' }),
-      equation(model), featureTable(model));
+      equation(model));
     const hyper = manifest.hyperparameters;
     if (hyper) {
       const list = h('dl', { class: 'facts small' });
       for (const [k, v] of Object.entries(hyper)) list.append(h('dt', { text: k }), h('dd', { text: String(v) }));
       right.append(h('details', { class: 'more' }, h('summary', { text: 'Hyper-parameters' }), list));
     }
-    body.append(h('div', { class: 'card-grid' }, left, right));
+    // The features and their levels take the card's whole width: a model of the Ames houses
+    // has 80 of them, which in one column left the other empty for pages.
+    const wide = h('div', { class: 'card-wide' }, featureTable(model));
+    for (const f of schemaOf(model)) {
+      if (f.kind === 'categorical') wide.append(levelTable(f, targetUnit(model)));
+    }
+    body.append(h('div', { class: 'card-grid' }, left, right), wide);
   }
 
   function metricsTable(model, manifest, parent) {
@@ -259,7 +265,8 @@
         parts.push(`${fmt(f.coefficient)} × ${f.name}`);
       }
     }
-    let text = `${model.target} = `;
+    const logged = model.target_transform === 'log';
+    let text = logged ? `log(${model.target}) = ` : `${model.target} = `;
     parts.forEach((part, i) => {
       const negative = part.startsWith('−');
       text += i === 0 ? part : (negative ? ' − ' + part.slice(1) : ' + ' + part);
@@ -267,10 +274,12 @@
     const b = model.intercept;
     text += (parts.length ? (b < 0 ? ' − ' : ' + ') + fmt(Math.abs(b)) : fmt(b));
     const out = h('div', { class: 'equation' }, h('p', {}, h('code', { id: 'equation', text })));
-    out.append(h('p', { class: 'hint', text: `Each slope is in ${model.target} per unit of its feature (y = m·x + b per feature).` }));
-    for (const f of schemaOf(model)) {
-      if (f.kind !== 'categorical') continue;
-      out.append(levelTable(f, model.target));
+    if (logged) {
+      const range = model.prediction_range || [];
+      out.append(h('p', { class: 'hint', text: `Fitted on log(${model.target}): each slope is in log(${model.target}) per unit of its feature (0.01 is about +1% of ${model.target}); a prediction is exp of the sum` +
+        (range.length === 2 ? `, kept within the training range ${fmt(range[0])} to ${fmt(range[1])}.` : '.') }));
+    } else {
+      out.append(h('p', { class: 'hint', text: `Each slope is in ${model.target} per unit of its feature (y = m·x + b per feature).` }));
     }
     return out;
   }
@@ -293,6 +302,10 @@
       h('div', { class: 'table-wrap', role: 'region', 'aria-label': `Levels of ${f.name}`, tabindex: '0' }, table));
   }
 
+  function targetUnit(model) {
+    return model.target_transform === 'log' ? `log(${model.target})` : model.target;
+  }
+
   function featureTable(model) {
     const table = h('table', { id: 'features-table', class: 'cards' }, h('caption', { text: 'Features, in input order' }));
     table.append(h('thead', {}, h('tr', {}, ...['Feature', 'Kind', 'Slope or weights', 'In training', 'Empty allowed']
@@ -306,10 +319,10 @@
         slope = `one weight per level (${n} levels${f.other ? ' + other' : ''})`;
         seen = `${n} levels`;
       } else if (f.kind === 'boolean') {
-        slope = `${signed(f.coefficient)} ${model.target} when true`;
+        slope = `${signed(f.coefficient)} ${targetUnit(model)} when true`;
         seen = `true: ${(f.true || []).join(', ') || 'true'}; false: ${(f.false || []).join(', ') || 'false'}`;
       } else {
-        slope = `${fmt(f.coefficient)} ${model.target} per unit`;
+        slope = `${fmt(f.coefficient)} ${targetUnit(model)} per unit`;
         seen = rangeText(f);
       }
       tbody.append(h('tr', {}, h('th', { scope: 'row', text: f.name }), h('td', { 'data-label': 'Kind', text: f.kind }),
