@@ -49,6 +49,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     SGDSERVE_PORT=8000 \
     SGDSERVE_WORKERS=2 \
     SGDSERVE_MODEL_DIR=/models \
+    SGDSERVE_LOG_DIR=/logs \
     SGDSERVE_MODEL_NAME=house-price \
     SGDSERVE_LOG_LEVEL=info
 
@@ -58,14 +59,14 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --gid 10001 sgdserve \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin sgdserve \
- && mkdir /models \
+ && mkdir /models /logs \
  && sgdserve train --sample --target price \
- && chown -R 10001:10001 /models
+ && chown -R 10001:10001 /models /logs
 
 USER 10001:10001
 
 # A new named volume starts as a copy of this content; a bind mount hides it (docs/deployment.md).
-VOLUME /models
+VOLUME /models /logs
 EXPOSE 8000
 
 # /ready is 200 only with a model loaded: "healthy" means "answers /predict". No curl needed.

@@ -1,4 +1,4 @@
-"""The ``sgdserve`` command line: sample | train | predict | models | serve | schedule.
+"""The ``sgdserve`` command line: sample | train | predict | models | serve | schedule | monitor.
 
 Every error the user can cause ends the same way: one line on stderr, exit status 2, no
 traceback.
@@ -77,24 +77,16 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     engine = _engine(spec)
     progress = _Progress() if sys.stderr.isatty() and not args.json else None
+    common = dict(target=target, features=spec.features, params=spec.sgd,
+                  encoding=spec.encoding, data_format=spec.format, force=spec.force,
+                  tolerance=_tolerance(spec, settings), holdout_fraction=spec.holdout_fraction,
+                  seed=spec.seed, progress=progress, owner="sgdserve train", wait_lock=args.wait)
     try:
-        result = train(
-            store,
-            data,
-            target=target,
-            features=spec.features,
-            params=spec.sgd,
-            encoding=spec.encoding,
-            data_format=spec.format,
-            force=spec.force,
-            tolerance=_tolerance(spec, settings),
-            holdout_fraction=spec.holdout_fraction,
-            seed=spec.seed,
-            progress=progress,
-            owner="sgdserve train",
-            wait_lock=args.wait,
-            engine=engine,
-        )
+        if args.with_feedback:
+            result = _train_with_feedback(store, _feedback_base(data, engine), settings, args,
+                                          common)
+        else:
+            result = train(store, data, engine=engine, **common)
     finally:
         if progress:
             progress.close()
@@ -214,18 +206,155 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     make_regressor(spec.sgd, spec.seed)  # refuse bad parameters at start, not at the first tick
     tolerance = _tolerance(spec, settings)
+    from .monitor import Triggers, should_retrain
+
+    try:
+        triggers = Triggers(args.min_new_rows, args.on_drift, args.on_rmse)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if (triggers.any or args.with_feedback) and not settings.logs_path.is_dir():
+        # The server may not have written anything yet: a run finds no feedback until it has.
+        print(f"sgdserve schedule: note: log directory {str(settings.logs_path)!r} does not "
+              "exist yet; runs find no feedback until the server writes it (--log-dir or "
+              "SGDSERVE_LOG_DIR)", file=sys.stderr)
     engine = _engine(spec)
+    base = _feedback_base(data, engine) if args.with_feedback else None
+    common = dict(target=target, features=spec.features, params=spec.sgd,
+                  encoding=spec.encoding, data_format=spec.format, force=spec.force,
+                  tolerance=tolerance, holdout_fraction=spec.holdout_fraction, seed=spec.seed,
+                  owner="sgdserve schedule")
 
     def run_once() -> dict[str, Any]:
-        result = train(
-            store, data, target=target, features=spec.features, params=spec.sgd,
-            encoding=spec.encoding, data_format=spec.format, force=spec.force,
-            tolerance=tolerance, holdout_fraction=spec.holdout_fraction, seed=spec.seed,
-            owner="sgdserve schedule", engine=engine,
-        )
-        return result.to_dict()
+        trigger = None
+        if triggers.any:
+            go, trigger, _ = should_retrain(store, settings.logs_path, triggers,
+                                            window=_window(args, settings),
+                                            level=settings.monitor_level)
+            if not go:
+                return {"status": "skipped", "reason": trigger}
+        if args.with_feedback:
+            result = _train_with_feedback(store, base, settings, args, common).to_dict()
+        else:
+            result = train(store, data, engine=engine, **common).to_dict()
+        if trigger is not None:
+            result["trigger"] = trigger
+        return result
 
     return run_schedule(schedule, run_once, max_runs=args.max_runs)
+
+
+def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    from .monitor import compute_report
+    from .store import open_store
+
+    _check_log_dir(settings)
+    store = open_store(settings)
+    if args.level is not None and not 0 < args.level < 1:
+        raise CLIError(f"--level must be between 0 and 1, got {args.level}")
+    level = settings.monitor_level if args.level is None else args.level
+    report = compute_report(store, settings.logs_path, window=_window(args, settings),
+                            level=level, write=not args.no_write)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(_monitor_summary(report))
+    return 0
+
+
+def _check_log_dir(settings: Settings) -> None:
+    if not settings.logs_path.is_dir():
+        raise CLIError(f"log directory {str(settings.logs_path)!r} does not exist: give the "
+                       "directory the server writes its logs to (--log-dir or "
+                       "SGDSERVE_LOG_DIR)")
+
+
+def _window(args: argparse.Namespace, settings: Settings) -> float | None:
+    """--window as seconds (None for 'all'), else the default."""
+    from .util import parse_duration
+
+    text = getattr(args, "window", None)
+    if text is None:
+        return settings.monitor_window if args.command != "train" else None
+    if text == "all":
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise CLIError(f"--window: {exc} (or 'all')") from None
+
+
+def _feedback_base(data: str | Path | list[str], engine: Any) -> Path:
+    """The one local file --with-feedback trains on beside the joined feedback rows."""
+    if engine != "local":
+        raise CLIError("--with-feedback runs on the local engine; leave out --engine dask")
+    if isinstance(data, list) or str(data).startswith("s3://") or not Path(data).is_file():
+        raise CLIError("--with-feedback needs one local --data file (the base data the "
+                       "feedback rows are added to)")
+    return Path(data)
+
+
+def _train_with_feedback(store: Any, data: Path, settings: Settings,
+                         args: argparse.Namespace, common: dict[str, Any]) -> Any:
+    from .monitor import train_with_feedback
+    from .monitor.retrain import check_feedback_target
+
+    if args.command == "train":  # one shot: a wrong --log-dir must not pass unnoticed
+        _check_log_dir(settings)
+    try:
+        model_target = store.active()[1].target
+    except SGDServeError:
+        model_target = None
+    check_feedback_target(common["target"], model_target)
+    return train_with_feedback(store, data, settings.logs_path,
+                               window=_window(args, settings), **common)
+
+
+def _monitor_summary(report: dict[str, Any]) -> str:
+    window = report.get("window") or {}
+    version = report.get("model_version") or "-"
+    active = " (active)" if report.get("active") else ""
+    live, holdout = report.get("live") or {}, report.get("holdout") or {}
+    ratio = ""
+    if live.get("rmse") is not None and holdout.get("rmse"):
+        ratio = f"   ({live['rmse'] / holdout['rmse']:.2f}x the holdout's)"
+    cov = report.get("interval_coverage") or {}
+    feedback = report.get("feedback") or {}
+    lines = [
+        f"model       {version}{active}",
+        f"window      {window.get('from') or 'the start'} to {window.get('to')}",
+        f"predictions {report.get('predictions', 0):,}   with feedback "
+        f"{report.get('rows_with_feedback', 0):,}   labelled rows "
+        f"{feedback.get('labelled_rows', 0):,}   unmatched feedback "
+        f"{feedback.get('unmatched', 0):,}",
+        f"live        RMSE {_num(live.get('rmse'))}   MAE {_num(live.get('mae'))}{ratio}",
+        f"holdout     RMSE {_num(holdout.get('rmse'))}   MAE {_num(holdout.get('mae'))}",
+        f"interval    {_num(cov.get('level'), 2)} level: covered "
+        + (f"{cov['observed']:.1%}" if cov.get("observed") is not None else "-")
+        + f" of {cov.get('rows', 0):,} rows",
+    ]
+    drift = report.get("drift") or {}
+    if drift:
+        width = max(len(n) for n in drift)
+        lines.append(f"drift       {'FEATURE':<{width}}  {'PSI':>7}  {'UNSEEN':>7}  "
+                     f"{'MISSING':>7}  STATUS")
+        for name, d in drift.items():
+            def share(v: Any) -> str:
+                return f"{v:.1%}" if isinstance(v, (int, float)) else "-"
+            lines.append(f"            {name:<{width}}  {_num(d.get('psi'), 3):>7}  "
+                         f"{share(d.get('unseen_share')):>7}  {share(d.get('missing_share')):>7}"
+                         f"  {d.get('status', '')}")
+    for alert in report.get("alerts") or []:
+        lines.append(f"alert       {alert}")
+    logs = report.get("logs") or {}
+    torn = sum((logs.get(k) or {}).get("torn_lines", 0) for k in ("predictions", "feedback"))
+    files = sum((logs.get(k) or {}).get("files", 0) for k in ("predictions", "feedback"))
+    lines.append(f"logs        {logs.get('directory')}: {files} files, {torn} torn lines skipped")
+    others = [v for v in report.get("versions") or [] if v.get("model_version") != version]
+    for other in others:
+        lines.append(f"also        {other['model_version']}: {other['predictions']:,} "
+                     f"predictions, {other['rows_with_feedback']:,} with feedback, live RMSE "
+                     f"{_num((other.get('live') or {}).get('rmse'))}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +434,10 @@ def _summary(result: Any, settings: Settings) -> str:
         e = result.engine
         lines.append(f"engine    dask: {e['partitions']} partitions, {e['rounds']} rounds on "
                      f"{e['workers']} workers ({e['scheduler']})")
+    recent = result.metrics.get("recent_holdout")
+    if recent is not None:
+        lines.append(f"feedback  holdout RMSE {_num(recent['rmse'])} on {recent['rows']} recent "
+                     "(feedback) rows")
     lines.extend(_inferred(result.inferred))
     lines.extend(f"note      {n}" for n in result.notices)
     lines.append(f"model     {result.target} = sum(slope * feature) + sum(level weight) + bias"
@@ -432,6 +565,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: $SGDSERVE_MODEL_DIR or ./models)")
         p.add_argument("--name", help="model name (default: $SGDSERVE_MODEL_NAME or house-price)")
 
+    def log_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--log-dir", help="the prediction and feedback logs (default: "
+                       "$SGDSERVE_LOG_DIR or logs/ beside the model directory)")
+
+    def feedback_options(p: argparse.ArgumentParser, default_window: str) -> None:
+        p.add_argument("--with-feedback", action="store_true",
+                       help="train on the data plus the rows joined from the prediction and "
+                       "feedback logs (deduplicated by id); the gate judges on the recent ones")
+        p.add_argument("--window", help="only predictions made in this last span, e.g. 30d "
+                       f"(default: {default_window}; 'all' for every one still logged)")
+        log_options(p)
+
     def training_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", nargs="+", metavar="PATH",
                        help="a CSV (also .csv.gz), Parquet or JSON lines file, or a dataset of "
@@ -464,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do nothing when the model already has an active version")
     p.add_argument("--wait", type=_seconds, default=False, metavar="SECONDS",
                    help="wait up to SECONDS for another training to finish (default: fail)")
+    feedback_options(p, default_window="all")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="score a CSV file with a model version",
@@ -514,7 +660,33 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--every", help="interval: 30s, 15m, 6h, 1d, 1h30m (first run at once)")
     group.add_argument("--cron", help='5-field cron expression in UTC, e.g. "0 3 * * *"')
     p.add_argument("--max-runs", type=int, help="stop after this many runs (default: never)")
+    feedback_options(p, default_window="$SGDSERVE_MONITOR_WINDOW, 7d")
+    p.add_argument("--min-new-rows", type=int, metavar="N",
+                   help="retrain only when N feedback rows came in since the active version "
+                   "was trained (or another trigger holds)")
+    p.add_argument("--on-drift", type=float, nargs="?", const=0.25, metavar="PSI",
+                   help="retrain when a feature's PSI reaches PSI (default 0.25, the usual "
+                   "act line) over at least 100 inputs")
+    p.add_argument("--on-rmse", type=float, nargs="?", const=1.25, metavar="RATIO",
+                   help="retrain when live RMSE reaches RATIO times the holdout's "
+                   "(default 1.25)")
     p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("monitor", help="live quality and drift from the logs (one shot)",
+                       description="Join the prediction and feedback logs: per model version, "
+                       "rows with feedback, live RMSE/MAE against the holdout's, interval "
+                       "coverage against its level, and each feature's drift against training "
+                       "(PSI: 0.1 warn, 0.25 act). The same JSON as GET /monitoring.")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--window", help="predictions of this last span (default: "
+                   "$SGDSERVE_MONITOR_WINDOW, 7d; 'all' for every one still logged)")
+    p.add_argument("--level", type=float, help="the interval level whose coverage is checked "
+                   "(default: $SGDSERVE_MONITOR_LEVEL, 0.9)")
+    p.add_argument("--no-write", action="store_true", help="do not keep the report as the "
+                   "log directory's latest (which /metrics exports)")
+    log_options(p)
+    store_options(p)
+    p.set_defaults(func=cmd_monitor)
     return parser
 
 
@@ -543,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {}
     for opt, key in (("model_dir", "model_dir"), ("name", "model_name"), ("host", "host"),
-                     ("port", "port"), ("workers", "workers")):
+                     ("port", "port"), ("workers", "workers"), ("log_dir", "log_dir")):
         if opt == "workers" and args.command != "serve":
             continue  # train's --workers is the Dask cluster's, not gunicorn's
         value = getattr(args, opt, None)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .util import parse_duration
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -41,6 +43,16 @@ class Settings:
     # refused by every reader. The old keys are still accepted when verifying (key rotation).
     signing_key: str | None = field(default=None, repr=False)
     signing_old_keys: str | None = field(default=None, repr=False)  # comma-separated
+    # The prediction and feedback logs (local disk per replica) and the monitoring report.
+    log_dir: Path | None = None  # None: logs/ beside a local model dir, ./logs for s3://
+    log_max_bytes: int = 1024 * 1024 * 1024  # every log file together
+    prediction_log: bool = True
+    # Key of the MAC inside prediction ids; None: derived from api_token (then every worker and
+    # replica with the same token recognises every id).
+    id_key: str | None = field(default=None, repr=False)
+    monitor_window: float = 7 * 86400.0  # seconds of predictions the report covers
+    monitor_level: float = 0.9  # the interval level whose coverage the report checks
+    monitor_refresh: float = 60.0  # GET /monitoring joins again once the report is older
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", store_location(self.model_dir))
@@ -75,6 +87,10 @@ class Settings:
             "threads": self.threads >= 1,
             "timeout": self.timeout >= 0,
             "malloc_mmap_threshold": 0 <= self.malloc_mmap_threshold <= 32 * 1024 * 1024,
+            "log_max_bytes": self.log_max_bytes >= 1024 * 1024,
+            "monitor_window": self.monitor_window > 0,
+            "monitor_level": 0 < self.monitor_level < 1,
+            "monitor_refresh": self.monitor_refresh >= 0,
         }
         for name, ok in positive.items():
             if not ok:
@@ -107,6 +123,16 @@ class Settings:
         if isinstance(self.model_dir, str):
             raise ValueError(f"the model store is {self.model_dir}, not a directory")
         return Path(self.model_dir) / self.model_name
+
+    @property
+    def logs_path(self) -> Path:
+        """Where the prediction and feedback logs go: ``log_dir``, else ``logs`` beside a local
+        model directory (never inside it, nor inside a version), else ``./logs``."""
+        if self.log_dir is not None:
+            return Path(self.log_dir)
+        if isinstance(self.model_dir, str):  # s3://: the logs stay on this replica's disk
+            return Path("logs")
+        return Path(self.model_dir).parent / "logs"
 
     def old_keys(self) -> tuple[str, ...]:
         """The signing keys still accepted when verifying, in the order given."""
@@ -149,10 +175,25 @@ def store_location(value: str | os.PathLike[str]) -> Path | str:
     return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _convert(name: str, annotation: Any, raw: str) -> Any:
     kind = str(annotation)
     if name == "model_dir":
         return store_location(raw)  # its own messages
+    if kind == "bool":
+        word = raw.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ValueError(f"SGDSERVE_{name.upper()} must be on or off (1/0, true/false, yes/no), "
+                         f"got {raw!r}")
+    if name == "monitor_window":
+        try:
+            return parse_duration(raw)
+        except ValueError as exc:
+            raise ValueError(f"SGDSERVE_{name.upper()}: {exc}") from None
     try:
         if "Path" in kind:
             return Path(raw)

@@ -79,11 +79,15 @@ accesslog = "-"
 
 # One JSON object per request. The logger below renders every atom as a JSON value (quotes,
 # backslashes and control characters in a path escaped; a missing header is null), so each line
-# parses. No request header is logged, so the Authorization token never reaches a log.
+# parses. No request header is logged, so the Authorization token never reaches a log; the
+# request and prediction ids come from the answer's headers (the client's X-Request-Id is
+# echoed there), so a line ties a request to its prediction log line and its feedback.
 logger_class = "service.server.JsonAccessLogger"
 access_log_format = (
     '{"time": %(t)s, "method": %(m)s, "path": %(U)s, "status": %(s)s,'
-    ' "duration_s": %(L)s, "model_version": %({x-model-version}o)s, "remote_addr": %(h)s}'
+    ' "duration_s": %(L)s, "model_version": %({x-model-version}o)s,'
+    ' "request_id": %({x-request-id}o)s, "prediction_id": %({x-prediction-id}o)s,'
+    ' "remote_addr": %(h)s}'
 )
 
 def on_starting(server):

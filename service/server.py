@@ -149,16 +149,21 @@ class JsonAccessLogger(glogging.Logger):
 
     def atoms(self, resp: Any, req: Any, environ: dict, request_time: Any) -> dict[str, Any]:
         # gunicorn builds every atom, every request header and every environ entry per line;
-        # sgdserve's format uses seven of them, so build just those (a few µs on each request).
+        # sgdserve's format uses nine of them, so build just those (a few µs on each request).
         if not _LEAN_ATOMS.issuperset(_format_atoms(self.cfg.access_log_format)):
             return super().atoms(resp, req, environ, request_time)
         status = resp.status
         if isinstance(status, str):
             status = status.split(None, 1)[0]
-        version = None
+        version = request_id = prediction_id = None
         for name, value in resp.headers:
-            if name.lower() == "x-model-version":
+            lowered = name.lower()
+            if lowered == "x-model-version":
                 version = value
+            elif lowered == "x-request-id":
+                request_id = value
+            elif lowered == "x-prediction-id":
+                prediction_id = value
         return {
             "t": self.now(),
             "m": environ.get("REQUEST_METHOD"),
@@ -167,6 +172,8 @@ class JsonAccessLogger(glogging.Logger):
             "L": f"{request_time.seconds}.{request_time.microseconds:06d}",
             "h": environ.get("REMOTE_ADDR", "-"),
             "{x-model-version}o": version,
+            "{x-request-id}o": request_id,
+            "{x-prediction-id}o": prediction_id,
         }
 
 
@@ -174,7 +181,8 @@ _SIGKILL_GUESS = "Worker (pid:%s) was sent %s! Perhaps out of memory?"
 _SIGKILL_SAID = ("Worker (pid:%s) was killed (%s): by the kernel's OOM killer (see dmesg), an "
                  "operator or orchestrator, or after a WORKER TIMEOUT logged above")
 
-_LEAN_ATOMS = frozenset({"t", "m", "U", "s", "L", "h", "{x-model-version}o"})
+_LEAN_ATOMS = frozenset({"t", "m", "U", "s", "L", "h", "{x-model-version}o", "{x-request-id}o",
+                         "{x-prediction-id}o"})
 
 
 @functools.lru_cache(maxsize=4)

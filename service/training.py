@@ -7,6 +7,7 @@ same holdout rows; a candidate that is not worse by more than ``tolerance`` is p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -21,7 +22,17 @@ import polars as pl
 
 from . import data as data_module
 from .cluster import DaskEngine
-from .engine import LinearModel, RegressionSums, SGDRegressor, regression_metrics
+from .data.holdout import row_keys
+from .engine import (
+    CALIBRATION_ROWS,
+    Calibration,
+    LinearModel,
+    NumericReference,
+    RegressionSums,
+    SGDRegressor,
+    regression_metrics,
+)
+from .engine.drift import REFERENCE_ROWS
 from .errors import (
     ConvergenceWarning,
     CurrentDamagedError,
@@ -34,6 +45,10 @@ from .store import ANY, ModelStore
 DEFAULT_HOLDOUT_FRACTION = 0.2
 # Holdout (actual, predicted) pairs kept in the manifest for the model page's plots.
 HOLDOUT_SAMPLE_ROWS = data_module.HOLDOUT_SAMPLE_ROWS
+_CALIBRATION_SALT = 0xC0C0  # seeded hashes pick the calibration residuals and the drift
+_REFERENCE_SALT = 0xD1D1  # reference rows (the holdout sample's own is in data.holdout)
+# The gate judges a candidate on the recent (feedback) rows of its holdout when it has this many.
+MIN_RECENT_ROWS = 30
 
 # A progress callback receives (phase, done, total): phase "read", "fit", "scaler" or "epoch".
 Progress = Callable[[str, int, int], None]
@@ -86,6 +101,8 @@ def train(
     stream: bool | None = None,
     data_format: str | None = None,
     engine: str | DaskEngine = "local",
+    recent_rows: int | None = None,
+    sources: Sequence[Mapping[str, Any]] | None = None,
 ) -> TrainResult:
     """Train a candidate on ``data`` (a CSV, Parquet or JSON lines file, or a dataset of them:
     a directory, a glob or a list, local or ``s3://``), gate it against the active model, keep
@@ -98,8 +115,14 @@ def train(
     (True) or forbids (False) reading the file in chunks; by default files over
     ``data.STREAM_THRESHOLD_BYTES`` stream. ``engine`` ``"dask"`` (a local cluster) or a
     :class:`~service.cluster.DaskEngine` fits on a Dask cluster, one partition per file; the
-    gate, the store and the result are the same. Raises ``LockHeldError`` when another process
-    trains.
+    gate, the store and the result are the same (training with ``recent_rows`` is local only).
+    Raises ``LockHeldError`` when another process trains.
+
+    ``recent_rows``: the file's first rows are recent (joined feedback written before the base
+    data): when the holdout holds at least ``MIN_RECENT_ROWS`` of them, the gate compares the
+    candidate with the active model on those rows, today's data. ``sources`` describe where the
+    rows came from, for the manifest (a name and a row count each; a count of None is the rest
+    of the file's rows).
     """
     started = time.perf_counter()
     if not 0.0 < holdout_fraction < 1.0:
@@ -112,12 +135,16 @@ def train(
         engine = DaskEngine()
     if not (engine == "local" or isinstance(engine, DaskEngine)):
         raise ValueError(f"engine must be local or dask, got {engine!r}")
-    sources = data_module.open_sources(data, data_format)
+    dataset = data_module.open_sources(data, data_format)
     if isinstance(engine, DaskEngine):
+        if recent_rows is not None:
+            raise ValueError("training with feedback (recent_rows) runs on the local engine "
+                             "only")
         stream = False  # each partition is held in its worker's memory
     elif stream is None:
-        stream = data_module.should_stream(sources)
-    split = _Split(target, options, holdout_fraction, seed, data_format, transform)
+        stream = data_module.should_stream(dataset)
+    split = _Split(target, options, holdout_fraction, seed, data_format, transform,
+                   recent_rows)
 
     guard = store.lock(wait=wait_lock, owner=owner or "sgdserve train") if lock else nullcontext()
     with guard:
@@ -126,7 +153,7 @@ def train(
             _fit_streamed if stream else _fit_in_memory
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            evaluation = fit(reg, sources, split, progress, active)
+            evaluation = fit(reg, dataset, split, progress, active)
         notes = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
         if getattr(reg, "step_scale_", 1.0) < 1.0:
             evaluation.notices.append(
@@ -144,10 +171,23 @@ def train(
             "holdout": evaluation.holdout,
             "active_holdout": evaluation.active_holdout,
         }
+        if recent_rows is not None:
+            metrics["recent_holdout"] = evaluation.recent
+            metrics["active_recent_holdout"] = evaluation.active_recent
         status = "promoted" if promote else "rejected"
         inferred = summarize_schema(candidate)
+        calibration = evaluation.calibration
+        data_info: dict[str, Any] = {**evaluation.fingerprint.to_dict(),
+                                     "source": source or dataset.name}
+        if sources is not None:
+            listed = [dict(s) for s in sources]
+            known = sum(s["rows"] for s in listed if s.get("rows") is not None)
+            for s in listed:
+                if s.get("rows") is None:
+                    s["rows"] = evaluation.fingerprint.rows - known
+            data_info["sources"] = listed
         manifest = {
-            "data": {**evaluation.fingerprint.to_dict(), "source": source or sources.name},
+            "data": data_info,
             "split": {
                 "holdout_fraction": holdout_fraction,
                 "seed": seed,
@@ -164,6 +204,12 @@ def train(
             "metrics": metrics,
             "loss_history": list(reg.loss_history_),
             "holdout_sample": evaluation.holdout_sample,
+            "calibration": None if calibration is None else {
+                "residuals": calibration.n, "of_rows": calibration.of_rows,
+                "scale": calibration.scale, "max_level": calibration.max_level,
+                "half_width_90": (calibration.half_width(0.9)
+                                  if calibration.n >= 9 else None),
+            },
             "epochs": reg.n_iter_,
             "gate": {
                 "compared_with": active_id,
@@ -287,6 +333,13 @@ class _Split:
     seed: int
     data_format: str | None
     transform: str
+    recent_rows: int | None = None
+
+    def recent(self, rows: np.ndarray) -> np.ndarray:
+        """Which of these file rows are recent (feedback written before the base data)."""
+        if self.recent_rows is None:
+            return np.zeros(len(rows), bool)
+        return rows < self.recent_rows
 
 
 @dataclass
@@ -302,6 +355,52 @@ class _Evaluation:
     notices: list[str]
     decisions: list[str]
     engine: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
+    calibration: Calibration | None = None  # none from the Dask engine: no intervals
+    recent: dict[str, Any] | None = None  # holdout metrics on the recent rows only
+    active_recent: dict[str, Any] | None = None
+
+
+class _RowSample:
+    """A bounded, seeded sample of rows of float columns: the ``size`` rows with the smallest
+    seeded per-row hash, so the same rows whether the file is read whole or streamed."""
+
+    def __init__(self, size: int, seed: int, width: int) -> None:
+        self.size, self.seed = size, seed
+        self.keys = np.empty(0, np.uint64)
+        self.values = np.empty((0, width))
+
+    def add(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """``values`` (n, width) belong to the file rows ``rows``."""
+        if len(rows) == 0:
+            return
+        self.keys = np.concatenate([self.keys, row_keys(rows, self.seed)])
+        self.values = np.concatenate([self.values, np.asarray(values, np.float64)])
+        if len(self.keys) > self.size:
+            keep = np.argpartition(self.keys, self.size - 1)[:self.size]
+            self.keys, self.values = self.keys[keep], self.values[keep]
+
+
+def _calibration(sample: _RowSample, of_rows: int, model: LinearModel) -> Calibration:
+    """The candidate's sorted absolute holdout residuals, on its fitted scale."""
+    return Calibration(sample.values[:, 0], scale=model.target_transform, of_rows=of_rows)
+
+
+def _reference(sample: _RowSample, schema: Any, train_rows: int) -> dict[str, NumericReference]:
+    """Each numeric or boolean feature's training deciles (imputed values left out)."""
+    names = schema.design_names()
+    position = {n: i for i, n in enumerate(names)}
+    out = {}
+    for j, feature in enumerate(schema.numeric):
+        values = sample.values[:, j]
+        if feature.indicator:
+            values = values[sample.values[:, position[f"{feature.name} (missing)"]] == 0]
+        out[feature.name] = NumericReference.from_values(
+            values, feature.missing / train_rows if train_rows else 0.0)
+    return out
+
+
+def _residuals(model: LinearModel, y_fitted: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    return np.abs(y_fitted - model.fitted_scale(predicted))[:, None]
 
 
 def _comparable(active: LinearModel | None, candidate: LinearModel) -> bool:
@@ -327,10 +426,22 @@ def _fit_in_memory(reg, sources, split: _Split, progress, active) -> _Evaluation
     predicted = candidate.predict(hold.X, hold.codes)
     sample = data_module.HoldoutSample(split.seed)
     sample.add(loaded.holdout_rows, hold.target, predicted)
-    active_holdout = None
+    residuals = _RowSample(CALIBRATION_ROWS, split.seed ^ _CALIBRATION_SALT, 1)
+    residuals.add(loaded.holdout_rows, _residuals(candidate, hold.y, predicted))
+    train_rows = np.setdiff1d(np.arange(loaded.fingerprint.rows), loaded.holdout_rows)
+    reference = _RowSample(REFERENCE_ROWS, split.seed ^ _REFERENCE_SALT, train.X.shape[1])
+    reference.add(train_rows, train.X)
+    candidate = dataclasses.replace(
+        candidate, calibration=_calibration(residuals, len(hold), candidate),
+        reference=_reference(reference, schema, len(train)))
+    recent = split.recent(loaded.holdout_rows)
+    active_holdout = active_recent = None
     if _comparable(active, candidate):
         theirs = data_module.encode(active.schema, loaded.holdout_frame, loaded.source)
-        active_holdout = regression_metrics(hold.target, active.predict(theirs.X, theirs.codes))
+        active_predicted = active.predict(theirs.X, theirs.codes)
+        active_holdout = regression_metrics(hold.target, active_predicted)
+        if split.recent_rows is not None:
+            active_recent = regression_metrics(hold.target[recent], active_predicted[recent])
     return _Evaluation(
         candidate=candidate,
         fingerprint=loaded.fingerprint,
@@ -340,6 +451,10 @@ def _fit_in_memory(reg, sources, split: _Split, progress, active) -> _Evaluation
         holdout_sample=sample.to_dict(len(hold)),
         notices=loaded.notices,
         decisions=loaded.decisions,
+        calibration=candidate.calibration,
+        recent=(regression_metrics(hold.target[recent], predicted[recent])
+                if split.recent_rows is not None else None),
+        active_recent=active_recent,
     )
 
 
@@ -371,23 +486,38 @@ def _fit_streamed(reg, sources, split: _Split, progress, active) -> _Evaluation:
     candidate = LinearModel.from_regressor(reg, schema, split.target, split.transform)
     comparable = _comparable(active, candidate)
     train, holdout, active_holdout = RegressionSums(), RegressionSums(), RegressionSums()
+    recent, active_recent = RegressionSums(), RegressionSums()
     sample = data_module.HoldoutSample(split.seed)
+    residuals = _RowSample(CALIBRATION_ROWS, split.seed ^ _CALIBRATION_SALT, 1)
+    reference = _RowSample(REFERENCE_ROWS, split.seed ^ _REFERENCE_SALT,
+                           len(schema.design_names()))
     for chunk in stream:
         design, mask = chunk.design, chunk.holdout
         kept = design.rows(~mask)
         train.add(kept.target, candidate.predict(kept.X, kept.codes))
+        reference.add(chunk.start_row + np.flatnonzero(~mask), kept.X)
         if mask.any():
             hold = design.rows(mask)
+            rows = chunk.start_row + np.flatnonzero(mask)
             predicted = candidate.predict(hold.X, hold.codes)
             holdout.add(hold.target, predicted)
-            sample.add(chunk.start_row + np.flatnonzero(mask), hold.target, predicted)
+            sample.add(rows, hold.target, predicted)
+            residuals.add(rows, _residuals(candidate, hold.y, predicted))
+            is_recent = split.recent(rows)
+            recent.add(hold.target[is_recent], predicted[is_recent])
             if comparable:
                 theirs = data_module.encode(active.schema, chunk.frame.filter(pl.Series(mask)),
                                             stream.source)
-                active_holdout.add(hold.target, active.predict(theirs.X, theirs.codes))
+                active_predicted = active.predict(theirs.X, theirs.codes)
+                active_holdout.add(hold.target, active_predicted)
+                active_recent.add(hold.target[is_recent], active_predicted[is_recent])
     if holdout.n == 0:
         raise DataError("the file is too small to hold out rows for evaluation")
     assert stream.fingerprint is not None
+    candidate = dataclasses.replace(
+        candidate, calibration=_calibration(residuals, holdout.n, candidate),
+        reference=_reference(reference, schema, train.n))
+    with_recent = split.recent_rows is not None
     return _Evaluation(
         candidate=candidate,
         fingerprint=stream.fingerprint,
@@ -397,6 +527,9 @@ def _fit_streamed(reg, sources, split: _Split, progress, active) -> _Evaluation:
         holdout_sample=sample.to_dict(holdout.n),
         notices=stream.notices,
         decisions=stream.decisions,
+        calibration=candidate.calibration,
+        recent=recent.metrics() if with_recent else None,
+        active_recent=active_recent.metrics() if with_recent and comparable else None,
     )
 
 
@@ -471,6 +604,16 @@ def _decide(active_id: str | None, active: LinearModel, evaluation: _Evaluation,
         f"holdout RMSE {new:.6g} vs active {active_id} {old:.6g} on the same "
         f"{evaluation.holdout['rows']} rows (tolerance {tolerance:.2%})"
     )
+    recent, active_recent = evaluation.recent, evaluation.active_recent
+    if recent and active_recent and recent["rows"] >= MIN_RECENT_ROWS:
+        # Judged on today's data: the feedback rows of the holdout, not the whole of it.
+        new, old = recent["rmse"], active_recent["rmse"]
+        comparison = (
+            f"holdout RMSE {new:.6g} vs active {active_id} {old:.6g} on the same "
+            f"{recent['rows']} recent (feedback) rows (tolerance {tolerance:.2%}; on all "
+            f"{evaluation.holdout['rows']} holdout rows {evaluation.holdout['rmse']:.6g} vs "
+            f"{evaluation.active_holdout['rmse']:.6g})"
+        )
     if new <= old * (1.0 + tolerance):
         return True, f"not worse: {comparison}"
     if force:

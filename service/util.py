@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["to_json", "utc_iso", "utc_now"]
+__all__ = ["parse_duration", "to_json", "utc_iso", "utc_now"]
 
 
 def utc_now() -> dt.datetime:
@@ -50,3 +51,23 @@ def to_json(value: Any, where: str = "value") -> Any:
     if isinstance(value, dt.date):
         return value.isoformat()
     raise TypeError(f"{where} is not JSON-serialisable: {type(value).__name__}")
+
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", re.ASCII)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"7d"``, ``"24h"``, ``"1h30m"``, ``"90s"`` or a plain number of seconds."""
+    value = text.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        match = _DURATION.fullmatch(value)
+        if not value or match is None:
+            raise ValueError(f"{text!r} is not a duration: write e.g. 7d, 24h, 1h30m, 90s or "
+                             "seconds") from None
+        d, h, m, s = (int(p) if p else 0 for p in match.groups())
+        seconds = float(((d * 24 + h) * 60 + m) * 60 + s)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{text!r} is not a duration: it must be more than 0 seconds")
+    return seconds

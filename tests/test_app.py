@@ -317,6 +317,11 @@ def _bodies_for_both_paths() -> list[bytes]:
         broken = [dict(r) for r in rows]
         del broken[-1]["bathrooms"]
         bodies.append(orjson.dumps({"instances": broken}))
+        # The options ride on both paths too (this model has no calibration residuals).
+        bodies.append(orjson.dumps({"instances": rows, "explain": True}))
+        bodies.append(orjson.dumps({"features": rows[0], "explain": n > 2}))
+        bodies.append(orjson.dumps({"features": rows[0], "explain": "yes"}))
+        bodies.append(orjson.dumps({"features": rows[0], "interval": 0.9}))
     return bodies
 
 
@@ -332,7 +337,11 @@ def test_the_typed_and_general_paths_answer_alike(client, model, monkeypatch):
         out = []
         for body in bodies:
             r = client.post("/predict", data=body, content_type="application/json")
-            out.append((r.status_code, r.get_json()))
+            answer = r.get_json()
+            if r.status_code == 200:  # ids differ by nature; each answer has its own
+                ids = answer.pop("prediction_id", None) or answer.pop("prediction_ids")
+                assert ids
+            out.append((r.status_code, answer))
         return out
 
     typed = answers()
@@ -507,6 +516,7 @@ def test_activate_rolls_back_and_this_worker_serves_it_at_once(tmp_path, store):
     assert r.headers["X-Model-Version"] == old
     assert store.active_version() == old
     body = post_json(client, "/predict", {"features": ROW}).get_json()
+    assert body.pop("prediction_id")
     assert body == {"prediction": pytest.approx(expected(old_model, ROW)), "model_version": old}
 
 
@@ -552,6 +562,7 @@ def test_a_promotion_by_another_process_is_picked_up(tmp_path, model, store):
     new_model = make_model(coef=(100.0, 0.0, 0.0, 0.0), intercept=7.0)
     second = add_version(other_store, new_model)
     body = post_json(client, "/predict", {"features": ROW}).get_json()
+    assert body.pop("prediction_id")
     assert body == {"prediction": pytest.approx(expected(new_model, ROW)), "model_version": second}
 
 

@@ -285,11 +285,14 @@ DOCUMENTED = {
     "sample": ["--rows", "--out", "--seed"],
     "train": ["--data", "--target", "--features", "--model-dir", "--name", "--epochs",
               "--learning-rate", "--eta0", "--batch-size", "--loss", "--penalty", "--alpha",
-              "--seed", "--force", "--json", "--sample", "--if-empty"],
+              "--seed", "--force", "--json", "--sample", "--if-empty", "--with-feedback",
+              "--window", "--log-dir"],
     "predict": ["--data", "--out", "--model-dir", "--name", "--version"],
     "models": ["list", "show", "activate", "--model-dir", "--name"],
     "serve": ["--host", "--port", "--workers", "--model-dir"],
-    "schedule": ["--every", "--cron", "--data", "--target", "--max-runs"],
+    "schedule": ["--every", "--cron", "--data", "--target", "--max-runs", "--with-feedback",
+                 "--min-new-rows", "--on-drift", "--on-rmse", "--log-dir"],
+    "monitor": ["--json", "--window", "--level", "--log-dir", "--model-dir", "--name"],
 }
 
 

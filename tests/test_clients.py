@@ -260,8 +260,12 @@ def kserve_infer_response(r: requests.Response) -> dict:
     start = json_length
     for output in body["outputs"]:
         name, shape, datatype = output["name"], output["shape"], output["datatype"]
-        assert datatype == "FP64"
         parameters = output.get("parameters")
+        if datatype == "BYTES":  # prediction_id: JSON strings, which kserve keeps as they are
+            assert name == "prediction_id" and "binary_data_size" not in (parameters or {})
+            outputs[name] = output["data"]
+            continue
+        assert datatype == "FP64"
         if parameters and "binary_data_size" in parameters:
             end = start + parameters["binary_data_size"]
             outputs[name] = np.frombuffer(content[start:end], "<f8").reshape(shape).tolist()

@@ -259,3 +259,37 @@ def test_the_cli_refuses_a_bad_address_and_an_empty_glob_in_one_line(tmp_path: P
     assert empty.returncode == 2
     assert empty.stderr == f"sgdserve train: error: no data files match {pattern!r}\n"
     assert not (tmp_path / "models").exists() or LocalStore(tmp_path / "models").version_ids() == []
+
+
+def test_training_with_feedback_is_refused_on_dask_in_one_line(tmp_path: Path) -> None:
+    data = write_parts(regression_frame(300, seed=7), tmp_path / "d", 2)
+    base = [sys.executable, "-m", "service.cli", "train", "--target", "y", "--with-feedback",
+            "--model-dir", str(tmp_path / "models"), "--log-dir", str(tmp_path)]
+    on_dask = subprocess.run([*base, "--engine", "dask", "--workers", "1", "--data",
+                              str(data / "*.csv")],
+                             capture_output=True, text=True, env=child_env(), timeout=60)
+    assert on_dask.returncode == 2
+    assert on_dask.stderr == ("sgdserve train: error: --with-feedback runs on the local engine; "
+                              "leave out --engine dask\n")
+    many = subprocess.run([*base, "--data", str(data)],
+                          capture_output=True, text=True, env=child_env(), timeout=60)
+    assert many.returncode == 2
+    assert many.stderr == ("sgdserve train: error: --with-feedback needs one local --data file "
+                           "(the base data the feedback rows are added to)\n")
+    assert not (tmp_path / "models").exists() or LocalStore(tmp_path / "models").version_ids() == []
+
+
+def test_a_dask_trained_model_refuses_an_interval_by_name(client, tmp_path: Path) -> None:
+    from service.http.app import create_app
+
+    data = write_parts(regression_frame(2_000, seed=3), tmp_path / "d", 2)
+    _, manifest = fit(client, data, tmp_path / "models")
+    assert manifest["calibration"] is None
+    model = LocalStore(tmp_path / "models").active()[1]
+    row = dict.fromkeys(model.feature_names, 1.0)
+    client = create_app({"model_dir": tmp_path / "models",
+                         "log_dir": tmp_path / "logs"}).test_client()
+    assert client.post("/predict", json={"features": row}).status_code == 200
+    r = client.post("/predict", json={"features": row, "interval": 0.9})
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "interval_unavailable"
+    assert "Dask engine" in r.get_json()["error"]["message"]

@@ -187,7 +187,7 @@ def test_env_defaults_listen_everywhere_on_the_exposed_port(dockerfile: Dockerfi
 
 def test_models_are_trained_before_the_volume_is_declared(dockerfile: Dockerfile) -> None:
     model_dir = dockerfile.env["SGDSERVE_MODEL_DIR"]
-    assert dockerfile.volumes == [model_dir]
+    assert dockerfile.volumes == [model_dir, dockerfile.env["SGDSERVE_LOG_DIR"]]
     kinds = [kind for kind, _ in dockerfile.runtime]
     train = [i for i, (k, a) in enumerate(dockerfile.runtime) if k == "RUN" and " train" in a]
     assert train, "the image should train the default model at build time"

@@ -27,6 +27,7 @@ LAYERS = {
     "service.cluster": 4,  # the Dask engine: training uses it; it uses data and engine
     "service.retrain": 5,
     "service.schedule": 5,
+    "service.monitor": 5,  # the prediction and feedback logs, the join; trains with feedback
     "service.http": 6,
     "service.cli": 7,
     "service.server": 7,

@@ -93,6 +93,8 @@ def test_histogram_buckets_and_help_text(metrics: Metrics) -> None:
         "sgdserve_values_imputed": "counter",
         "sgdserve_unseen_levels": "counter",
         "sgdserve_last_promotion_timestamp_seconds": "gauge",
+        "sgdserve_log_write_failures": "counter",
+        "sgdserve_feedback_rows": "counter",
     }
     assert {name: f.type for name, f in families.items()} == expected
     assert all(f.documentation for f in families.values())

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from service.data import write_houses_csv
+from service.data import make_houses, write_houses_csv
 from service.store import LocalStore
 from service.training import train
 
@@ -84,9 +84,24 @@ def store_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(browser_paths, store_dir, tmp_path_factory) -> Iterator[GunicornServer]:
     env = {"SGDSERVE_MODEL_DIR": str(store_dir), "SGDSERVE_API_TOKEN": TOKEN,
-           "SGDSERVE_RELOAD_INTERVAL": "0.2"}
+           "SGDSERVE_RELOAD_INTERVAL": "0.2",
+           "SGDSERVE_LOG_DIR": str(tmp_path_factory.mktemp("page-logs"))}
     with GunicornServer(tmp_path_factory.mktemp("page-gunicorn"), workers=2, env=env) as srv:
+        _traffic_with_feedback(srv)
         yield srv
+
+
+def _traffic_with_feedback(server: GunicornServer) -> None:
+    """Predictions of bigger houses, and feedback at higher prices: something to monitor."""
+    X, y, names = make_houses(600, seed=8)
+    X[:, 0] *= 1.5
+    rows = [dict(zip(names, r, strict=True)) for r in X.tolist()]
+    ids = requests.post(server.url + "/predict", json={"instances": rows}, timeout=30).json()[
+        "prediction_ids"]
+    items = [{"prediction_id": p, "actual": 1.3 * float(a)} for p, a in zip(ids, y, strict=True)]
+    r = requests.post(server.url + "/feedback", json={"feedback": items}, timeout=30,
+                      headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 202 and r.json()["accepted"] == 600
 
 
 @pytest.fixture(scope="module")
@@ -198,14 +213,17 @@ def test_the_page_loads_with_no_console_error_and_no_csp_violation(browser, serv
 
 
 def test_the_page_and_its_data_take_a_few_requests(page, server):
+    wait_until(lambda: page.execute_script("return document.body.dataset.monitoring"), WAIT,
+               "the monitoring report")
     entries = page.execute_script(
         "return performance.getEntriesByType('resource').map(e => [e.name, e.transferSize,"
         " e.encodedBodySize]).concat([[location.href, performance.getEntriesByType("
         "'navigation')[0].transferSize, 0]])")
     paths = sorted(e[0].replace(server.url, "").split("?")[0] for e in entries)
-    assert paths == ["/", "/model", "/models", "/models/history", "/static/icon.svg",
-                     "/static/page.css", "/static/page.js"] or paths == [
-        "/", "/model", "/models", "/models/history", "/static/page.css", "/static/page.js"]
+    assert paths == ["/", "/model", "/models", "/models/history", "/monitoring",
+                     "/static/icon.svg", "/static/page.css", "/static/page.js"] or paths == [
+        "/", "/model", "/models", "/models/history", "/monitoring", "/static/page.css",
+        "/static/page.js"]
 
 
 # -- the card and the plots -----------------------------------------------------------------------
@@ -326,6 +344,44 @@ def test_the_versions_table_matches_models(page, server):
     rows = page.find_elements("css selector", "#history-table tbody tr")
     assert len(rows) == len(history)
     assert history[-1]["version"] in rows[0].text and "now" in rows[0].text
+
+
+def test_the_monitoring_section_shows_what_monitoring_reports(page, server, shots):
+    wait_until(lambda: page.execute_script("return document.body.dataset.monitoring"), WAIT,
+               "the monitoring report")
+    (shots / "monitoring-1440px.png").write_bytes(
+        page.find_element("id", "monitoring").screenshot_as_png)
+    report = api(server, "/monitoring")  # the same report: it is cached for a minute
+    facts = text_of(page, "monitoring-facts")
+    assert report["model_version"] in facts and "600" in facts
+    live = page.find_element("css selector", "#monitoring-quality tbody td.num")
+    assert float(live.get_attribute("data-value")) == report["live"]["rmse"]
+    shown = {row.get_attribute("data-feature"): row for row in page.find_elements(
+        "css selector", "#drift-table tbody tr")}
+    assert set(shown) == set(report["drift"])
+    for name, d in report["drift"].items():
+        cell = shown[name].find_element("css selector", "td[data-label='PSI']")
+        assert float(cell.get_attribute("data-value")) == d["psi"]
+        assert shown[name].find_element("css selector", ".badge").get_attribute(
+            "class").split()[-1] == d["status"]
+    assert report["drift"]["sqft"]["status"] == "act"  # the houses grew
+    alerts = [li.text for li in page.find_elements("css selector", "#monitoring-alerts li")]
+    assert alerts == report["alerts"] and any("drift on sqft" in a for a in alerts)
+    assert "intervals covered" in text_of(page, "monitoring-coverage")
+    before = report["generated_at"]
+    page.find_element("id", "monitoring-refresh").click()
+    wait_until(lambda: api(server, "/monitoring")["generated_at"] != before, WAIT,
+               "a fresh join")
+
+
+def test_the_form_shows_an_interval_and_the_explanation(page, server):
+    page.find_element("id", "predict-button").click()
+    wait_until(lambda: page.find_elements("id", "prediction-interval"), WAIT, "the interval")
+    assert text_of(page, "prediction-interval").startswith("90% prediction interval: ")
+    page.find_element("css selector", "#prediction-explanation summary").click()
+    rows = page.find_elements("css selector", "#explanation-table tbody tr")
+    assert len(rows) == len(api(server, "/model")["features"])
+    assert text_of(page, "prediction-id")
 
 
 def test_rollback_through_the_page_changes_what_model_reports(page, server):
@@ -654,7 +710,8 @@ def test_the_form_and_card_follow_a_categorical_schema(browser, fixture_server):
         == PREDICTION
     sent = json.loads((bodies / "predict-0.json").read_bytes())
     assert sent == {"features": {"sqft": 2000, "lot_area": None, "central_air": "N",
-                                 "neighborhood": "StoneBr", "alley": None}}
+                                 "neighborhood": "StoneBr", "alley": None},
+                    "explain": True}  # no calibration in the fixture's manifest: no interval
 
     alley.select_by_visible_text("Pave (78 rows)")
     browser.find_element("id", "feature-1").send_keys("8450")

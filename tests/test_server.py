@@ -147,7 +147,8 @@ def test_every_setting_in_the_conf_file_is_a_gunicorn_setting() -> None:
 class _Resp:
     status = "404 NOT FOUND"
     sent = 10
-    headers = [("Content-Type", "application/json"), ("X-Model-Version", 'v"7')]
+    headers = [("Content-Type", "application/json"), ("X-Model-Version", 'v"7'),
+               ("X-Request-Id", "req-1"), ("X-Prediction-Id", "p.1")]
 
 
 class _FixedClockLogger(JsonAccessLogger):
@@ -173,7 +174,7 @@ def test_lean_access_atoms_render_the_same_line_as_gunicorns() -> None:
     assert json.loads(line) == {
         "time": "2026-01-01T00:00:00.000+00:00", "method": "GET", "path": '/a"b\\c',
         "status": 404, "duration_s": 0.001234, "model_version": 'v"7',
-        "remote_addr": "10.0.0.1",
+        "request_id": "req-1", "prediction_id": "p.1", "remote_addr": "10.0.0.1",
     }
 
 

@@ -71,7 +71,7 @@ class HoldoutSample:
 
     def add(self, rows: np.ndarray, y: np.ndarray, pred: np.ndarray) -> None:
         """``rows`` are the data row numbers of the holdout rows ``y`` and ``pred`` are for."""
-        self._take(rows, _row_keys(rows, self.seed), y, pred)
+        self._take(rows, row_keys(rows, self.seed), y, pred)
 
     def merge(self, other: HoldoutSample) -> HoldoutSample:
         """Take another part's sample (the bottom k of the union is the bottom k of all)."""
@@ -94,7 +94,8 @@ class HoldoutSample:
                 "of_rows": holdout_rows}
 
 
-def _row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
+def row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
+    """The seeded per-row hash of these (any, unsorted) row numbers."""
     if len(rows) == 0:
         return np.empty(0, np.uint64)
     lo = int(rows.min())

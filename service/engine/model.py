@@ -25,6 +25,9 @@ import numpy as np
 
 from ..errors import DataError
 from ..util import to_json
+from .conformal import Calibration
+from .drift import NumericReference
+from .explain import Explainer
 from .schema import CATEGORICAL, Encoded, Schema
 
 FORMAT_VERSION = 2
@@ -50,6 +53,10 @@ class LinearModel:
     # With the log transform: (lowest, highest) log(target) in training; sums are clipped to it.
     target_range: tuple[float, float] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # hyper-parameters etc.
+    # Holdout residuals for prediction intervals (None: a version trained before them).
+    calibration: Calibration | None = None
+    # Training deciles per numeric or boolean feature, for drift (categorical: the schema's).
+    reference: Mapping[str, NumericReference] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         d = len(self.schema.design_names())
@@ -84,6 +91,7 @@ class LinearModel:
         # Plain lists for the per-row path: indexing a list is cheaper than an array.
         object.__setattr__(self, "_coef_list", self.coef.tolist())
         object.__setattr__(self, "_level_lists", tuple(w.tolist() for w in levels))
+        object.__setattr__(self, "_explainer", None)
 
     @classmethod
     def numeric(cls, feature_names: Sequence[str], target: str, **fields: Any) -> LinearModel:
@@ -175,6 +183,19 @@ class LinearModel:
             return self.schema.encode_row(columns)
         return self.schema.encode_columns(columns)
 
+    def explainer(self) -> Explainer:
+        """The explanation of this model's predictions (service/engine/explain.py), made once."""
+        explainer = self._explainer  # type: ignore[attr-defined]
+        if explainer is None:
+            explainer = Explainer.for_model(self)
+            object.__setattr__(self, "_explainer", explainer)
+        return explainer
+
+    def fitted_scale(self, y: Any) -> Any:
+        """Predictions or targets on the scale the model was fitted on (log y with the log
+        transform): where its residuals, and so its intervals, are measured."""
+        return np.log(y) if self.target_transform == "log" else y
+
     def predict(self, X: np.ndarray, codes: Any = None) -> np.ndarray:
         """Predictions for a 2-D design matrix (columns in ``schema.design_names()`` order) and
         an (n, k) array of level codes when the model has categorical features."""
@@ -260,6 +281,8 @@ class LinearModel:
             "intercept_std": float(self.intercept_std),
             "level_coef": [np.array(w) for w in self.level_coef],
             "extra": to_json(dict(self.extra), "extra"),
+            "calibration": None if self.calibration is None else self.calibration.to_state(),
+            "reference": {name: ref.to_state() for name, ref in self.reference.items()},
         }
 
     @classmethod
@@ -289,6 +312,10 @@ class LinearModel:
                 target_range=(tuple(state["target_range"])
                               if state.get("target_range") is not None else None),
                 extra=dict(state.get("extra", {})),
+                calibration=(Calibration.from_state(state["calibration"])
+                             if state.get("calibration") is not None else None),
+                reference={str(name): NumericReference.from_state(ref)
+                           for name, ref in (state.get("reference") or {}).items()},
             )
         except KeyError as exc:
             raise ValueError(f"model state lacks {exc.args[0]!r}") from None

@@ -15,7 +15,7 @@ from typing import IO, Any
 from flask import Flask, Request, Response, request
 
 from ..config import Settings
-from . import mlflow, models, ops, predict, retrain, ui, v1, v2
+from . import feedback, mlflow, models, monitoring, ops, predict, retrain, ui, v1, v2
 from .errors import register_error_handlers
 from .state import EXTENSION, ServiceState
 
@@ -74,6 +74,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION] = ServiceState(settings)
 
     register_error_handlers(app)
-    for blueprint in (predict.bp, retrain.bp, models.bp, ops.bp, v2.bp, v1.bp, mlflow.bp, ui.bp):
+    for blueprint in (predict.bp, feedback.bp, monitoring.bp, retrain.bp, models.bp, ops.bp,
+                      v2.bp, v1.bp, mlflow.bp, ui.bp):
         app.register_blueprint(blueprint)
     return app

@@ -35,6 +35,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -131,6 +132,67 @@ def retire_process(pid: int, path: Path | None = None) -> None:
             os.remove(dead)
 
 
+class _MonitoringCollector:
+    """The last monitoring report (service/monitor/report.py) as gauges, read at scrape time
+    from the file the join wrote: a scrape never joins logs. Only the report's top version (the
+    active one) is exported, so the series are bounded by the model's features."""
+
+    def __init__(self, read: Callable[[], dict | None] | None) -> None:
+        self.read = read
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        report = self.read() if self.read is not None else None
+        if not report or not report.get("model_version"):
+            return
+        version = str(report["model_version"])
+
+        def gauge(name: str, text: str, value: Any, **labels: str) -> GaugeMetricFamily | None:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                return None
+            family = GaugeMetricFamily(name, text, labels=["version", *labels])
+            family.add_metric([version, *labels.values()], float(value))
+            return family
+
+        live, holdout = report.get("live") or {}, report.get("holdout") or {}
+        coverage = report.get("interval_coverage") or {}
+        level = str(coverage.get("level"))
+        found = [
+            gauge("sgdserve_monitoring_report_timestamp_seconds",
+                  "Unix time the last monitoring report was computed.",
+                  report.get("generated_unix")),
+            gauge("sgdserve_rows_with_feedback", "Predictions in the report's window with an "
+                  "actual value.", report.get("rows_with_feedback")),
+            gauge("sgdserve_live_rmse", "RMSE of predictions against their feedback, in the "
+                  "report's window.", live.get("rmse")),
+            gauge("sgdserve_live_mae", "MAE of predictions against their feedback.",
+                  live.get("mae")),
+            gauge("sgdserve_holdout_rmse", "The version's RMSE on its training holdout.",
+                  holdout.get("rmse")),
+            gauge("sgdserve_holdout_mae", "The version's MAE on its training holdout.",
+                  holdout.get("mae")),
+            gauge("sgdserve_interval_coverage", "Share of feedback rows inside their conformal "
+                  "interval at the report's level.", coverage.get("observed"), level=level),
+        ]
+        yield from (f for f in found if f is not None)
+        drift = report.get("drift") or {}
+        for name, text, key in (
+                ("sgdserve_feature_psi", "Population stability index of a feature's inputs "
+                 "against training (0.1 warn, 0.25 act).", "psi"),
+                ("sgdserve_feature_unseen_share", "Share of a feature's inputs never seen in "
+                 "training (levels; numbers outside the training range).", "unseen_share"),
+                ("sgdserve_feature_missing_share", "Share of a feature's inputs that were empty.",
+                 "missing_share")):
+            family = GaugeMetricFamily(name, text, labels=["version", "feature"])
+            for feature, numbers in drift.items():
+                value = numbers.get(key) if isinstance(numbers, dict) else None
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    family.add_metric([version, str(feature)], float(value))
+            yield family
+
+
 class _ServingCollector:
     """``sgdserve_model_version_info``: one series per live worker, from its serving file."""
 
@@ -199,7 +261,8 @@ def _use_process_values() -> None:
 class Metrics:
     """The service's metrics: cheap to record on the hot path, rendered in Prometheus format."""
 
-    def __init__(self, registry_dir: Path | None) -> None:
+    def __init__(self, registry_dir: Path | None,
+                 monitoring: Callable[[], dict | None] | None = None) -> None:
         # None means one process (Flask test client) unless this process already runs in
         # multiprocess mode (a worker of a server that exported the directory): then use it,
         # or each worker would report only itself.
@@ -246,6 +309,7 @@ class Metrics:
         )
         self._render_registry.register(_ServingCollector(self.registry_dir,
                                                          lambda: self._active_version))
+        self._render_registry.register(_MonitoringCollector(monitoring))
         self._load_failures = Counter(
             "sgdserve_model_load_failures_total",
             "Failed loads of a model version (unsigned, tampered, unreadable or unreachable), "
@@ -270,6 +334,19 @@ class Metrics:
             "Categorical values never seen in training (predicted as the 'other' level), by "
             "feature.",
             ["feature"],
+            registry=registry,
+        )
+        self._log_failures = Counter(
+            "sgdserve_log_write_failures_total",
+            "Prediction or feedback log lines not written (read-only or full log directory), by "
+            "log and operation; predictions went on.",
+            ["log", "operation"],
+            registry=registry,
+        )
+        self._feedback = Counter(
+            "sgdserve_feedback_rows_total",
+            "Rows sent to /feedback, by outcome (accepted, unknown id, labelled row).",
+            ["outcome"],
             registry=registry,
         )
         self._retrain_jobs = Counter(
@@ -326,6 +403,16 @@ class Metrics:
             self._imputed.labels(feature).inc(n)
         for feature, n in unseen.items():
             self._unseen.labels(feature).inc(n)
+
+    def log_write_failed(self, log: str, operation: str) -> None:
+        """Count a log line not written (``log``: predictions or feedback)."""
+        self._log_failures.labels(log, operation).inc()
+
+    def feedback_rows(self, accepted: int, unknown: int, labelled: int) -> None:
+        """Count the rows of one /feedback request by outcome."""
+        for outcome, n in (("accepted", accepted), ("unknown", unknown), ("labelled", labelled)):
+            if n:
+                self._feedback.labels(outcome).inc(n)
 
     def model_loaded(self, version: str) -> None:
         """Mark ``version`` as the one this process serves."""

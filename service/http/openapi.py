@@ -151,6 +151,179 @@ def _feature_row(fields: tuple[tuple[str, str], ...] | None,
     return row
 
 
+# -- the production loop: intervals, explanations, ids, feedback, monitoring -------------------
+
+_PREDICT_OPTIONS = {
+    "interval": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                 "exclusiveMaximum": True, "maximum": 1, "example": 0.9,
+                 "description": "Add a split conformal prediction interval per row at this "
+                 "level (any level the version's holdout residuals support: up to n/(n+1))."},
+    "explain": {"type": "boolean", "description": "Add each feature's contribution per row "
+                "(they sum with base_value to the prediction)."},
+}
+
+_REQUEST_ID = {
+    "name": "X-Request-Id", "in": "header", "required": False,
+    "description": "The client's id for this request (1 to 200 visible ASCII characters): "
+    "echoed, and written in the access log and the prediction log.",
+    "schema": {"type": "string", "maxLength": 200},
+}
+
+_ID_HEADERS = {
+    "X-Prediction-Id": {"description": "The prediction's id (a batch's: each row's id is "
+                        "<this>.<row>).", "schema": {"type": "string"}},
+    "X-Request-Id": {"description": "The client's X-Request-Id, else X-Prediction-Id.",
+                     "schema": {"type": "string"}},
+}
+
+_NULLABLE_NUMBER = {"type": "number", "nullable": True}
+
+
+def _loop_schemas(max_batch_rows: int) -> dict[str, Any]:
+    item = {
+        "type": "object",
+        "required": ["actual"],
+        "additionalProperties": False,
+        "properties": {
+            "prediction_id": {"type": "string", "description": "An id /predict answered."},
+            "features": {"type": "object", "description": "A labelled row never predicted: "
+                         "the served model's features, as /predict takes them."},
+            "actual": {"type": "number", "description": "The value that really happened."},
+        },
+    }
+    drift = {
+        "type": "object",
+        "properties": {
+            "kind": {"type": "string"},
+            "rows": {"type": "integer"},
+            "psi": {**_NULLABLE_NUMBER, "description": "Population stability index against "
+                    "the training deciles (numeric) or level frequencies (categorical); 0.1 "
+                    "warn, 0.25 act."},
+            "unseen_share": {**_NULLABLE_NUMBER, "description": "Levels never seen in "
+                             "training; for numbers, values outside the training range."},
+            "missing_share": _NULLABLE_NUMBER,
+            "status": {"type": "string", "enum": ["ok", "warn", "act", "few_rows", "unknown"]},
+        },
+    }
+    version = {
+        "type": "object",
+        "required": ["model_version", "rows_with_feedback", "live", "holdout",
+                     "interval_coverage", "drift"],
+        "properties": {
+            "model_version": {"type": "string", "nullable": True},
+            "predictions": {"type": "integer"},
+            "rows_with_feedback": {"type": "integer"},
+            "live": {"type": "object", "properties": {"rmse": _NULLABLE_NUMBER,
+                                                      "mae": _NULLABLE_NUMBER}},
+            "holdout": {"type": "object", "properties": {"rmse": _NULLABLE_NUMBER,
+                                                         "mae": _NULLABLE_NUMBER}},
+            "interval_coverage": {"type": "object", "properties": {
+                "level": {"type": "number"}, "observed": _NULLABLE_NUMBER,
+                "rows": {"type": "integer"}}},
+            "drift": {"type": "object", "additionalProperties": _ref("FeatureDrift")},
+            "alerts": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    return {
+        "Interval": {
+            "type": "object",
+            "required": ["lower", "upper", "level"],
+            "properties": {"lower": {"type": "number"}, "upper": {"type": "number"},
+                           "level": {"type": "number"}},
+        },
+        "Explanation": {
+            "type": "object",
+            "required": ["base_value", "contributions"],
+            "properties": {
+                "base_value": {"type": "number", "description": "The prediction for the "
+                               "training means."},
+                "contributions": {"type": "object", "additionalProperties": {"type": "number"},
+                                  "description": "Per input feature, in target units (a "
+                                  "categorical feature's is its level's)."},
+                "scale": {"type": "string", "enum": ["log"], "description": "Present for a "
+                          "model of log(target): the parts sum to log(prediction)."},
+            },
+        },
+        "FeedbackItem": item,
+        "Feedback": {
+            "oneOf": [item, {
+                "type": "object", "required": ["feedback"], "additionalProperties": False,
+                "properties": {"feedback": {"type": "array", "minItems": 1,
+                                            "maxItems": max_batch_rows, "items": item}}}],
+        },
+        "FeedbackAccepted": {
+            "type": "object",
+            "required": ["accepted", "unknown", "unknown_ids"],
+            "properties": {
+                "accepted": {"type": "integer"},
+                "unknown": {"type": "integer", "description": "Ids this service never "
+                            "issued (counted, not an error)."},
+                "unknown_ids": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+                "unknown_ids_truncated": {"type": "boolean"},
+                "labelled": {"type": "integer"},
+            },
+        },
+        "FeatureDrift": drift,
+        "VersionMonitoring": version,
+        "Monitoring": {
+            "allOf": [version, {"type": "object", "properties": {
+                "window": {"type": "object"},
+                "versions": {"type": "array", "items": _ref("VersionMonitoring")},
+                "feedback": {"type": "object"},
+                "logs": {"type": "object"},
+                "generated_at": {"type": "string"}}}],
+        },
+    }
+
+
+def _loop_paths(max_batch_rows: int) -> dict[str, Any]:
+    def query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "description": description,
+                "schema": schema}
+
+    return {
+        "/feedback": {
+            "post": {
+                "operationId": "feedback",
+                "summary": "Record what really happened: actual values by prediction id, or "
+                "labelled rows never predicted.",
+                "security": [{"bearerAuth": []}],
+                "requestBody": {"required": True, "content": _json(_ref("Feedback"))},
+                "responses": {
+                    "202": {"description": "Kept in this worker's feedback log; the last "
+                            "value per id wins.", "content": _json(_ref("FeedbackAccepted"))},
+                    "400": _error("A malformed item (the message names it), an empty list, or "
+                                  f"more than {max_batch_rows} items."),
+                    **_AUTH_ERRORS,
+                    "413": _error("Body over SGDSERVE_MAX_BODY_BYTES."),
+                    "415": _error("Content-Type is not application/json."),
+                    "503": _error("The feedback could not be stored (nothing was accepted), "
+                                  "or a labelled row came before any model."),
+                },
+            }
+        },
+        "/monitoring": {
+            "get": {
+                "operationId": "monitoring",
+                "summary": "Live quality and drift from the prediction and feedback logs.",
+                "parameters": [
+                    query("window", "How far back (e.g. 24h, 7d, or all); default "
+                          "SGDSERVE_MONITOR_WINDOW.", {"type": "string"}),
+                    query("level", "The interval level whose coverage is checked; default "
+                          "SGDSERVE_MONITOR_LEVEL.", {"type": "number"}),
+                    query("refresh", "Join the logs now instead of reading a report younger "
+                          "than SGDSERVE_MONITOR_REFRESH.", {"type": "boolean"}),
+                ],
+                "responses": {
+                    "200": {"description": "The report (the active version at the top).",
+                            "content": _json(_ref("Monitoring"))},
+                    "400": _error("An unknown parameter or a bad window, level or refresh."),
+                },
+            }
+        },
+    }
+
+
 @functools.lru_cache(maxsize=32)
 def document(
     max_batch_rows: int = 10_000,
@@ -195,7 +368,7 @@ def document(
             "type": "object",
             "required": ["features"],
             "additionalProperties": False,
-            "properties": {"features": _ref("FeatureRow")},
+            "properties": {"features": _ref("FeatureRow"), **_PREDICT_OPTIONS},
         },
         "PredictBatch": {
             "type": "object",
@@ -207,25 +380,35 @@ def document(
                     "minItems": 1,
                     "maxItems": max_batch_rows,
                     "items": _ref("FeatureRow"),
-                }
+                },
+                **_PREDICT_OPTIONS,
             },
         },
         "Prediction": {
             "type": "object",
-            "required": ["prediction", "model_version"],
+            "required": ["prediction", "prediction_id", "model_version"],
             "properties": {
                 "prediction": {"type": "number"},
+                "prediction_id": {"type": "string", "description": "Send it to /feedback "
+                                  "with the actual value, once known."},
                 "model_version": {"type": "string"},
+                "interval": _ref("Interval"),
+                "explanation": _ref("Explanation"),
             },
         },
         "Predictions": {
             "type": "object",
-            "required": ["predictions", "model_version"],
+            "required": ["predictions", "prediction_ids", "model_version"],
             "properties": {
                 "predictions": {"type": "array", "items": {"type": "number"}},
+                "prediction_ids": {"type": "array", "items": {"type": "string"},
+                                   "description": "One per row: <batch id>.<row>."},
                 "model_version": {"type": "string"},
+                "intervals": {"type": "array", "items": _ref("Interval")},
+                "explanations": {"type": "array", "items": _ref("Explanation")},
             },
         },
+        **_loop_schemas(max_batch_rows),
         "RetrainRows": {
             "type": "object",
             "required": ["rows"],
@@ -389,7 +572,9 @@ def document(
         "/predict": {
             "post": {
                 "operationId": "predict",
-                "summary": "Predict one row or a batch of rows.",
+                "summary": "Predict one row or a batch of rows (with intervals and "
+                "explanations when asked).",
+                "parameters": [_REQUEST_ID],
                 "requestBody": {
                     "required": True,
                     "content": _json({"oneOf": [_ref("PredictOne"), _ref("PredictBatch")]}),
@@ -397,14 +582,16 @@ def document(
                 "responses": {
                     "200": {
                         "description": "Predictions by the active model.",
-                        "headers": _MODEL_HEADERS,
+                        "headers": {**_MODEL_HEADERS, **_ID_HEADERS},
                         "content": _json(
                             {"oneOf": [_ref("Prediction"), _ref("Predictions")]}
                         ),
                     },
                     "400": _error("Malformed JSON, a missing, unknown, non-numeric or "
                                   "non-finite feature (the message names row and field), an "
-                                  "empty batch, or more rows than SGDSERVE_MAX_BATCH_ROWS."),
+                                  "empty batch, more rows than SGDSERVE_MAX_BATCH_ROWS, an "
+                                  "interval level the calibration residuals cannot support "
+                                  "(invalid_interval), or a bad X-Request-Id."),
                     "413": _error("Body over SGDSERVE_MAX_BODY_BYTES."),
                     "415": _error("Content-Type is not application/json."),
                     "503": _error("No model has been trained yet."),
@@ -651,6 +838,7 @@ def document(
             }
         },
     }
+    paths.update(_loop_paths(max_batch_rows))
     schemas.update(protocol_schemas(max_batch_rows))
     paths.update(protocol_paths())
     return {

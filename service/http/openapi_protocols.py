@@ -53,6 +53,10 @@ _CONTENT_ENCODING = {
 }
 
 
+# /v2's outputs: predict, each row's id, and when asked the interval and the contributions.
+_OUTPUTS = ("predict", "prediction_id", "interval_lower", "interval_upper", "contributions")
+
+
 def protocol_schemas(max_batch_rows: int) -> dict[str, Any]:
     """The payloads of the compatibility protocols, as sgdserve accepts and answers them."""
     tensor_meta = {
@@ -145,10 +149,16 @@ def protocol_schemas(max_batch_rows: int) -> dict[str, Any]:
                                   "description": "If given, the version served."},
                 "parameters": {
                     "type": "object",
-                    "description": "Accepted and ignored, but for binary_data_output.",
+                    "description": "Accepted and ignored, but for binary_data_output, "
+                    "interval and explain.",
                     "properties": {"binary_data_output": {
                         "type": "boolean",
-                        "description": "Answer outputs not asked otherwise as binary data."}},
+                        "description": "Answer outputs not asked otherwise as binary data."},
+                        "interval": {"type": "number", "description": "Add interval_lower and "
+                                     "interval_upper: a split conformal interval at this level "
+                                     "in (0, 1)."},
+                        "explain": {"type": "boolean", "description": "Add contributions "
+                                    "[n, d]: each feature's part of each prediction."}},
                 },
                 "inputs": {"type": "array", "minItems": 1,
                            "items": _ref("V2RequestInput")},
@@ -157,7 +167,7 @@ def protocol_schemas(max_batch_rows: int) -> dict[str, Any]:
                     "items": {"type": "object", "required": ["name"],
                               "additionalProperties": False,
                               "properties": {
-                                  "name": {"type": "string", "enum": ["predict"]},
+                                  "name": {"type": "string", "enum": list(_OUTPUTS)},
                                   "parameters": {"type": "object", "properties": {
                                       "binary_data": {"type": "boolean"}}}}},
                 },
@@ -177,10 +187,13 @@ def protocol_schemas(max_batch_rows: int) -> dict[str, Any]:
                         "type": "object",
                         "required": ["name", "shape", "datatype"],
                         "properties": {
-                            "name": {"type": "string", "enum": ["predict"]},
+                            "name": {"type": "string", "enum": list(_OUTPUTS)},
                             "shape": {"type": "array", "items": {"type": "integer"}},
-                            "datatype": {"type": "string", "enum": ["FP64"]},
-                            "data": {"type": "array", "items": {"type": "number"}},
+                            "datatype": {"type": "string", "enum": ["FP64", "BYTES"]},
+                            "data": {"type": "array", "items": {
+                                "oneOf": [{"type": "number"}, {"type": "string"}]},
+                                "description": "prediction_id is BYTES (strings); the "
+                                "others FP64."},
                             "parameters": {"type": "object", "properties": {
                                 "binary_data_size": {"type": "integer"}}},
                         },

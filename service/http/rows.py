@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 import msgspec
 import numpy as np
 
-__all__ = ["Decoded", "FLOAT_TYPES", "INT_TYPES", "NUMERIC_TYPES", "UINT_TYPES", "RowDecoder",
-           "decoder_for", "float_array"]
+__all__ = ["FLOAT_TYPES", "INT_TYPES", "NUMERIC_TYPES", "OPTION_KEYS", "UINT_TYPES", "Decoded",
+           "RowDecoder", "decoder_for", "float_array"]
 
 # The Open Inference Protocol's numeric tensor datatypes (/v2 reads every one as float64).
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
@@ -59,11 +59,20 @@ def float_array(values: list[float]) -> np.ndarray:
     return np.fromiter(values, np.float64, n)
 
 
+# The options a prediction body may carry beside its rows: a conformal interval's level and
+# whether to explain. A wrong type makes the typed decoder refuse the body, and the general
+# path names the problem.
+OPTION_FIELDS = (("interval", float | msgspec.UnsetType, msgspec.UNSET),
+                 ("explain", bool | msgspec.UnsetType, msgspec.UNSET))
+OPTION_KEYS = ("interval", "explain")
+
+
 class Decoded(NamedTuple):
     single: bool  # {"features": ...}: columns is a list of floats; else a d x n array
     columns: Any
-    parsed: Any  # the decoded body: the caller may hold it to free it later (10,000 rows:
-    #              about 0.35 ms to free, which a client need not wait for)
+    parsed: Any  # the decoded body (its ``interval`` and ``explain`` too): the caller may hold
+    #              it to free it later (10,000 rows: about 0.35 ms to free, which a client need
+    #              not wait for)
 
 
 class RowDecoder:
@@ -83,7 +92,8 @@ class RowDecoder:
         body = msgspec.defstruct(
             "PredictBody",
             [("features", self._row | msgspec.UnsetType, msgspec.UNSET),
-             ("instances", list[self._row] | msgspec.UnsetType, msgspec.UNSET)],  # type: ignore[name-defined]
+             ("instances", list[self._row] | msgspec.UnsetType, msgspec.UNSET),  # type: ignore[name-defined]
+             *OPTION_FIELDS],
             forbid_unknown_fields=True,
             gc=False,
         )
@@ -187,7 +197,8 @@ class MixedDecoder:
         body = msgspec.defstruct(
             "MixedBody",
             [("features", self._row | msgspec.UnsetType, msgspec.UNSET),
-             ("instances", list[self._row] | msgspec.UnsetType, msgspec.UNSET)],  # type: ignore[name-defined]
+             ("instances", list[self._row] | msgspec.UnsetType, msgspec.UNSET),  # type: ignore[name-defined]
+             *OPTION_FIELDS],
             forbid_unknown_fields=True,
         )
         self._json = msgspec.json.Decoder(body)

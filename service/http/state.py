@@ -15,8 +15,10 @@ from typing import Any
 from flask import current_app
 
 from ..config import Settings
+from ..monitor.report import read_report
 from ..store import JobStatus, ModelStore, open_store
 from .errors import NO_MODEL_MESSAGE, APIError
+from .loop import Loop
 from .metrics import Metrics
 from .reload import ModelHolder
 
@@ -41,6 +43,7 @@ class ServiceState:
         self._store: ModelStore | None = None
         self._holder: ModelHolder | None = None
         self._metrics: Metrics | None = None
+        self._loop: Loop | None = None
         _STATES.add(self)
 
     def reset(self) -> None:
@@ -48,6 +51,7 @@ class ServiceState:
         self._store = None
         self._holder = None
         self._metrics = None
+        self._loop = None
 
     @property
     def store(self) -> Any:
@@ -58,8 +62,16 @@ class ServiceState:
     @property
     def metrics(self) -> Metrics:
         if self._metrics is None:
-            self._metrics = Metrics(self.settings.metrics_dir)
+            logs = self.settings.logs_path
+            self._metrics = Metrics(self.settings.metrics_dir, monitoring=lambda: read_report(logs))
         return self._metrics
+
+    @property
+    def loop(self) -> Loop:
+        """Prediction ids and the prediction and feedback logs of this process."""
+        if self._loop is None:
+            self._loop = Loop(self.settings, self.metrics)
+        return self._loop
 
     @property
     def holder(self) -> ModelHolder:

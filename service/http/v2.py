@@ -15,13 +15,23 @@ in :mod:`service.http.codecs` (``oip_json``, ``oip_binary``, ``tensors``); predi
 ``code`` beside it (``service.http.errors.error_response``). The routes of extensions sgdserve
 does not implement (model repository, configuration, statistics, shared memory, trace, logging)
 answer 501 saying so, in the same shape.
+
+The answer is the output ``predict`` (``FP64``, shape ``[n]``) and each row's id,
+``prediction_id`` (``BYTES``, for ``POST /feedback``). ``parameters.interval`` (a level in
+(0, 1)) adds ``interval_lower`` and ``interval_upper``; ``parameters.explain`` (true) adds
+``contributions``, ``[n, d]`` with the feature order and the base value in its parameters.
+These loop outputs are always JSON data, also in a binary answer. The rows are logged as
+columns (``service.http.loop``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import orjson
 from flask import Blueprint, Request, Response, request
+from msgspec import UNSET
 from werkzeug.datastructures import Headers
 
 from .. import __version__
@@ -33,6 +43,8 @@ from .codecs.oip_binary import HEADER, WSGI_HEADER, encode, split
 from .codecs.oip_json import OUTPUT, InferRequest, decode_request, response_body
 from .codecs.tensors import decode_tensors
 from .errors import APIError, json_response
+from .loop import batch_ids_json, check_request_id
+from .predict import _options
 from .reload import check_ready
 from .state import ServiceState, state
 
@@ -101,7 +113,8 @@ def model_metadata(name: str, version: str | None = None) -> Response:
             "versions": [served],
             "platform": PLATFORM,
             "inputs": tensors,
-            "outputs": [{"name": OUTPUT, "datatype": "FP64", "shape": [-1]}],
+            "outputs": [{"name": OUTPUT, "datatype": "FP64", "shape": [-1]},
+                        {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]}],
         },
         headers={"X-Model-Version": served},
     )
@@ -162,18 +175,67 @@ def infer(name: str, version: str | None = None) -> Response:
     if parsed.model_version is not None:
         _check_version(st, name, parsed.model_version, served)
     binary = _binary_answer(parsed)
+    level, explain = _loop_options(model, parsed.parsed)
     names = model.feature_names
     limit = st.settings.max_batch_rows
     columns = decode_tensors(parsed.inputs, raw, names, input_datatypes(model), limit)
     y = predict(model, columns, lambda i: f"row {i}", code="invalid_input")
-    st.metrics.rows_predicted(len(y))
-    body, headers = encode(response_body(name, served, parsed.id), [(OUTPUT, y, binary)])
+    n = len(y)
+    st.metrics.rows_predicted(n)
+    client_id = req.environ.get("HTTP_X_REQUEST_ID")
+    client_id = check_request_id(client_id) if client_id is not None else parsed.id
+    pid = st.loop.ids.issue(n)
+    predictions = orjson.dumps(y, option=orjson.OPT_SERIALIZE_NUMPY)
+    extra: list[dict[str, Any]] = [
+        {"name": "prediction_id", "shape": [n], "datatype": "BYTES",
+         "data": orjson.Fragment(batch_ids_json(pid, n))}]
+    logged = None
+    if level is not None:
+        lower, upper = model.calibration.interval(np.asarray(y, dtype=np.float64), level)
+        extra += [
+            {"name": "interval_lower", "shape": [n], "datatype": "FP64", "data": lower,
+             "parameters": {"level": level}},
+            {"name": "interval_upper", "shape": [n], "datatype": "FP64", "data": upper,
+             "parameters": {"level": level}}]
+        logged = {"level": level, "half_width": model.calibration.half_width(level),
+                  "scale": model.calibration.scale}
+    if explain:
+        explainer = model.explainer()
+        encoded = model.encode(columns.values)
+        parts = explainer.explain(encoded.values, encoded.codes)
+        contributions = np.column_stack([np.broadcast_to(np.asarray(parts[f], np.float64), (n,))
+                                         for f in names])
+        extra.append({
+            "name": "contributions", "shape": [n, len(names)], "datatype": "FP64",
+            "data": contributions.ravel(),
+            "parameters": {"features": list(names), "base_value": explainer.base_value}})
+    body, headers = encode(response_body(name, served, parsed.id), [(OUTPUT, y, binary)],
+                           extra)
     items = list(headers.items())
-    items.append(("X-Model-Version", served))
+    items += [("X-Model-Version", served), ("X-Prediction-Id", pid),
+              ("X-Request-Id", client_id or pid)]
     response = Response(body, headers=Headers(items))
+    st.loop.columns(pid, served, dict(zip(names, columns.values, strict=True)), predictions, n,
+                    logged, client_id)
     if columns.rows > 1:  # a large parsed body is freed after the answer has left
         release_after_sending(response, parsed.parsed, data)
     return response
+
+
+# Outputs a client may ask for by name (parameters.interval and .explain add the last three).
+LOOP_OUTPUTS = (OUTPUT, "prediction_id", "interval_lower", "interval_upper", "contributions")
+
+
+def _loop_options(model: Any, source: Any) -> tuple[float | None, bool]:
+    """``parameters.interval`` and ``parameters.explain`` of a request, checked as /predict's."""
+    params = source.get("parameters") if type(source) is dict else getattr(source, "parameters",
+                                                                           None)
+    if not isinstance(params, dict):
+        return None, False
+    try:
+        return _options(model, params.get("interval", UNSET), params.get("explain", UNSET))
+    except APIError as exc:
+        raise APIError(f"parameters: {exc.message}", code=exc.code) from None
 
 
 def _check_content_type(req: Request) -> None:
@@ -224,8 +286,10 @@ def _binary_answer(parsed: InferRequest) -> bool:
     seen = False
     for output in parsed.outputs:
         if output.name != OUTPUT:
-            raise APIError(f"unknown output {output.name[:50]!r}; this model has one output, "
-                           f"{OUTPUT!r}", code="unknown_output")
+            if output.name in LOOP_OUTPUTS:  # always answered (the last three when asked)
+                continue
+            raise APIError(f"unknown output {output.name[:50]!r}; this model's outputs are "
+                           f"{', '.join(LOOP_OUTPUTS)}", code="unknown_output")
         if seen:
             raise APIError(f"output {OUTPUT!r} is requested twice", code="invalid_input")
         seen = True

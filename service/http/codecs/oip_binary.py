@@ -15,6 +15,7 @@ values follow it. Clients read such a body only with ``Inference-Header-Content-
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -43,10 +44,11 @@ def split(data: bytes, header_length: str) -> tuple[memoryview, memoryview]:
     return view[:n], view[n:]
 
 
-def encode(body: dict[str, Any], outputs: list[tuple[str, np.ndarray, bool]]
-           ) -> tuple[bytes, dict[str, str]]:
+def encode(body: dict[str, Any], outputs: list[tuple[str, np.ndarray, bool]],
+           json_outputs: Sequence[dict[str, Any]] = ()) -> tuple[bytes, dict[str, str]]:
     """The response: ``body`` with its ``outputs`` (name, float64 values, binary?), as JSON
-    or as the extension's JSON header and raw bytes; and the headers that go with it."""
+    or as the extension's JSON header and raw bytes, then ``json_outputs`` (whole tensors,
+    always JSON data); and the headers that go with it."""
     tensors = []
     raw = []
     for name, values, binary in outputs:
@@ -58,6 +60,7 @@ def encode(body: dict[str, Any], outputs: list[tuple[str, np.ndarray, bool]]
         else:
             tensor["data"] = values
         tensors.append(tensor)
+    tensors.extend(json_outputs)
     body["outputs"] = tensors
     header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     if not raw:

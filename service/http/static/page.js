@@ -1,5 +1,6 @@
 /* sgdserve's page: reads /model, /models and /models/history, draws the card, the plots (SVG,
-   no library), the versions, a prediction form built from the model's schema, and retraining.
+   no library), the versions, a prediction form built from the model's schema, and retraining;
+   then /monitoring: live quality against the holdout, interval coverage and drift per feature.
    The API token lives in sessionStorage only; it is sent in an Authorization header, never in a
    URL or a cookie. No inline script or style anywhere: the page runs under a strict CSP. */
 'use strict';
@@ -855,6 +856,20 @@
     return { row, problems };
   }
 
+  const INTERVAL_LEVEL = 0.9;
+
+  function explanationTable(explanation) {
+    const log = explanation.scale === 'log';
+    const parts = Object.entries(explanation.contributions).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+    return h('details', { class: 'more', id: 'prediction-explanation' },
+      h('summary', { text: `Why: each feature's contribution${log ? ' (log scale)' : ''}` }),
+      h('table', { id: 'explanation-table' },
+        h('caption', { text: `Base value ${fmt(explanation.base_value)} (the prediction at the training means), plus:` }),
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'Feature' }), h('th', { scope: 'col', text: 'Contribution' }))),
+        h('tbody', {}, ...parts.map(([name, v]) => h('tr', {}, h('th', { scope: 'row', text: name }),
+          h('td', { class: 'num', 'data-value': String(v), text: signed(v) }))))));
+  }
+
   async function onPredict(event) {
     event.preventDefault();
     const out = $('prediction');
@@ -867,13 +882,22 @@
     }
     out.replaceChildren(h('p', { text: 'Predicting…' }));
     try {
+      // A 90% interval when the version's holdout residuals support one, and the explanation.
+      const calibration = (state.model.manifest || {}).calibration || {};
+      const request = { features: row, explain: true };
+      if ((calibration.max_level || 0) >= INTERVAL_LEVEL) request.interval = INTERVAL_LEVEL;
       const answer = await api('/predict', {
         method: 'POST', headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-        body: JSON.stringify({ features: row }),
+        body: JSON.stringify(request),
       });
       const value = h('output', { id: 'prediction-value', 'data-value': String(answer.prediction), text: fmt(answer.prediction) });
       const lines = [h('p', { class: 'result' }, `${state.model.target}: `, value)];
-      lines.push(h('p', { class: 'hint' }, 'by model version ', h('code', { id: 'prediction-version', text: answer.model_version })));
+      if (answer.interval) {
+        lines.push(h('p', { id: 'prediction-interval', text: `${Math.round(100 * answer.interval.level)}% prediction interval: ${fmt(answer.interval.lower)} to ${fmt(answer.interval.upper)}` }));
+      }
+      if (answer.explanation) lines.push(explanationTable(answer.explanation));
+      lines.push(h('p', { class: 'hint' }, 'by model version ', h('code', { id: 'prediction-version', text: answer.model_version }),
+        answer.prediction_id ? h('span', {}, ', prediction id ', h('code', { id: 'prediction-id', text: answer.prediction_id })) : null));
       if (answer.model_version !== state.model.model_version) {
         lines.push(h('p', { class: 'warn', text: `The page shows version ${state.model.model_version}; reload it to see the one that answered.` }));
       }
@@ -954,11 +978,78 @@
     say(text, job.status === 'promoted' ? 'ok' : 'warn');
   }
 
+  // -- monitoring ------------------------------------------------------------------------------
+
+  const share = (x) => (typeof x === 'number' ? `${(100 * x).toFixed(1)}%` : '–');
+  const STATUS_WORDS = { ok: 'ok', warn: 'warn', act: 'act: retrain', few_rows: 'too few rows', unknown: '–' };
+
+  async function loadMonitoring(refresh) {
+    const body = $('monitoring-body');
+    try {
+      const report = await api('/monitoring' + (refresh ? '?refresh=true' : ''));
+      renderMonitoring(report);
+    } catch (e) {
+      body.replaceChildren(h('p', { class: 'error', text: `The monitoring report could not be loaded: ${e.message}` }));
+    }
+    document.body.dataset.monitoring = 'ready';
+  }
+
+  function renderMonitoring(report) {
+    const body = $('monitoring-body');
+    const win = report.window || {};
+    const feedback = report.feedback || {};
+    const facts = [
+      ['Version', report.model_version ? h('code', { text: report.model_version }) : '–'],
+      ['Window', `${win.from ? when(win.from) : 'the start'} to ${when(win.to)}`],
+      ['Predictions', fmt(report.predictions || 0)],
+      ['With feedback', fmt(report.rows_with_feedback || 0)],
+      ['Labelled rows', fmt(feedback.labelled_rows || 0)],
+      ['Joined at', when(report.generated_at)],
+    ];
+    const dl = h('dl', { class: 'facts', id: 'monitoring-facts' });
+    for (const [term, value] of facts) dl.append(h('dt', { text: term }), h('dd', {}, value));
+    const live = report.live || {};
+    const holdout = report.holdout || {};
+    const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b ? `${(a / b).toFixed(2)}×` : '–');
+    const quality = h('table', { id: 'monitoring-quality', class: 'cards' },
+      h('caption', { text: 'Live quality against the holdout' }),
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'Metric' }), h('th', { scope: 'col', text: 'Live' }),
+        h('th', { scope: 'col', text: 'Holdout' }), h('th', { scope: 'col', text: 'Live / holdout' }))),
+      h('tbody', {}, ...['rmse', 'mae'].map((k) => h('tr', {},
+        h('th', { scope: 'row', 'data-label': 'Metric', text: k.toUpperCase() }),
+        h('td', { class: 'num', 'data-label': 'Live', 'data-value': live[k] ?? '', text: fmt(live[k]) }),
+        h('td', { class: 'num', 'data-label': 'Holdout', text: fmt(holdout[k]) }),
+        h('td', { class: 'num', 'data-label': 'Live / holdout', text: ratio(live[k], holdout[k]) })))));
+    const cov = report.interval_coverage || {};
+    const coverage = h('p', { id: 'monitoring-coverage', text: typeof cov.observed === 'number'
+      ? `${Math.round(100 * cov.level)}% intervals covered ${share(cov.observed)} of ${fmt(cov.rows)} rows with feedback.`
+      : `No interval coverage yet: no feedback in the window (level ${cov.level}).` });
+    const alerts = (report.alerts || []).length
+      ? h('ul', { class: 'alerts', id: 'monitoring-alerts' }, ...report.alerts.map((a) => h('li', { text: a })))
+      : h('p', { id: 'monitoring-alerts', class: 'ok', text: 'No alerts.' });
+    const rows = Object.entries(report.drift || {});
+    const drift = h('div', { class: 'table-wrap', role: 'region', 'aria-labelledby': 'drift-caption', tabindex: '0' },
+      h('table', { id: 'drift-table', class: 'cards' },
+        h('caption', { id: 'drift-caption', text: 'Drift of each feature against training (PSI: under 0.1 stable, 0.1 to 0.25 worth a look, over 0.25 act)' }),
+        h('thead', {}, h('tr', {}, ...['Feature', 'Kind', 'PSI', 'Status', 'Unseen', 'Missing', 'Inputs'].map((t) => h('th', { scope: 'col', text: t })))),
+        h('tbody', {}, ...(rows.length ? rows.map(([name, d]) => h('tr', { 'data-feature': name },
+          h('th', { scope: 'row', 'data-label': 'Feature', text: name }),
+          h('td', { 'data-label': 'Kind', text: d.kind || '–' }),
+          h('td', { class: 'num', 'data-label': 'PSI', 'data-value': d.psi ?? '', text: typeof d.psi === 'number' ? d.psi.toFixed(3) : '–' }),
+          h('td', { 'data-label': 'Status' }, h('span', { class: `badge ${d.status}`, text: STATUS_WORDS[d.status] || d.status })),
+          h('td', { class: 'num', 'data-label': 'Unseen', text: share(d.unseen_share) }),
+          h('td', { class: 'num', 'data-label': 'Missing', text: share(d.missing_share) }),
+          h('td', { class: 'num', 'data-label': 'Inputs', text: fmt(d.rows) }))) : [h('tr', {}, h('td', { colspan: '7', text: 'No predictions of this version in the window yet.' }))]))));
+    body.replaceChildren(h('div', { class: 'monitor-grid' },
+      h('div', {}, dl), h('div', {}, quality, coverage, alerts)), drift);
+  }
+
   // -- start -----------------------------------------------------------------------------------
 
   function start() {
     $('predict-form').addEventListener('submit', onPredict);
     $('retrain-form').addEventListener('submit', onRetrain);
+    $('monitoring-refresh').addEventListener('click', () => loadMonitoring(true));
     $('forget-token').addEventListener('click', () => {
       sessionStorage.removeItem(TOKEN_KEY);
       updateForget();
@@ -977,6 +1068,7 @@
     load().then(() => {
       document.body.dataset.ready = 'true';
       document.body.dataset.renderMs = String(Math.round(performance.now() - t0));
+      return loadMonitoring(false);  // after the page's own data: a join may take a while
     }).catch((e) => say(`The page could not load its data: ${e.message}`, 'error'));
   }
 
