@@ -153,10 +153,10 @@ def test_image_configuration(image: str) -> None:
     assert config["User"] == f"{UID}:{UID}"
     assert config["Cmd"] == ["sgdserve", "serve"] and not config.get("Entrypoint")
     assert set(config["ExposedPorts"]) == {"8000/tcp"}
-    assert set(config["Volumes"]) == {"/models"}
+    assert set(config["Volumes"]) == {"/models", "/logs"}
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["SGDSERVE_HOST"] == "0.0.0.0" and env["SGDSERVE_PORT"] == "8000"
-    assert env["SGDSERVE_MODEL_DIR"] == "/models"
+    assert env["SGDSERVE_MODEL_DIR"] == "/models" and env["SGDSERVE_LOG_DIR"] == "/logs"
     assert config["Healthcheck"]["Test"][:2] == ["CMD", "python3"]
 
 
@@ -173,11 +173,17 @@ def test_predicts_at_once_with_the_model_trained_at_build(container: Container) 
 
 def test_runs_as_the_image_user_and_owns_the_models(container: Container) -> None:
     assert docker("exec", container.name, "id", "-u").stdout.strip() == str(UID)
-    # Docker copied the image's /models, with its owner, into the container's new volume.
-    owner = docker(
-        "exec", container.name, "python3", "-c", "import os; print(os.stat('/models').st_uid)"
+    # Docker copied the image's /models and /logs, with their owner, into the new volumes.
+    owners = docker(
+        "exec", container.name, "python3", "-c",
+        "import os; print(os.stat('/models').st_uid, os.stat('/logs').st_uid)"
     )
-    assert owner.stdout.strip() == str(UID)
+    assert owners.stdout.split() == [str(UID), str(UID)]
+    # A prediction is logged there (after its answer), for the feedback loop.
+    predict(container)
+    logged = docker("exec", container.name, "python3", "-c",
+                    "import os, time; time.sleep(0.5); print(sorted(os.listdir('/logs')))")
+    assert "predictions-" in logged.stdout, logged.stdout
 
 
 def test_retrain_needs_the_token_and_promotes_or_rejects(container: Container) -> None:
