@@ -15,13 +15,14 @@ from __future__ import annotations
 from flask import Blueprint, Request, Response, request
 
 from .. import __version__
-from .body import read_body, release_after_sending
-from .codecs.columns import input_datatypes, predict
+from .body import read_body
+from .codecs.columns import input_datatypes
 from .codecs.csv_rows import decode_csv
 from .codecs.mlflow import decode_json
 from .errors import APIError, json_response
 from .reload import check_ready
 from .state import state
+from .v1 import predictions_response
 
 bp = Blueprint("mlflow", __name__)
 
@@ -44,13 +45,8 @@ def invocations() -> Response:
         columns = decode_csv(data, *inputs)
     else:
         columns, parsed = decode_json(data, *inputs)
-    y = predict(model, columns, lambda i: f"row {i}")
-    st.metrics.rows_predicted(len(y))
-    response = json_response({"predictions": y, "model_version": version},
-                             headers={"X-Model-Version": version})
-    if columns.rows > 1:  # a large parsed body is freed after the answer has left
-        release_after_sending(response, parsed, data)
-    return response
+    return predictions_response(st, version, model, columns, (parsed, data),
+                                lambda i: f"row {i}")
 
 
 def _content_kind(req: Request) -> str | None:

@@ -10,6 +10,9 @@ with sgdserve's ``code`` beside it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flask import Blueprint, Response, request
 
 from .body import read_json_body, release_after_sending
@@ -52,12 +55,20 @@ def predict_v1(name: str) -> Response:
     version, model = st.served()
     columns, parsed = v1.decode(data, model.feature_names, input_datatypes(model),
                                 st.settings.max_batch_rows)
-    y = predict(model, columns, lambda i: f"instances[{i}]")
+    return predictions_response(st, version, model, columns, (parsed, data),
+                                lambda i: f"instances[{i}]")
+
+
+def predictions_response(st: Any, version: str, model: Any, columns: Any, body: tuple[Any, ...],
+                         where: Callable[[int], str]) -> Response:
+    """``{"predictions": [...], "model_version": ...}``, the answer of KServe V1 and of
+    MLflow's scoring protocol; a large parsed ``body`` is freed after the answer has left."""
+    y = predict(model, columns, where)
     st.metrics.rows_predicted(len(y))
     response = json_response({"predictions": y, "model_version": version},
                              headers={"X-Model-Version": version})
-    if columns.rows > 1:  # a large parsed body is freed after the answer has left
-        release_after_sending(response, parsed, data)
+    if columns.rows > 1:
+        release_after_sending(response, *body)
     return response
 
 

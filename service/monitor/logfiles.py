@@ -269,15 +269,7 @@ def read_files(directory: Path, kind: str, stats: LogStats | None = None,
     parsed again line by line, to skip just that line."""
     stats = stats if stats is not None else LogStats()
     loads = orjson.loads
-    for f in list_files(directory, kind):
-        if since_mtime is not None and f.mtime < since_mtime:
-            continue
-        try:
-            data = f.path.read_bytes()
-        except FileNotFoundError:  # pruned meanwhile
-            continue
-        stats.files += 1
-        stats.bytes += len(data)
+    for f, data in _contents(directory, kind, stats, since_mtime):
         lines = [raw for raw in data.split(b"\n") if raw]
         try:
             records = [loads(raw) for raw in lines]
@@ -309,15 +301,7 @@ def read_typed(directory: Path, kind: str, decoder: Any, stats: LogStats | None 
     or line by line for a file with a torn line or a record of the wrong shape, which is
     skipped and counted in ``stats``."""
     stats = stats if stats is not None else LogStats()
-    for f in list_files(directory, kind):
-        if since_mtime is not None and f.mtime < since_mtime:
-            continue
-        try:
-            data = f.path.read_bytes()
-        except FileNotFoundError:  # pruned meanwhile
-            continue
-        stats.files += 1
-        stats.bytes += len(data)
+    for f, data in _contents(directory, kind, stats, since_mtime):
         try:
             records = decoder.decode_lines(data)
         except msgspec.MsgspecError:
@@ -332,6 +316,22 @@ def read_typed(directory: Path, kind: str, decoder: Any, stats: LogStats | None 
             stats.torn_files.append(f.path.name)
         stats.lines += len(records)
         yield records
+
+
+def _contents(directory: Path, kind: str, stats: LogStats, since_mtime: float | None
+              ) -> Iterator[tuple[Any, bytes]]:
+    """Each log file of ``kind`` with its bytes (counted in ``stats``), skipping files last
+    changed before ``since_mtime`` and files pruned since they were listed."""
+    for f in list_files(directory, kind):
+        if since_mtime is not None and f.mtime < since_mtime:
+            continue
+        try:
+            data = f.path.read_bytes()
+        except FileNotFoundError:  # pruned meanwhile
+            continue
+        stats.files += 1
+        stats.bytes += len(data)
+        yield f, data
 
 
 def read_lines(directory: Path, kind: str, stats: LogStats | None = None,
