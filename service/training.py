@@ -373,7 +373,11 @@ class _RowSample:
         """``values`` (n, width) belong to the file rows ``rows``."""
         if len(rows) == 0:
             return
-        self.keys = np.concatenate([self.keys, row_keys(rows, self.seed)])
+        keys = row_keys(rows, self.seed)
+        if len(keys) > self.size:  # only the part's own bottom k can be in the union's
+            keep = np.argpartition(keys, self.size - 1)[:self.size]
+            keys, values = keys[keep], values[keep]
+        self.keys = np.concatenate([self.keys, keys])
         self.values = np.concatenate([self.values, np.asarray(values, np.float64)])
         if len(self.keys) > self.size:
             keep = np.argpartition(self.keys, self.size - 1)[:self.size]
@@ -428,7 +432,9 @@ def _fit_in_memory(reg, sources, split: _Split, progress, active) -> _Evaluation
     sample.add(loaded.holdout_rows, hold.target, predicted)
     residuals = _RowSample(CALIBRATION_ROWS, split.seed ^ _CALIBRATION_SALT, 1)
     residuals.add(loaded.holdout_rows, _residuals(candidate, hold.y, predicted))
-    train_rows = np.setdiff1d(np.arange(loaded.fingerprint.rows), loaded.holdout_rows)
+    is_train = np.ones(loaded.fingerprint.rows, bool)
+    is_train[loaded.holdout_rows] = False
+    train_rows = np.flatnonzero(is_train)
     reference = _RowSample(REFERENCE_ROWS, split.seed ^ _REFERENCE_SALT, train.X.shape[1])
     reference.add(train_rows, train.X)
     candidate = dataclasses.replace(
