@@ -201,6 +201,19 @@ def test_predict_with_a_named_version(trained: Trained) -> None:
     assert np.array_equal([float(r[-1]) for r in rows], model.predict(X))
 
 
+def test_predict_delivers_all_of_a_large_output_before_it_exits(trained: Trained,
+                                                               tmp_path: Path) -> None:
+    # The console script ends predict with os._exit (no interpreter teardown): what it wrote
+    # to a pipe, far more than the pipe holds, must all arrive, and the exit code be 0.
+    source = tmp_path / "many.csv"
+    source.write_text("sqft,bedrooms,bathrooms,age_years\n" + "1800,3,2,10\n" * 60_000)
+    proc = sgdserve("predict", "--data", source, "--model-dir", trained.models)
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 60_001 and lines[-1].startswith("1800,3,2,10,")
+    assert len(proc.stdout) > 1_000_000
+
+
 def test_predict_out_is_not_left_half_written(trained: Trained, tmp_path: Path) -> None:
     # A bad row after 9 MB (long rows: few of them), so the reader has handed out rows, and
     # they have been written, before it meets the bad one.
