@@ -715,7 +715,8 @@ def _add_param_option(p: argparse.ArgumentParser, param: Any) -> None:
 # the console script ends them with os._exit instead of the interpreter's teardown, which
 # frees every object and joins polars' thread pool: 0.1 s after a bare `import polars`, 0.2-0.4 s
 # after training on a 260 MB file (measured on 2 cores, docs/benchmarks-tabular.md). A Dask
-# run is left to its own atexit cleanup.
+# run is left to its own atexit cleanup, and so is a process under a profiler or tracer
+# (cProfile and coverage write their results at exit).
 _QUICK_EXIT = frozenset({"train", "predict"})
 
 
@@ -728,7 +729,8 @@ def main(argv: Sequence[str] | None = None, *, quick_exit: bool = False) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     code = _dispatch(args)
-    if quick_exit and args.command in _QUICK_EXIT and getattr(args, "engine", None) != "dask":
+    if quick_exit and args.command in _QUICK_EXIT and getattr(args, "engine", None) != "dask" \
+            and sys.getprofile() is None and sys.gettrace() is None:
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -375,7 +375,9 @@ class _RowSample:
             return
         keys = row_keys(rows, self.seed)
         if len(keys) > self.size:  # only the part's own bottom k can be in the union's
-            keep = np.argpartition(keys, self.size - 1)[:self.size]
+            # In row order: the gather then walks each column of a Fortran-order design
+            # forwards (2.4x faster for 100,000 of 800,000 rows x 20); order is not kept.
+            keep = np.sort(np.argpartition(keys, self.size - 1)[:self.size])
             keys, values = keys[keep], values[keep]
         self.keys = np.concatenate([self.keys, keys])
         self.values = np.concatenate([self.values, np.asarray(values, np.float64)])
