@@ -549,3 +549,53 @@ def test_holdout_mask_edges():
         holdout_mask(-1, 10, 0.2, seed=0)
 
 
+
+
+# -- a model's levels in its file -----------------------------------------------------------
+
+
+def test_levels_are_packed_in_the_model_state_and_come_back_exactly(tmp_path):
+    import joblib
+
+    from service.engine import LinearModel
+    from service.engine.schema import Feature, Schema, pack_strings, unpack_strings
+    from service.store import LocalStore
+    from service.store.safe_pickle import loads
+
+    levels = ("", "NA", "StoneBr", "a,b", "é 北京", "x" * 300, "end")
+    assert unpack_strings(pack_strings(levels)) == levels
+    assert unpack_strings(pack_strings(())) == ()
+    assert unpack_strings(["a", "b"]) == ("a", "b")  # a format 2 state's plain list
+    for text, ends in (("abc", [1, 5]), ("abc", [2, 1, 3]), ("abc", [-1, 3])):
+        with pytest.raises(ValueError, match="offsets do not fit"):
+            unpack_strings({"text": text, "ends": np.array(ends)})
+
+    feature = Feature("hood", CATEGORICAL, levels=levels, counts=tuple(range(7, 0, -1)),
+                      other_count=3, pooled=2, pooled_levels=("rare1", "rare2"))
+    state = feature.to_state()
+    assert isinstance(state["levels"], dict) and isinstance(state["counts"], np.ndarray)
+    assert Feature.from_state(state) == feature
+    assert Feature.from_state(state).code("é 北京") == 4
+
+    model = LinearModel(schema=Schema((Feature("sqft", NUMERIC, mean=1.0), feature)),
+                        target="price", coef=np.array([2.0]), intercept=1.0,
+                        x_mean=np.array([1.0]), x_scale=np.array([1.0]), y_mean=0.0,
+                        y_scale=1.0, coef_std=np.array([2.0]), intercept_std=1.0,
+                        level_coef=(np.arange(8.0),))
+    store = LocalStore(tmp_path / "models")
+    version = store.save(model, {}, parent=None)
+    loaded, _ = store.load(version)
+    assert loaded.schema == model.schema
+    assert loaded.predict_columns([[1.0, 2.0], ["é 北京", "never seen"]]).tolist() == \
+        model.predict_columns([[1.0, 2.0], ["é 北京", "never seen"]]).tolist()
+
+    # A format 2 file (levels as lists) still loads, to the same model.
+    old = model.to_state()
+    old["format"] = 2
+    for f in old["schema"]["features"]:
+        if f["kind"] == CATEGORICAL:
+            f.update(levels=list(levels), counts=list(range(7, 0, -1)),
+                     pooled_levels=["rare1", "rare2"])
+    path = tmp_path / "old.joblib"
+    joblib.dump(old, path)
+    assert LinearModel.from_state(loads(path.read_bytes())).schema == model.schema

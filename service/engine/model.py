@@ -30,7 +30,9 @@ from .drift import NumericReference
 from .explain import Explainer
 from .schema import CATEGORICAL, Encoded, Schema
 
-FORMAT_VERSION = 2
+# 3: a categorical feature's levels packed as one string and end offsets (format 2: lists of
+# strings, one pickled object per level); 1: all-numeric, before schemas. All three load.
+FORMAT_VERSION = 3
 TARGET_TRANSFORMS = ("none", "log")
 
 
@@ -287,9 +289,9 @@ class LinearModel:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> LinearModel:
-        """Rebuild from :meth:`to_state` (or a format 1 state: all-numeric, before schemas);
-        a wrong format or shape is a ``ValueError``."""
-        if not isinstance(state, Mapping) or state.get("format") not in (1, FORMAT_VERSION):
+        """Rebuild from :meth:`to_state` (or an older format's state); a wrong format or shape
+        is a ``ValueError``."""
+        if not isinstance(state, Mapping) or state.get("format") not in (1, 2, FORMAT_VERSION):
             raise ValueError("not a sgdserve model state (unknown format)")
         try:
             if state["format"] == 1:

@@ -196,9 +196,10 @@ class Feature:
         if self.kind == BOOLEAN:
             state.update(true_words=list(self.true_words), false_words=list(self.false_words))
         if self.kind == CATEGORICAL:
-            state.update(levels=list(self.levels), counts=[int(c) for c in self.counts],
+            state.update(levels=pack_strings(self.levels),
+                         counts=np.array(self.counts, dtype=np.int64),
                          other_count=int(self.other_count), pooled=int(self.pooled),
-                         pooled_levels=list(self.pooled_levels))
+                         pooled_levels=pack_strings(self.pooled_levels))
         return state
 
     @classmethod
@@ -213,11 +214,31 @@ class Feature:
             minimum=opt("minimum"), maximum=opt("maximum"), missing=int(state.get("missing", 0)),
             true_words=tuple(map(str, state.get("true_words", ()))),
             false_words=tuple(map(str, state.get("false_words", ()))),
-            levels=tuple(map(str, state.get("levels", ()))),
-            counts=tuple(int(c) for c in state.get("counts", ())),
+            levels=unpack_strings(state.get("levels", ())),
+            counts=tuple(np.asarray(state.get("counts", ()), dtype=np.int64).tolist()),
             other_count=int(state.get("other_count", 0)), pooled=int(state.get("pooled", 0)),
-            pooled_levels=tuple(map(str, state.get("pooled_levels", ()))),
+            pooled_levels=unpack_strings(state.get("pooled_levels", ())),
         )
+
+
+def pack_strings(strings: Sequence[str]) -> dict[str, Any]:
+    """A list of strings as one string and the end offset of each: two objects to pickle, not
+    one per level (10,000 levels: 38 ms to dump and 24 ms to load through the safe unpickler,
+    against 2.5 and 1.2 ms packed; docs/model-store.md)."""
+    ends = np.cumsum([len(text) for text in strings], dtype=np.int64)
+    return {"text": "".join(strings), "ends": ends}
+
+
+def unpack_strings(packed: Any) -> tuple[str, ...]:
+    """:func:`pack_strings` undone; a plain list of strings (format 2 states) as it is."""
+    if isinstance(packed, Mapping):
+        text, ends = str(packed["text"]), np.asarray(packed["ends"], dtype=np.int64)
+        if len(ends) and (ends[-1] != len(text) or (np.diff(ends) < 0).any() or ends[0] < 0):
+            raise ValueError("packed strings: the offsets do not fit the text")
+        bounds = ends.tolist()
+        return tuple(text[a:b] for a, b in zip([0, *bounds][:len(bounds)], bounds,
+                                                strict=True))
+    return tuple(map(str, packed))
 
 
 @dataclass
