@@ -397,6 +397,43 @@ def test_fingerprint_hashes_the_file_bytes(tmp_path):
     assert loaded.fingerprint.columns == [*HOUSE_FEATURES, "price"]
 
 
+def test_streamed_json_lines_keep_every_record(tmp_path, monkeypatch):
+    # JSON lines have no header: the first line is a record, in the first block like the rest
+    # (an earlier reader took it for a header and dropped row 1 of a streamed file).
+    frame = houses_frame(3000, seed=5)
+    frame.to_json(tmp_path / "h.jsonl", orient="records", lines=True)
+    whole = read(tmp_path / "h.jsonl")
+    monkeypatch.setattr(source_module, "BLOCK_BYTES", 20_000)
+    stream = Stream(tmp_path / "h.jsonl", "price", DEFAULT, fraction=0.2, seed=0)
+    chunks = list(stream)
+    assert len(chunks) > 5 and sum(len(c.design.X) for c in chunks) == 3000
+    first = chunks[0]
+    row0 = first.design.X[0] if not first.holdout[0] else None
+    assert stream.fit_schema() == whole.schema
+    mask = np.concatenate([c.holdout for c in chunks])
+    X = np.concatenate([c.design.X for c in chunks])
+    assert np.array_equal(X[~mask], whole.train.X) and np.array_equal(X[mask], whole.holdout.X)
+    assert row0 is None or np.array_equal(row0, whole.train.X[0])
+
+
+def test_a_csv_read_whole_in_small_blocks_is_polars_one_read(tmp_path, monkeypatch):
+    # Quoted commas, quoted newlines and doubled quotes, cut across many 1 kB blocks.
+    rows = ["sqft,hood,note,price"]
+    rng = np.random.default_rng(3)
+    for i in range(2000):
+        note = ['plain', '"with, comma"', '"two\nlines"', '"say ""hi"""', ''][i % 5]
+        rows.append(f"{rng.integers(500, 4000)},h{i % 7},{note},{rng.normal(3e5, 5e4):.2f}")
+    path = write(tmp_path, "\n".join(rows) + "\n")
+    monkeypatch.setattr(source_module, "READ_BLOCK_BYTES", 1_000)
+    source = data.open_source(path)
+    types = {"sqft": pl.Float64, "hood": pl.String, "note": pl.String, "price": pl.Float64}
+    frame = source.read(types)
+    assert frame.n_chunks() > 50
+    assert frame.equals(pl.read_csv(path, schema_overrides=types))
+    assert frame.height == 2000 and frame["note"][2] == "two\nlines" and \
+        frame["note"][3] == 'say "hi"'
+
+
 def test_should_stream_uses_the_threshold(tmp_path, monkeypatch):
     path = write_houses_csv(tmp_path / "houses.csv", 300, seed=7)
     assert not should_stream(path)

@@ -24,6 +24,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -41,6 +42,8 @@ SAMPLE_ROWS = 10_000  # rows polars infers column types from
 # Text per streamed batch, about 20,000 rows of 200 bytes: streaming a 200 MB file took 52 MB of
 # memory with 4 MiB blocks and 84 MB with 8 MiB, in the same time (2 MiB: 35 MB, 15% slower).
 BLOCK_BYTES = 4 * 1024 * 1024
+# Text per block of a whole-file CSV read (Source.read): the peak is the frame and one block.
+READ_BLOCK_BYTES = 8 * 1024 * 1024
 # polars names the column of a value it cannot parse: "... at column 'a' (column number 2)".
 _POLARS_COLUMN = re.compile(r"at column '(.*?)' \(column number (\d+)\)")
 _NUMERIC = (pl.Float32, pl.Float64, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8,
@@ -133,8 +136,18 @@ class Source:
 
     def read(self, types: dict[str, pl.DataType], columns: Sequence[str] | None = None
              ) -> pl.DataFrame:
-        """The whole file with these column types (only ``columns``, by default all)."""
+        """The whole file with these column types (only ``columns``, by default all).
+
+        A CSV is parsed block by block (:data:`READ_BLOCK_BYTES`) and the frames are joined
+        without a copy: polars' whole-file read holds all of the file's bytes beside the frame
+        it makes (peak 444-501 MB for the 204 and 259 MB benchmark files, against 273-290 MB
+        in 8 MiB blocks), for much the same time (docs/benchmarks-data.md).
+        """
         wanted = list(columns) if columns is not None else list(self.columns)
+        if self.format == "csv":
+            frames = list(self.batches(types, wanted, block_bytes=READ_BLOCK_BYTES))
+            if frames:
+                return pl.concat(frames, how="vertical", rechunk=False)
         try:
             frame = self._lazy(types).select(wanted).collect()
         except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
@@ -157,15 +170,17 @@ class Source:
                 return
             schema = {name: types.get(name, pl.String) for name in self.columns}
             offset = 0
-            for header, block in _record_blocks(self.location, block_bytes or BLOCK_BYTES,
-                                                quoted=self.format == "csv"):
-                if self.format == "csv":
+            is_csv = self.format == "csv"
+            blocks = _record_blocks(self.location, block_bytes or BLOCK_BYTES, quoted=is_csv,
+                                    header=is_csv)
+            for text in _prefetched(blocks):
+                if is_csv:
                     frame = pl.read_csv(
-                        io.BytesIO(header + block), has_header=True,
+                        io.BytesIO(text), has_header=True,
                         new_columns=list(self.columns), schema_overrides=schema,
                         infer_schema_length=0, columns=wanted)
                 else:
-                    frame = pl.read_ndjson(io.BytesIO(block),
+                    frame = pl.read_ndjson(io.BytesIO(text),
                                            schema=self._json_schema(schema))
                     frame = self._as_named(frame, schema).select(wanted)
                 offset += frame.height
@@ -317,30 +332,48 @@ class _Gunzip(gzip.GzipFile):
             self._raw.close()
 
 
-def _record_blocks(location: DataFile, block_bytes: int, *, quoted: bool
-                   ) -> Iterator[tuple[bytes, bytes]]:
-    """(header line, a block of whole records) over a text file, the header excluded from the
-    blocks. A record ends at a newline outside quotes: with RFC 4180 quoting ("" inside a
-    quoted field) that is a newline after an even number of quote characters."""
+def _record_blocks(location: DataFile, block_bytes: int, *, quoted: bool,
+                   header: bool = True) -> Iterator[bytes]:
+    """Blocks of whole records over a text file, each one text; with ``header`` (CSV) the
+    file's first line is a header, repeated first in every block (JSON lines have none: their
+    first line is a record). A record ends at a newline outside quotes: with RFC 4180 quoting
+    ("" inside a quoted field) that is a newline after an even number of quote characters.
+
+    Each block is copied once (``bytes.join`` over the header, the previous block's partial
+    record and a view of what was read): three copies per block took 0.16-0.27 s of a 200 MB
+    file."""
     with _open_binary(location) as f:
-        header = f.readline()
-        rest = b""
-        parity = 0  # quote characters so far in ``rest``'s preceding text, mod 2
+        head = f.readline() if header else b""
+        rest = b""  # the start of a record (a cut is always outside quotes)
         while True:
             data = f.read(block_bytes)
             if not data:
                 if rest.strip():
-                    yield header, rest if rest.endswith(b"\n") else rest + b"\n"
+                    yield b"".join((head, rest, b"" if rest.endswith(b"\n") else b"\n"))
                 return
-            buf = rest + data
-            cut = _last_record_end(buf, parity if quoted else None)
+            parity = rest.count(b'"') % 2 if quoted else None  # quotes open where data starts
+            cut = _last_record_end(data, parity)
             if cut < 0:
-                rest = buf  # no complete record yet: read more
+                rest += data  # no complete record yet: read more
                 continue
-            block, rest = buf[: cut + 1], buf[cut + 1 :]
-            if quoted:
-                parity = 0  # a cut is outside quotes
-            yield header, block
+            yield b"".join((head, rest, memoryview(data)[: cut + 1]))
+            rest = data[cut + 1 :]
+
+
+def _prefetched(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """``blocks``, each read in a thread while the caller parses the one before (reading and
+    copying a block is a few ms of a file's time that would otherwise add to the parse)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="sgdserve-read") as pool:
+        pending = pool.submit(next, blocks, None)
+        try:
+            while (block := pending.result()) is not None:
+                pending = pool.submit(next, blocks, None)
+                yield block
+        finally:
+            pending.cancel()
+            with contextlib.suppress(Exception):
+                pending.result()  # the read in flight, if any, ends before the file closes
+            blocks.close()  # type: ignore[attr-defined]
 
 
 def _last_record_end(buf: bytes, parity: int | None) -> int:
@@ -413,7 +446,7 @@ def open_source(path: str | os.PathLike[str] | DataFile, format: str | None = No
             # The first block of records only: given the path, polars reads the whole file
             # into memory to take its first rows (measured: 186 MB of a 200 MB file).
             first = next(_record_blocks(path, BLOCK_BYTES, quoted=True), None)
-            text = first[0] + first[1] if first is not None else _first_line(path)
+            text = first if first is not None else _first_line(path)
             sample = pl.read_csv(io.BytesIO(text), n_rows=SAMPLE_ROWS,
                                  infer_schema_length=SAMPLE_ROWS, has_header=True,
                                  raise_if_empty=False)
