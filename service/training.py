@@ -22,7 +22,7 @@ import polars as pl
 
 from . import data as data_module
 from .cluster import DaskEngine
-from .data.holdout import row_keys
+from .data.holdout import bottom_k, row_keys
 from .engine import (
     CALIBRATION_ROWS,
     Calibration,
@@ -374,15 +374,15 @@ class _RowSample:
         if len(rows) == 0:
             return
         keys = row_keys(rows, self.seed)
-        if len(keys) > self.size:  # only the part's own bottom k can be in the union's
-            # In row order: the gather then walks each column of a Fortran-order design
-            # forwards (2.4x faster for 100,000 of 800,000 rows x 20); order is not kept.
-            keep = np.sort(np.argpartition(keys, self.size - 1)[:self.size])
+        # Only the part's own bottom k can be in the union's: taken before anything is copied
+        # (in row order, 2.4x faster a gather from 800,000 rows x 20 of a Fortran-order design).
+        keep = bottom_k(keys, self.size)
+        if keep is not None:
             keys, values = keys[keep], values[keep]
         self.keys = np.concatenate([self.keys, keys])
         self.values = np.concatenate([self.values, np.asarray(values, np.float64)])
-        if len(self.keys) > self.size:
-            keep = np.argpartition(self.keys, self.size - 1)[:self.size]
+        keep = bottom_k(self.keys, self.size)
+        if keep is not None:
             self.keys, self.values = self.keys[keep], self.values[keep]
 
 

@@ -83,8 +83,8 @@ class HoldoutSample:
         self.keys = np.concatenate([self.keys, keys])
         self.actual = np.concatenate([self.actual, y])
         self.predicted = np.concatenate([self.predicted, pred])
-        if len(self.keys) > HOLDOUT_SAMPLE_ROWS:
-            keep = np.argpartition(self.keys, HOLDOUT_SAMPLE_ROWS - 1)[:HOLDOUT_SAMPLE_ROWS]
+        keep = bottom_k(self.keys, HOLDOUT_SAMPLE_ROWS)
+        if keep is not None:
             self.rows, self.keys = self.rows[keep], self.keys[keep]
             self.actual, self.predicted = self.actual[keep], self.predicted[keep]
 
@@ -92,6 +92,14 @@ class HoldoutSample:
         order = np.argsort(self.rows, kind="stable")  # data order
         return {"actual": self.actual[order].tolist(), "predicted": self.predicted[order].tolist(),
                 "of_rows": holdout_rows}
+
+
+def bottom_k(keys: np.ndarray, k: int) -> np.ndarray | None:
+    """Positions of the ``k`` smallest ``keys``, in increasing position (a gather by them walks
+    memory forwards), or None when there are no more than ``k``: a bottom-k sample's rule."""
+    if len(keys) <= k:
+        return None
+    return np.sort(np.argpartition(keys, k - 1)[:k])
 
 
 def row_keys(rows: np.ndarray, seed: int) -> np.ndarray:

@@ -169,7 +169,6 @@ class Source:
                     chunk_size=65_536, maintain_order=True)
                 return
             schema = {name: types.get(name, pl.String) for name in self.columns}
-            offset = 0
             is_csv = self.format == "csv"
             blocks = _record_blocks(self.location, block_bytes or BLOCK_BYTES, quoted=is_csv,
                                     header=is_csv)
@@ -183,7 +182,6 @@ class Source:
                     frame = pl.read_ndjson(io.BytesIO(text),
                                            schema=self._json_schema(schema))
                     frame = self._as_named(frame, schema).select(wanted)
-                offset += frame.height
                 yield frame
         except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
             raise self.explain(exc, types) from None
