@@ -1,7 +1,8 @@
 """Serving a model with text categories: sgdserve's POST /predict against a bare Flask endpoint.
 
     python bench/serve_tabular_bench.py [--duration 5] [--rounds 3] [--connections 16]
-                                        [--workers 2] [--doc docs/benchmarks-tabular.md]
+                                        [--workers 2] [--baseline REF]
+                                        [--doc docs/benchmarks-tabular.md]
 
 The model is trained by ``service.training.train`` on generated houses with 4 numeric columns
 (2 with empty cells), a yes/no column and 3 text columns (25, 4 and 3 levels, one mostly empty),
@@ -17,7 +18,9 @@ the same host), interleaved round by round.
 Cases, as issue 10 states its targets: one row (``{"features": {...}}``, string values, some
 null) with --connections connections, requests/s against the bare endpoint's (target >= 0.85x);
 a 10,000-row batch with one connection, round trip p50 against the bare endpoint's (target
-<= 0.3x). Not a test: timings depend on the machine.
+<= 0.3x). ``--baseline REF`` adds sgdserve as of a git commit (``git archive`` of REF into the
+temporary directory), serving the same model in the same rounds: a change's effect measured side
+by side, not against a number from another day. Not a test: timings depend on the machine.
 """
 
 from __future__ import annotations
@@ -150,6 +153,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also serve sgdserve as of this git commit, side by side")
     parser.add_argument("--doc", type=Path, help="write the results into this markdown file")
     args = parser.parse_args()
     if serve_bench.shutil.which("wrk") is None:
@@ -177,13 +182,26 @@ def main() -> int:
         apps = {"bare-stdlib": f'serve_tabular_bench:bare_app("{work / MODEL_FILE}", "stdlib")',
                 "bare-orjson": f'serve_tabular_bench:bare_app("{work / MODEL_FILE}", "orjson")',
                 "sgdserve": None}
+        baseline = f"sgdserve@{args.baseline}" if args.baseline else None
+        if baseline:
+            tree = work / "baseline"
+            tree.mkdir()
+            archive = serve_bench.subprocess.run(
+                ["git", "-C", str(ROOT), "archive", args.baseline, "service"],
+                capture_output=True, check=True).stdout
+            serve_bench.subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+            apps[baseline] = None
         servers = {}
         load_before = os.getloadavg()
         runs: dict[tuple[str, str], list] = {}
         try:
             for name, app in apps.items():
                 app_env = env if app is None else dict(env, SGDSERVE_MALLOC_MMAP_THRESHOLD="0")
-                servers[name] = serve_bench.Server(app, app_env, work, name)
+                if name == baseline:  # its own service/ first on the path
+                    app_env = dict(env, PYTHONPATH=os.pathsep.join([str(BENCH_DIR), str(tree)]))
+                    servers[name] = serve_bench.Server(None, app_env, work, "baseline", cwd=tree)
+                else:
+                    servers[name] = serve_bench.Server(app, app_env, work, name)
             for server in servers.values():
                 server.wait_ready("/predict", bodies["single"])
             answers = {name: serve_bench.urllib.request.urlopen(serve_bench.urllib.request.Request(
@@ -191,9 +209,9 @@ def main() -> int:
                 headers={"Content-Type": "application/json"})).read()
                 for name, s in servers.items()}
             got = {name: json.loads(a)["prediction"] for name, a in answers.items()}
-            for bare in ("bare-stdlib", "bare-orjson"):
-                if abs(got["sgdserve"] - got[bare]) > 1e-6 * abs(got["sgdserve"]):
-                    raise SystemExit(f"{bare} does not compute sgdserve's answer: {got}")
+            for other in got:
+                if abs(got["sgdserve"] - got[other]) > 1e-6 * abs(got["sgdserve"]):
+                    raise SystemExit(f"{other} does not compute sgdserve's answer: {got}")
             for round_ in range(args.rounds):
                 order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
                 for case, connections in (("single", args.connections), ("batch", 1)):
@@ -209,9 +227,9 @@ def main() -> int:
             for server in servers.values():
                 server.stop()
         results = {key: serve_bench.combine(found) for key, found in runs.items()}
-    def ratios(bare: str) -> tuple[float, float]:
-        return (results[("sgdserve", "single")].rps / results[(bare, "single")].rps,
-                results[("sgdserve", "batch")].p50_ms / results[(bare, "batch")].p50_ms)
+    def ratios(other: str) -> tuple[float, float]:
+        return (results[("sgdserve", "single")].rps / results[(other, "single")].rps,
+                results[("sgdserve", "batch")].p50_ms / results[(other, "batch")].p50_ms)
 
     single, batch = ratios("bare-stdlib")
     single_fast, batch_fast = ratios("bare-orjson")
@@ -221,7 +239,8 @@ def main() -> int:
         f"Machine: {serve_bench.machine()}. Model {version}: 8 features (4 numeric, 2 with "
         "empty cells; 1 yes/no; 3 text with 25, 4 and 3 levels). Command: `python "
         f"bench/serve_tabular_bench.py --duration {args.duration} --rounds {args.rounds} "
-        f"--connections {args.connections} --workers {args.workers}`; {args.workers} sync "
+        f"--connections {args.connections} --workers {args.workers}"
+        f"{' --baseline ' + args.baseline if baseline else ''}`; {args.workers} sync "
         f"workers each; load average {b1:.1f} / {b5:.1f} before, {a1:.1f} / {a5:.1f} after.", "",
         "| app | case | requests/s (median round) | p50 ms | p99 ms | server p50 ms | errors |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -238,7 +257,12 @@ def main() -> int:
               f"| 10,000 rows with strings: round trip p50 <= 0.3x bare-stdlib's | "
               f"{batch:.2f}x | {'yes' if batch <= 0.3 else 'no'} |",
               f"| (information) the same against bare-orjson: 1 row, 10,000 rows | "
-              f"{single_fast:.2f}x, {batch_fast:.2f}x | |", "", END]
+              f"{single_fast:.2f}x, {batch_fast:.2f}x | |"]
+    if baseline:
+        single_then, batch_then = ratios(baseline)
+        lines.append(f"| (information) against {baseline}: 1 row requests/s, 10,000 rows p50 | "
+                     f"{single_then:.2f}x, {batch_then:.2f}x | |")
+    lines += ["", END]
     section = "\n".join(lines)
     print(section)
     if args.doc:

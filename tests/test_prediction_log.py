@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import orjson
@@ -119,6 +120,28 @@ def test_what_was_predicted_is_logged_after_the_answer(client, tmp_path) -> None
     assert batch["rid"] == "r-7" and batch["y"] == many["predictions"]
     assert batch["request"]["instances"][1]["sqft"] == 2000  # the body, newlines and all
     assert "rid" not in single and "iv" not in batch
+
+
+def test_a_batch_is_logged_once_its_answer_has_been_sent(models, tmp_path) -> None:
+    """A batch's line (its whole body) is written when the server closes the sent response,
+    not before the answer leaves; a single row's before. Flask's own client, unbuffered, keeps
+    the response open the way a server does while it sends."""
+    from flask.testing import FlaskClient
+
+    app = app_for(models, tmp_path / "logs")
+    raw = FlaskClient(app)
+    one = raw.post("/predict", json={"features": ROW})
+    assert len(records(tmp_path / "logs")) == 1  # a row: logged with the answer
+    one.close()
+    many = raw.post("/predict", json={"instances": [ROW, dict(ROW, sqft=2000)]})
+    assert many.status_code == 200 and len(records(tmp_path / "logs")) == 1
+    answered = time.time()
+    time.sleep(0.01)
+    many.close()  # what gunicorn does once the bytes are out
+    logged = records(tmp_path / "logs")
+    assert len(logged) == 2 and logged[1]["n"] == 2
+    assert logged[1]["y"] == many.get_json()["predictions"]
+    assert logged[1]["t"] <= answered  # the time of the prediction, not of the write
 
 
 def test_batches_up_to_the_row_limit_are_logged_whole(client, tmp_path) -> None:

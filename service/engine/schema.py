@@ -157,9 +157,11 @@ class Feature:
         nothing is missing); a boolean column goes value by value."""
         if self.kind == NUMERIC:
             values = np.array(column, dtype=np.float64)  # None becomes NaN
-            if None not in column:
-                return values, None
+            # NaN is only ever a None here (JSON has no NaN, the decoders refuse "NaN"): one
+            # pass over the array, not a scan of the list for None (a third of the time).
             missing = np.isnan(values)
+            if not missing.any():
+                return values, None
             values[missing] = self.mean
             return values, missing.astype(np.float64)
         if isinstance(column, np.ndarray):  # 0/1 from a protocol's numeric tensor

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from flask import Flask, Request, Response, request
+from flask.testing import FlaskClient
 
 from ..config import Settings
 from . import feedback, mlflow, models, monitoring, ops, predict, retrain, ui, v1, v2
@@ -65,11 +66,22 @@ class ServiceFlask(Flask):
         return response
 
 
+class ServerLikeClient(FlaskClient):
+    """Flask's test client, closing each response once it has been read, as a WSGI server
+    closes it after sending: the work a view defers until then (``call_on_close``: a batch's
+    prediction log line, freeing its parsed body) runs before the call returns, as it does
+    before gunicorn takes the next request."""
+
+    def open(self, *args: Any, buffered: bool = True, **kwargs: Any) -> Any:
+        return super().open(*args, buffered=buffered, **kwargs)
+
+
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the application; ``test_config`` overrides Settings fields (tests, embedding)."""
     settings = Settings.from_env(**dict(test_config or {}))
     app = ServiceFlask(__name__, static_folder=None)
     app.request_class = UploadRequest
+    app.test_client_class = ServerLikeClient
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions[EXTENSION] = ServiceState(settings)
 

@@ -1,7 +1,8 @@
 """One process's part of the production loop: prediction ids, and the prediction and feedback
 logs it appends to (service/monitor/).
 
-Logging never fails a request: every write is tried after the answer is built, a failure
+Logging never fails a request: every write is tried after the answer is built (a batch's once
+the server has sent it: its line holds the whole body), a failure
 (a read-only or full log directory) is counted in ``sgdserve_log_write_failures_total`` and
 logged once per reason, and the prediction goes on. Feedback is different: a 202 promises the
 value was kept, so a failed feedback write is the request's error (503).
@@ -95,17 +96,28 @@ class Loop:
             self._write(single_line, pid, time.time(), version, values, y, interval, request_id)
 
     def batch(self, pid: str, version: str, n: int, body: bytes, predictions_json: bytes,
-              interval: Mapping[str, Any] | None, request_id: str | None) -> None:
+              interval: Mapping[str, Any] | None, request_id: str | None,
+              after: Any = None) -> None:
+        """Log a batch: now, or, given the response (``after``), once it has been sent."""
         if self.enabled:
-            self._write(batch_request_line, pid, time.time(), version, n, body,
-                        predictions_json, interval, request_id)
+            self._write_after(after, batch_request_line, pid, time.time(), version, n, body,
+                              predictions_json, interval, request_id)
 
     def columns(self, pid: str, version: str, columns: Mapping[str, Any],
                 predictions_json: bytes, n: int, interval: Mapping[str, Any] | None,
-                request_id: str | None) -> None:
+                request_id: str | None, after: Any = None) -> None:
         if self.enabled:
-            self._write(batch_columns_line, pid, time.time(), version, columns,
-                        predictions_json, n, interval, request_id)
+            self._write_after(after, batch_columns_line, pid, time.time(), version, columns,
+                              predictions_json, n, interval, request_id)
+
+    def _write_after(self, response: Any, make: Any, *args: Any) -> None:
+        """Write a line now, or once the server has sent ``response`` and closes it: a
+        10,000-row batch's line holds its 0.65 MB body, 1-3 ms to encode and write that the
+        client need not wait for. The line keeps the time of the prediction."""
+        if response is None:
+            self._write(make, *args)
+        else:
+            response.call_on_close(lambda: self._write(make, *args))
 
     # -- feedback ---------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The prediction blueprint: ``POST /predict`` with one row (``features``) or a batch
 (``instances``), features by name; ``"interval": 0.9`` adds a split conformal interval per row
 and ``"explain": true`` each feature's contribution. Every prediction gets an id
-(service/monitor/ids.py) and, after the answer is built, a line in this worker's prediction log.
+(service/monitor/ids.py) and a line in this worker's prediction log: a row's once the answer is
+built, a batch's once the answer has been sent (service/http/loop.py).
 
 This is the hot path. msgspec decodes the body straight into typed rows for the served model's
 features (service/http/rows.py): floats for a model that needs no encoding, the JSON types of
@@ -168,7 +169,7 @@ def _answer(st: ServiceState, version: str, model: Any, y: Any, design: Any, col
                "X-Request-Id": request_id or pid}
     response = json_response(body, headers=headers)
     st.metrics.rows_predicted(n)
-    loop.batch(pid, version, n, data, predictions, logged, request_id)
+    loop.batch(pid, version, n, data, predictions, logged, request_id, after=response)
     return response
 
 

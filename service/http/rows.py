@@ -192,14 +192,18 @@ class MixedDecoder:
         fields += [(f"i{j}", Any, None) for j in range(len(ignored))]
         rename = {f"f{j}": name for j, name in enumerate(self.names)}
         rename.update({f"i{j}": name for j, name in enumerate(ignored)})
+        # gc=False: a decoded row holds JSON values only (an ignored column's value is a tree of
+        # lists and dicts), which cannot refer back to it, so the cycle collector need not
+        # track 10,000 rows per batch.
         self._row = msgspec.defstruct("MixedRow", fields, rename=rename,
-                                      forbid_unknown_fields=True)
+                                      forbid_unknown_fields=True, gc=False)
         body = msgspec.defstruct(
             "MixedBody",
             [("features", self._row | msgspec.UnsetType, msgspec.UNSET),
              ("instances", list[self._row] | msgspec.UnsetType, msgspec.UNSET),  # type: ignore[name-defined]
              *OPTION_FIELDS],
             forbid_unknown_fields=True,
+            gc=False,
         )
         self._json = msgspec.json.Decoder(body)
         self._d = len(self.names)

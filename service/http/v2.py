@@ -216,7 +216,7 @@ def infer(name: str, version: str | None = None) -> Response:
               ("X-Request-Id", client_id or pid)]
     response = Response(body, headers=Headers(items))
     st.loop.columns(pid, served, dict(zip(names, columns.values, strict=True)), predictions, n,
-                    logged, client_id)
+                    logged, client_id, after=response if columns.rows > 1 else None)
     if columns.rows > 1:  # a large parsed body is freed after the answer has left
         release_after_sending(response, parsed.parsed, data)
     return response
