@@ -56,6 +56,7 @@ from cli_train_bench import (  # noqa: E402
     SKLEARN_CHILD,
     Method,
     Run,
+    compile_bytecode,
     machine,
     run_child,
     sgdserve_script,
@@ -374,6 +375,7 @@ def main() -> None:
                 pass
 
     script = sgdserve_script()
+    compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="sgdserve-tabular-bench-"))
     env = child_env()
     started_at = dt.datetime.now(dt.UTC)

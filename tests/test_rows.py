@@ -140,3 +140,20 @@ def test_the_layout_is_read_from_a_packed_row():
 def test_decoders_are_made_once_per_feature_list():
     assert decoder_for(FEATURES) is decoder_for(tuple(FEATURES))
     assert decoder_for(FEATURES) is not decoder_for(FEATURES[:3])
+
+
+def test_the_decoder_follows_the_model_a_worker_serves():
+    # decoder_for_model keeps the last model's decoder; a reloaded model (other features, or
+    # the same features in a new object) must never be decoded with the old one's.
+    from service.http.rows import decoder_for_model
+
+    from helpers import hand_model
+
+    old = hand_model(features=FEATURES)
+    new = hand_model(features=("sqft", "lot_size"))
+    assert decoder_for_model(old) is decoder_for(FEATURES)
+    assert decoder_for_model(old) is decoder_for_model(old)
+    assert decoder_for_model(new) is decoder_for(("sqft", "lot_size"))
+    body = orjson.dumps({"features": {"sqft": 1.0, "lot_size": 2.0}})
+    assert decoder_for_model(new).decode(body, limit=10)[1] == [1.0, 2.0]
+    assert decoder_for_model(old).decode(body, limit=10) is None  # old's features are missing

@@ -6,10 +6,10 @@ no lock between them:
     <log dir>/<kind>-<host>-<pid>-<nonce>-<seq>.jsonl        kind: predictions | feedback
 
 A line is written with one ``write(2)`` on an ``O_APPEND`` descriptor, after the answer is
-built (a batch's after it has been sent). A writer never raises: a failed open or write (a read-only directory, a full disk) is
-counted and reported once per reason through ``on_error``, the request goes on, opening is
-retried after a pause, and the next line after a short write starts on a fresh line, so the
-torn one stays a line of its own.
+built (a batch's after it has been sent). A writer never raises: a failed open or write (a
+read-only directory, a full disk) is counted and reported once per reason through
+``on_error``, the request goes on, opening is retried after a pause, and the next line after a
+short write starts on a fresh line, so the torn one stays a line of its own.
 
 Bounded disk: a file is closed and the next one begun when it would pass ``segment_bytes``
 (``max_bytes / 16``, between 64 KiB and 64 MiB). At each rotation the writer deletes the oldest
