@@ -9,7 +9,9 @@ import numpy as np
 import orjson
 import pytest
 
-from service.http.rows import RowDecoder, decoder_for
+from service.http.rows import RowDecoder, decoder_for, decoder_for_model
+
+from helpers import hand_model
 
 FEATURES = ("sqft", "bedrooms", "bathrooms", "age_years")
 
@@ -145,10 +147,6 @@ def test_decoders_are_made_once_per_feature_list():
 def test_the_decoder_follows_the_model_a_worker_serves():
     # decoder_for_model keeps the last model's decoder; a reloaded model (other features, or
     # the same features in a new object) must never be decoded with the old one's.
-    from service.http.rows import decoder_for_model
-
-    from helpers import hand_model
-
     old = hand_model(features=FEATURES)
     new = hand_model(features=("sqft", "lot_size"))
     assert decoder_for_model(old) is decoder_for(FEATURES)

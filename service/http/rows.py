@@ -243,7 +243,7 @@ def _mixed_decoder(kinds: tuple[tuple[str, str], ...], ignored: tuple[str, ...])
 
 # The last model asked for and its decoder: a worker serves one model at a time, and building
 # the lookup key (each feature's name and kind) took 15% of a single-row /predict's view.
-_LAST_DECODER: tuple[Any, RowDecoder | MixedDecoder | None] = (None, None)
+_LAST_DECODER: tuple[Any, Any] = (None, None)
 
 
 def decoder_for_model(model: Any) -> RowDecoder | MixedDecoder:
@@ -251,7 +251,7 @@ def decoder_for_model(model: Any) -> RowDecoder | MixedDecoder:
     encoding, else one typed per feature kind."""
     global _LAST_DECODER
     last, decoder = _LAST_DECODER  # one read: another thread may replace the pair
-    if last is model and decoder is not None:
+    if last is model:
         return decoder
     decoder = decoder_for(model.feature_names) if model.plain else mixed_decoder_for(model)
     _LAST_DECODER = (model, decoder)
