@@ -9,7 +9,9 @@ tests/test_data.py holds the two to the same bits.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +25,9 @@ from .source import Source
 __all__ = ["Design", "encode", "encode_parts", "encode_target"]
 
 _WORDS = {**dict.fromkeys(TRUE_WORDS, 1.0), **dict.fromkeys(FALSE_WORDS, 0.0)}
+# Rows from which the level codes of several columns are found in threads (below, the pool
+# costs more than it saves).
+_THREADED_ROWS = 100_000
 
 
 @dataclass
@@ -57,41 +62,58 @@ def encode_parts(schema: Schema, frame: pl.DataFrame, source: Source,
     """One :class:`Design` per boolean mask in ``parts`` (None: every row), from one frame.
 
     Every value of the frame is checked, taken or not, so an error names the file's line of
-    the first bad row. Each column is converted once and written straight into each part's
-    preallocated Fortran-order array (a boolean ``compress``: no index gather, no copy of the
-    frame), so :func:`~service.data.dataset.load` splits training and holdout rows with no
-    more memory than the two designs and one column.
+    the first bad row. Each column is converted once and gathered straight into each part's
+    preallocated Fortran-order array (``np.take`` by the part's row numbers, found once: a
+    boolean ``compress`` finds them again for every column), so
+    :func:`~service.data.dataset.load` splits training and holdout rows with no more memory
+    than the two designs and one column. The level codes of every categorical column are
+    found in threads (polars releases the GIL) and gathered by rows, all columns at once.
     """
-    sizes = [frame.height if take is None else int(np.count_nonzero(take)) for take in parts]
+    rows = [None if take is None else np.flatnonzero(take) for take in parts]
+    sizes = [frame.height if r is None else len(r) for r in rows]
     numeric = schema.numeric
     n_indicators = sum(f.indicator for f in numeric)
-    designs = [Design(np.empty((n, len(numeric) + n_indicators), order="F"),
-                      np.empty((n, len(schema.categorical)), np.int32)
-                      if schema.categorical else None, None) for n in sizes]
+    designs = [Design(np.empty((n, len(numeric) + n_indicators), order="F"), None, None)
+               for n in sizes]
     j_indicator = len(numeric)
     for j, feature in enumerate(numeric):
         values = _numbers(feature, frame[feature.name], source, start_row)
-        for design, take in zip(designs, parts, strict=True):
+        for design, picked in zip(designs, rows, strict=True):
             column = design.X[:, j]
-            if take is None:
+            if picked is None:
                 column[:] = values
             else:
-                np.compress(take, values, out=column)
+                np.take(values, picked, out=column)
             missing = np.isnan(column)
             if missing.any():
                 column[missing] = feature.mean
             if feature.indicator:
                 design.X[:, j_indicator] = missing
         j_indicator += feature.indicator
-    for c, feature in enumerate(schema.categorical):
-        level = _codes(feature, frame[feature.name])
-        for design, take in zip(designs, parts, strict=True):
-            design.codes[:, c] = level if take is None else level[take]  # type: ignore[index]
+    categorical = schema.categorical
+    if categorical:
+        codes = np.empty((frame.height, len(categorical)), np.int32)
+
+        def put(c: int) -> None:
+            codes[:, c] = _codes(categorical[c], frame[categorical[c].name])
+
+        if len(categorical) > 1 and frame.height >= _THREADED_ROWS:
+            with ThreadPoolExecutor(min(len(categorical), os.cpu_count() or 1)) as pool:
+                list(pool.map(put, range(len(categorical))))
+        else:
+            for c in range(len(categorical)):
+                put(c)
+        for design, picked in zip(designs, rows, strict=True):
+            design.codes = codes if picked is None else codes[picked]
     if target is not None:
         raw = encode_target(frame[target], source, start_row)
         y = _transform(raw, target, source, start_row, target_transform)
-        for design, take in zip(designs, parts, strict=True):
-            design.target, design.y = (raw, y) if take is None else (raw[take], y[take])
+        for design, picked in zip(designs, rows, strict=True):
+            if picked is None:
+                design.target, design.y = raw, y
+            else:
+                design.target = raw[picked]
+                design.y = design.target if y is raw else y[picked]
     return designs
 
 
