@@ -337,6 +337,7 @@ class ColumnStats:
                      source: Source | Sources) -> None:
         """The numeric columns' aggregates over the chunk. NaN is a missing value, as an empty
         cell is; infinity is an error naming its line."""
+        picked = None  # the training rows' positions, found once for every column
         for name, stats in self.numbers.items():
             values = frame[name].to_numpy()  # a view when nothing is missing; NaN for empty
             low, high = float(values.min()), float(values.max())  # NaN if any is missing
@@ -349,8 +350,11 @@ class ColumnStats:
             if math.isnan(low):  # some are missing: the general path
                 stats.add(values, train, start_row, name.lower() in _INDEX_NAMES)
                 continue
-            # Nothing missing (the common case): one gather of the training rows, no masks.
-            kept = values[train]
+            # Nothing missing (the common case): one gather of the training rows, no masks (by
+            # position: 2x faster than by the boolean mask, which finds them again each time).
+            if picked is None:
+                picked = np.flatnonzero(train)
+            kept = np.take(values, picked)
             n = len(values)
             index = None
             base = float(values[0]) - start_row
