@@ -66,8 +66,8 @@ def encode_parts(schema: Schema, frame: pl.DataFrame, source: Source,
     preallocated Fortran-order array (``np.take`` by the part's row numbers, found once: a
     boolean ``compress`` finds them again for every column), so
     :func:`~service.data.dataset.load` splits training and holdout rows with no more memory
-    than the two designs and one column. The level codes of every categorical column are
-    found in threads (polars releases the GIL) and gathered by rows, all columns at once.
+    than the two designs and one column. The level codes of the categorical columns are found
+    in threads (polars releases the GIL).
     """
     rows = [None if take is None else np.flatnonzero(take) for take in parts]
     sizes = [frame.height if r is None else len(r) for r in rows]
@@ -92,10 +92,14 @@ def encode_parts(schema: Schema, frame: pl.DataFrame, source: Source,
         j_indicator += feature.indicator
     categorical = schema.categorical
     if categorical:
-        codes = np.empty((frame.height, len(categorical)), np.int32)
+        for design in designs:
+            design.codes = np.empty((len(design), len(categorical)), np.int32)
 
         def put(c: int) -> None:
-            codes[:, c] = _codes(categorical[c], frame[categorical[c].name])
+            level = _codes(categorical[c], frame[categorical[c].name])
+            for design, picked in zip(designs, rows, strict=True):
+                assert design.codes is not None
+                design.codes[:, c] = level if picked is None else np.take(level, picked)
 
         if len(categorical) > 1 and frame.height >= _THREADED_ROWS:
             with ThreadPoolExecutor(min(len(categorical), os.cpu_count() or 1)) as pool:
@@ -103,8 +107,6 @@ def encode_parts(schema: Schema, frame: pl.DataFrame, source: Source,
         else:
             for c in range(len(categorical)):
                 put(c)
-        for design, picked in zip(designs, rows, strict=True):
-            design.codes = codes if picked is None else codes[picked]
     if target is not None:
         raw = encode_target(frame[target], source, start_row)
         y = _transform(raw, target, source, start_row, target_transform)
