@@ -419,9 +419,11 @@ def _comparable(active: LinearModel | None, candidate: LinearModel) -> bool:
 def _fit_in_memory(reg, sources, split: _Split, progress, active) -> _Evaluation:
     if progress:
         progress("read", 0, 1)
+    # The holdout rows as read are kept only to score an active model on them.
     loaded = data_module.load(sources, split.target, split.options, fraction=split.fraction,
                               seed=split.seed, data_format=split.data_format,
-                              target_transform=split.transform)
+                              target_transform=split.transform,
+                              holdout_frame=active is not None and active.target == split.target)
     train, hold, schema = loaded.train, loaded.holdout, loaded.schema
     if progress:
         progress("fit", 0, 1)
@@ -445,6 +447,7 @@ def _fit_in_memory(reg, sources, split: _Split, progress, active) -> _Evaluation
     recent = split.recent(loaded.holdout_rows)
     active_holdout = active_recent = None
     if _comparable(active, candidate):
+        assert loaded.holdout_frame is not None  # kept for an active model of this target
         theirs = data_module.encode(active.schema, loaded.holdout_frame, loaded.source)
         active_predicted = active.predict(theirs.X, theirs.codes)
         active_holdout = regression_metrics(hold.target, active_predicted)

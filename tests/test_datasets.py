@@ -149,6 +149,19 @@ def test_rows_split_over_files_load_like_one_file(tmp_path: Path, fmt: str) -> N
     assert several.train.X.flags.f_contiguous and several.holdout.X.flags.f_contiguous
 
 
+def test_the_holdout_rows_as_read_are_kept_only_when_asked_for(tmp_path: Path) -> None:
+    """A run with no active model to score keeps no copy of the holdout rows as read; the
+    designs are the same either way, and the kept frame is exactly the held-out rows."""
+    frame = houses_frame(3000)
+    path = tmp_path / "houses.csv"
+    frame.write_csv(path)
+    kept, bare = read(path), read(path, holdout_frame=False)
+    assert bare.holdout_frame is None
+    np.testing.assert_array_equal(kept.holdout.X, bare.holdout.X)
+    np.testing.assert_array_equal(kept.train.X, bare.train.X)
+    assert kept.holdout_frame.equals(frame[kept.holdout_rows.tolist()])
+
+
 def test_the_dataset_digest_covers_every_file(tmp_path: Path) -> None:
     paths = split_write(houses_frame(300), tmp_path / "d", 2)
     listing = "".join(f"{p.name}\t{p.stat().st_size}\t{hashlib.sha256(p.read_bytes()).hexdigest()}"
