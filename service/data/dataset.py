@@ -65,7 +65,7 @@ class Loaded:
     holdout: Design
     fingerprint: Fingerprint
     source: Source | Sources
-    # The holdout rows as read, to score another model on them (None unless asked for).
+    # The holdout rows as read, to score another model on them (None if load was told not to).
     holdout_frame: pl.DataFrame | None
     holdout_rows: np.ndarray  # their file row numbers
     notices: list[str] = field(default_factory=list)  # about the file (names it changed)
@@ -78,7 +78,7 @@ def load(path: DataSpec, target: str, options: EncodingOptions, *,
     """Read, split and encode a file or dataset whole (see the module docstring).
 
     ``holdout_frame=False`` keeps no copy of the holdout rows as read (a training run with no
-    model to compare against needs none: 30 MB of the mixed benchmark's peak).
+    model to compare against needs none: a filter and 10-30 MB of the mixed benchmark's peak).
     """
     sources = open_sources(path, data_format)
     columns = plan(sources, target, options)
