@@ -92,14 +92,14 @@ def encode_parts(schema: Schema, frame: pl.DataFrame, source: Source,
         j_indicator += feature.indicator
     categorical = schema.categorical
     if categorical:
-        for design in designs:
-            design.codes = np.empty((len(design), len(categorical)), np.int32)
+        codes = [np.empty((n, len(categorical)), np.int32) for n in sizes]
+        for design, part_codes in zip(designs, codes, strict=True):
+            design.codes = part_codes
 
         def put(c: int) -> None:
             level = _codes(categorical[c], frame[categorical[c].name])
-            for design, picked in zip(designs, rows, strict=True):
-                assert design.codes is not None
-                design.codes[:, c] = level if picked is None else np.take(level, picked)
+            for part_codes, picked in zip(codes, rows, strict=True):
+                part_codes[:, c] = level if picked is None else np.take(level, picked)
 
         if len(categorical) > 1 and frame.height >= _THREADED_ROWS:
             with ThreadPoolExecutor(min(len(categorical), os.cpu_count() or 1)) as pool:
